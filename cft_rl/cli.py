@@ -1,0 +1,98 @@
+"""`cft-rl`: the command line. Subcommands only; the work lives in the stage modules.
+
+Recipe-driven stages take `--recipe PATH` and dotted `key=value` overrides. Each
+is registered below as (schema, runner) import paths, imported only when used so
+that `cft-rl --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from cft_rl.config import load_config, save_resolved
+from cft_rl.errors import UserError
+
+# stage name -> ("module:SchemaClass", "module:run_function", help text)
+STAGES: dict[str, tuple[str, str, str]] = {
+    "eval": (
+        "cft_rl.eval.config:EvalConfig",
+        "cft_rl.eval.runner:run_eval",
+        "greedy accuracy and pass@k on benchmarks",
+    ),
+}
+
+# report kind -> ("module:function", help text); each takes a list of run directories.
+REPORTS: dict[str, tuple[str, str]] = {
+    "passk": ("cft_rl.report.passk:report_passk", "pass@k curves of several eval runs"),
+}
+
+TOY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "build": (
+        "cft_rl.toy.config:ToyBuildConfig",
+        "cft_rl.toy.build:build_toy_model",
+        "train the embedded toy tokenizer and model from scratch",
+    ),
+}
+
+
+def _resolve(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", help="YAML recipe (see recipes/)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cft-rl", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, (_, _, help_text) in STAGES.items():
+        _add_recipe_args(commands.add_parser(name, help=help_text))
+
+    report = commands.add_parser("report", help="plots and tables from run directories")
+    kinds = report.add_subparsers(dest="kind", required=True)
+    for kind, (_, help_text) in REPORTS.items():
+        sub = kinds.add_parser(kind, help=help_text)
+        sub.add_argument("run_dirs", nargs="+", help="output directories of earlier runs")
+        sub.add_argument("--out", help="where to write the report (default: first run dir)")
+
+    toy = commands.add_parser("toy", help="the embedded toy world")
+    toy_commands = toy.add_subparsers(dest="toy_command", required=True)
+    for name, (_, _, help_text) in TOY_COMMANDS.items():
+        _add_recipe_args(toy_commands.add_parser(name, help=help_text))
+    return parser
+
+
+def _run_stage(schema_path: str, runner_path: str, args: argparse.Namespace) -> None:
+    config = load_config(_resolve(schema_path), args.recipe, args.overrides)
+    runner: Callable[[Any], Any] = _resolve(runner_path)
+    save_resolved(config, config.output_dir)
+    runner(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "report":
+            function_path, _ = REPORTS[args.kind]
+            _resolve(function_path)(args.run_dirs, out=args.out)
+        elif args.command == "toy":
+            schema_path, runner_path, _ = TOY_COMMANDS[args.toy_command]
+            _run_stage(schema_path, runner_path, args)
+        else:
+            schema_path, runner_path, _ = STAGES[args.command]
+            _run_stage(schema_path, runner_path, args)
+    except UserError as err:
+        print(f"cft-rl {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

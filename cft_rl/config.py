@@ -1,0 +1,146 @@
+"""Recipes: YAML files validated against a pydantic schema, with dotted overrides.
+
+Every stage (`identify`, `sft`, `grpo`, `eval`, `toy build`) has a schema class
+deriving from `Section`. `load_config` reads the recipe, applies `key=value`
+overrides from the command line, and validates the result before any work is
+done; `save_resolved` writes the merged config into the stage's output dir.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from cft_rl.errors import UserError
+
+__all__ = [
+    "ConfigError",
+    "GenerationSettings",
+    "ModelSpec",
+    "Section",
+    "apply_overrides",
+    "load_config",
+    "save_resolved",
+]
+
+
+class ConfigError(UserError):
+    """A recipe or override that cannot be used; the message names the key."""
+
+
+class Section(BaseModel):
+    """Base of every recipe section: unknown keys are errors, types are strict-ish."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSpec(Section):
+    """Which model to load. `path: toy` is the tiny model shipped with the package."""
+
+    path: str = "toy"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # Device for HF models: "auto" picks CUDA when available, else CPU.
+    device: str = "auto"
+
+
+class GenerationSettings(Section):
+    """Settings shared by every generation backend (see cft_rl.generation)."""
+
+    backend: Literal["hf", "vllm"] = "hf"
+    batch_size: int = 64
+    max_new_tokens: int = 256
+    # vLLM only: fraction of GPU memory for weights + KV cache.
+    gpu_memory_utilization: float = 0.85
+
+
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
+
+
+def load_config(schema: type[SchemaT], recipe: str | Path | None, overrides: list[str]) -> SchemaT:
+    """Load `recipe` (or start empty), apply `overrides`, validate against `schema`."""
+    data: dict[str, Any] = {}
+    source = "overrides"
+    if recipe is not None:
+        path = Path(recipe)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"recipe not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a recipe must be a mapping of keys, got {type(loaded).__name__}")
+        data = loaded
+    data = apply_overrides(data, overrides)
+    return validate(schema, data, source)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `data` with each `a.b.c=value` set; values are parsed as YAML scalars."""
+    merged = _deep_copy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        value = yaml.safe_load(raw) if raw != "" else ""
+        node = merged
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                prefix = ".".join(parts[: depth + 1])
+                raise ConfigError(f"override {item!r}: {prefix} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return merged
+
+
+def validate(schema: type[SchemaT], data: dict[str, Any], source: str) -> SchemaT:
+    """Validate `data`, turning pydantic's errors into one message per bad key."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as err:
+        lines = [f"{source}: invalid config"]
+        for problem in err.errors():
+            key = ".".join(str(part) for part in problem["loc"])
+            if problem["type"] == "extra_forbidden":
+                hint = _closest_key(schema, problem["loc"])
+                lines.append(f"  unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else ""))
+            else:
+                lines.append(f"  key '{key}': {problem['msg']} (got {problem.get('input')!r})")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def save_resolved(config: BaseModel, out_dir: str | Path, name: str = "config.yaml") -> Path:
+    """Write the validated config, defaults filled in, next to the stage's outputs."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return path
+
+
+def _closest_key(schema: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
+    """Find the valid key nearest to the unknown last element of `loc`."""
+    model: Any = schema
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    matches = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.5)
+    if not matches:
+        return None
+    return ".".join([*(str(p) for p in loc[:-1]), matches[0]])
+
+
+def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}

@@ -1,0 +1,1 @@
+"""The one verifier: scores model answers for identification, RL reward and evaluation."""
