@@ -76,7 +76,9 @@ def load_config(schema: type[SchemaT], recipe: str | Path | None, overrides: lis
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a recipe must be a mapping of keys, got {type(loaded).__name__}")
+            raise ConfigError(
+                f"{path}: a recipe must be a mapping of keys, got {type(loaded).__name__}"
+            )
         data = loaded
     data = apply_overrides(data, overrides)
     return validate(schema, data, source)
@@ -112,7 +114,9 @@ def validate(schema: type[SchemaT], data: dict[str, Any], source: str) -> Schema
             key = ".".join(str(part) for part in problem["loc"])
             if problem["type"] == "extra_forbidden":
                 hint = _closest_key(schema, problem["loc"])
-                lines.append(f"  unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else ""))
+                lines.append(
+                    f"  unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else "")
+                )
             else:
                 lines.append(f"  key '{key}': {problem['msg']} (got {problem.get('input')!r})")
         raise ConfigError("\n".join(lines)) from None

@@ -18,7 +18,9 @@ def resolve_model_path(path: str) -> str:
     """`toy` names the model shipped in the package; anything else is a directory or hub name."""
     if path == "toy":
         if not (TOY_MODEL_DIR / "config.json").is_file():
-            raise UserError(f"the toy model is missing from {TOY_MODEL_DIR}: run `cft-rl toy build`")
+            raise UserError(
+                f"the toy model is missing from {TOY_MODEL_DIR}: run `cft-rl toy build`"
+            )
         return str(TOY_MODEL_DIR)
     return path
 

@@ -1,0 +1,103 @@
+"""Recipe loading: overrides, validation errors that name the key, resolved config on disk."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cft_rl.config import (
+    ConfigError,
+    GenerationSettings,
+    ModelSpec,
+    Section,
+    apply_overrides,
+    load_config,
+    save_resolved,
+)
+
+
+class Stage(Section):
+    output_dir: str = "runs/x"
+    seed: int = 0
+    model: ModelSpec = ModelSpec()
+    generation: GenerationSettings = GenerationSettings()
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_overrides_set_nested_keys_and_parse_yaml_scalars():
+    merged = apply_overrides({"a": {"b": 1}}, ["a.b=2", "a.c=true", "d.e=0.5", "f=[1, 2]", "g=hi"])
+    assert merged == {"a": {"b": 2, "c": True}, "d": {"e": 0.5}, "f": [1, 2], "g": "hi"}
+
+
+def test_overrides_do_not_mutate_the_input():
+    data = {"a": {"b": 1}}
+    apply_overrides(data, ["a.b=2"])
+    assert data == {"a": {"b": 1}}
+
+
+@pytest.mark.parametrize("bad", ["novalue", "=3"])
+def test_malformed_override_is_an_error(bad):
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, [bad])
+
+
+def test_override_into_a_value_is_an_error():
+    with pytest.raises(ConfigError, match="seed is a value"):
+        apply_overrides({"seed": 1}, ["seed.x=2"])
+
+
+def test_recipe_then_overrides(tmp_path):
+    recipe = write(tmp_path, "seed: 3\ngeneration:\n  batch_size: 8\n")
+    config = load_config(Stage, recipe, ["generation.max_new_tokens=17"])
+    assert config.seed == 3
+    assert config.generation.batch_size == 8
+    assert config.generation.max_new_tokens == 17
+
+
+def test_unknown_key_names_it_and_the_closest_valid_key(tmp_path):
+    recipe = write(tmp_path, "generation:\n  max_new_token: 8\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(Stage, recipe, [])
+    message = str(err.value)
+    assert "generation.max_new_token" in message
+    assert "did you mean 'generation.max_new_tokens'" in message
+    assert str(recipe) in message
+
+
+def test_unknown_top_level_key_from_an_override():
+    with pytest.raises(ConfigError, match="unknown key 'sead'.*did you mean 'seed'"):
+        load_config(Stage, None, ["sead=1"])
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    recipe = write(tmp_path, "generation:\n  batch_size: many\n")
+    with pytest.raises(ConfigError, match="key 'generation.batch_size'"):
+        load_config(Stage, recipe, [])
+
+
+def test_bad_literal_names_the_key():
+    with pytest.raises(ConfigError, match="key 'generation.backend'"):
+        load_config(Stage, None, ["generation.backend=tgi"])
+
+
+def test_missing_recipe_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="recipe not found"):
+        load_config(Stage, tmp_path / "nope.yaml", [])
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(Stage, write(tmp_path, "a: [1, 2\n"), [])
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(Stage, write(tmp_path, "- 1\n- 2\n"), [])
+
+
+def test_save_resolved_writes_defaults_and_round_trips(tmp_path):
+    config = load_config(Stage, None, ["seed=7"])
+    path = save_resolved(config, tmp_path / "out")
+    saved = yaml.safe_load(path.read_text())
+    assert saved["seed"] == 7
+    assert saved["generation"]["backend"] == "hf"
+    assert Stage.model_validate(saved) == config
