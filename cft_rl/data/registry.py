@@ -1,0 +1,437 @@
+"""The benchmark registry: where each benchmark lives and how to read its questions and answers.
+
+Each file benchmark is described by small readers that pull the question and the reference
+answer out of one raw record; every reader names the field it failed on.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cft_rl.data.answers import (
+    after_hashes,
+    auto_reference,
+    last_boxed,
+    number_text,
+    tidy_reference,
+    without_parenthesised_unit,
+)
+from cft_rl.data.example import DataError, Example
+from cft_rl.data.records import SUFFIXES, Record, read_records, records_from_rows
+
+Reader = Callable[[Record], str]
+SolutionReader = Callable[[Record], "str | None"]
+Repair = Callable[[Record], Record]
+
+ROOT_ENV = "CFT_RL_BENCHMARK_ROOT"
+HUB_PREFIX = "hub:"
+DEFAULT_TOY_SIZE = 500
+
+
+def default_root() -> Path:
+    """Where local benchmark files live: $CFT_RL_BENCHMARK_ROOT, else ../shared/benchmarks
+    next to the repository."""
+    if os.environ.get(ROOT_ENV):
+        return Path(os.environ[ROOT_ENV])
+    return Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks"
+
+
+# --- question readers -------------------------------------------------------------------
+
+
+def joined_fields(*fields: str, optional: tuple[str, ...] = ()) -> Reader:
+    """The fields' texts in order, each ended as a sentence (SVAMP's body lacks its full stop);
+    `optional` fields are used when present and non-empty."""
+
+    def read(record: Record) -> str:
+        parts = []
+        for field in fields:
+            if field in optional and not record.data.get(field):
+                continue
+            text = record.text(field)
+            if len(fields) > 1 and field != fields[-1] and text[-1] not in ".?!:":
+                text += "."
+            parts.append(text)
+        return " ".join(parts)
+
+    return read
+
+
+def tabmwp_question(record: Record) -> str:
+    """TabMWP: the table (with its title) then the question, and the options if any."""
+    title = record.data.get("table_title")
+    about = f' regarding "{title}"' if title else ""
+    question = f"Read the following table{about} and answer a question:\n"
+    question += f"{record.text('table')}\n{record.text('question')}"
+    if record.data.get("choices"):
+        question += f" Please select from the following options: {record.get('choices')}"
+    return question
+
+
+# --- answer readers ---------------------------------------------------------------------
+
+
+def text_answer(field: str, clean: Callable[[str], str] = str) -> Reader:
+    """The field itself, cleaned (e.g. units in parentheses removed), $ delimiters dropped."""
+
+    def read(record: Record) -> str:
+        return tidy_reference(clean(record.text(field)))
+
+    return read
+
+
+def numeric_answer(field: str) -> Reader:
+    """A number field (SVAMP's 145.0 -> "145")."""
+
+    def read(record: Record) -> str:
+        value = record.get(field)
+        written = None if isinstance(value, bool) else number_text(value)
+        if written is None:
+            raise record.error(f"field '{field}' should be a number, got {value!r}")
+        return written
+
+    return read
+
+
+def hashes_answer(field: str) -> Reader:
+    """GSM8K: the final answer follows `####` at the end of the solution."""
+
+    def read(record: Record) -> str:
+        answer = after_hashes(record.text(field))
+        if answer is None:
+            raise record.error(f"field '{field}' has no '#### answer' line")
+        return tidy_reference(answer)
+
+    return read
+
+
+def boxed_answer(field: str) -> Reader:
+    """MATH-style solutions: the final answer is the last \\boxed{} of the solution."""
+
+    def read(record: Record) -> str:
+        answer = last_boxed(record.text(field))
+        if answer is None:
+            raise record.error(f"field '{field}' has no \\boxed{{}} answer")
+        return tidy_reference(answer)
+
+    return read
+
+
+def answer_or_boxed(answer_field: str, solution_field: str) -> Reader:
+    """The answer field when the file has one, else the last \\boxed{} of the solution."""
+    from_answer, from_solution = text_answer(answer_field), boxed_answer(solution_field)
+
+    def read(record: Record) -> str:
+        return (from_answer if answer_field in record.data else from_solution)(record)
+
+    return read
+
+
+def list_answer(field: str) -> Reader:
+    """OlympiadBench: a list of final answers, joined as one comma-separated answer."""
+
+    def read(record: Record) -> str:
+        value = record.get(field)
+        if not isinstance(value, list) or not value:
+            raise record.error(f"field '{field}' should be a non-empty list, got {value!r}")
+        return ", ".join(tidy_reference(str(item)) for item in value)
+
+    return read
+
+
+def solution_field(field: str) -> SolutionReader:
+    """The worked solution, when the file has one (a list holds alternatives: take the first)."""
+
+    def read(record: Record) -> str | None:
+        value = record.data.get(field)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        return str(value) if value else None
+
+    return read
+
+
+def no_solution(record: Record) -> None:
+    return None
+
+
+# --- repairs of known defects in published files ---------------------------------------
+
+_TRAILING_ANSWER = re.compile(
+    r"^(?P<question>.*?)\s*answers?\s*:\s*(?P<answer>[^\n]+)$", re.I | re.S
+)
+
+
+def answer_left_in_question(question_field: str, answer_field: str) -> Repair:
+    """Gaokao2023-En has items whose answer field is empty and whose question ends with
+    "answers: X": move X to the answer (and out of the question, where it gives it away)."""
+
+    def repair(record: Record) -> Record:
+        if str(record.data.get(answer_field, "")).strip():
+            return record
+        match = _TRAILING_ANSWER.match(str(record.data.get(question_field, "")))
+        if match is None:
+            return record
+        fixed = {**record.data, question_field: match["question"], answer_field: match["answer"]}
+        return Record(fixed, record.where)
+
+    return repair
+
+
+def unchanged(record: Record) -> Record:
+    return record
+
+
+# --- benchmarks -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A dataset on the Hugging Face hub, loaded with `datasets.load_dataset`."""
+
+    name: str
+    config: str | None = None
+    split: str = "test"
+
+
+@dataclass(frozen=True)
+class FileBenchmark:
+    """A benchmark read from <root>/<name>/test.{jsonl,json,parquet} or from the hub."""
+
+    name: str
+    question: Reader
+    answer: Reader
+    solution: SolutionReader = no_solution
+    hub: HubSource | None = None
+    repair: Repair = unchanged
+
+    def load(
+        self, path: str | None = None, limit: int | None = None, root: str | Path | None = None
+    ) -> list[Example]:
+        records = [self.repair(record) for record in self._records(path, root)]
+        return examples_from_records(
+            records[:limit], self.name, self.question, self.answer, self.solution
+        )
+
+    def _records(self, path: str | None, root: str | Path | None) -> list[Record]:
+        if path is not None and path.startswith(HUB_PREFIX):
+            name, _, config = path[len(HUB_PREFIX) :].partition(":")
+            split = self.hub.split if self.hub else "test"
+            return load_hub_records(HubSource(name, config or None, split))
+        if path is not None:
+            return read_records(find_data_file(Path(path)))
+        directory = Path(root) if root is not None else default_root()
+        local = find_data_file(directory / self.name, must_exist=False)
+        if local is not None:
+            return read_records(local)
+        if self.hub is None:
+            raise DataError(
+                f"benchmark '{self.name}': no test file in {directory / self.name} "
+                f"(looked for test{', test'.join(SUFFIXES)}) and no hub dataset is known; "
+                f"pass a path, or set {ROOT_ENV}"
+            )
+        try:
+            return load_hub_records(self.hub)
+        except DataError as e:
+            raise DataError(
+                f"benchmark '{self.name}': no test file in {directory / self.name}, and {e}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class ToyBenchmark:
+    """Held-out problems of the embedded toy world, generated on demand (seeded)."""
+
+    name: str
+
+    def load(
+        self, path: str | None = None, limit: int | None = None, root: str | Path | None = None
+    ) -> list[Example]:
+        if path is not None:
+            raise DataError(f"benchmark '{self.name}' is generated, it takes no path ({path!r})")
+        from cft_rl.toy.problems import eval_examples  # the toy world is optional for real runs
+
+        return eval_examples(self.name, limit or DEFAULT_TOY_SIZE)
+
+
+def examples_from_records(
+    records: list[Record],
+    source: str,
+    question: Reader,
+    answer: Reader,
+    solution: SolutionReader = no_solution,
+) -> list[Example]:
+    return [
+        Example(
+            id=f"{source}-{i}",
+            question=question(record),
+            answer=answer(record),
+            solution=solution(record),
+            source=source,
+        )
+        for i, record in enumerate(records)
+    ]
+
+
+def find_data_file(path: Path, must_exist: bool = True) -> Path | None:
+    """`path` itself if it is a file, else the test.{jsonl,json,parquet} inside it."""
+    if path.is_file():
+        return path
+    for suffix in SUFFIXES:
+        candidate = path / f"test{suffix}"
+        if candidate.is_file():
+            return candidate
+    if must_exist:
+        raise DataError(
+            f"{path}: no such file (nor a directory with test{', test'.join(SUFFIXES)})"
+        )
+    return None
+
+
+def load_hub_records(hub: HubSource) -> list[Record]:
+    try:
+        import datasets
+
+        rows = datasets.load_dataset(hub.name, hub.config, split=hub.split)
+    except Exception as e:  # offline, unknown name, bad split: all are the user's to fix
+        raise DataError(
+            f"hub dataset '{hub.name}' (split {hub.split}) could not be loaded: {e}"
+        ) from None
+    return records_from_rows(rows, f"{HUB_PREFIX}{hub.name}")
+
+
+Benchmark = FileBenchmark | ToyBenchmark
+
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in [
+        FileBenchmark(
+            "gsm8k",
+            joined_fields("question"),
+            hashes_answer("answer"),
+            solution_field("answer"),
+            HubSource("openai/gsm8k", "main"),
+        ),
+        FileBenchmark(
+            "math",
+            joined_fields("problem"),
+            answer_or_boxed("answer", "solution"),
+            solution_field("solution"),
+            HubSource("DigitalLearningGmbH/MATH-lighteval"),
+        ),
+        FileBenchmark(
+            "math500",
+            joined_fields("problem"),
+            answer_or_boxed("answer", "solution"),
+            solution_field("solution"),
+            HubSource("HuggingFaceH4/MATH-500"),
+        ),
+        FileBenchmark(
+            "minerva_math",
+            joined_fields("problem"),
+            boxed_answer("solution"),
+            solution_field("solution"),
+        ),
+        FileBenchmark(
+            "svamp",
+            joined_fields("Body", "Question"),
+            numeric_answer("Answer"),
+            solution_field("Equation"),
+            HubSource("ChilleD/SVAMP"),
+        ),
+        FileBenchmark(
+            "asdiv",
+            joined_fields("body", "question"),
+            text_answer("answer", without_parenthesised_unit),
+            solution_field("formula"),
+            HubSource("EleutherAI/asdiv", split="validation"),
+        ),
+        FileBenchmark("mawps", joined_fields("input"), numeric_answer("target")),
+        FileBenchmark(
+            "carp_en", joined_fields("content"), text_answer("answer"), solution_field("steps")
+        ),
+        # TabMWP numbers may carry thousands separators ("1,250"): tidy_reference drops them.
+        FileBenchmark("tabmwp", tabmwp_question, text_answer("answer"), solution_field("solution")),
+        FileBenchmark(
+            "gaokao2023en",
+            joined_fields("question"),
+            text_answer("answer"),
+            repair=answer_left_in_question("question", "answer"),
+        ),
+        FileBenchmark(
+            "olympiadbench",
+            joined_fields("context", "question", optional=("context",)),
+            list_answer("final_answer"),
+            solution_field("solution"),
+            HubSource("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", split="train"),
+        ),
+        FileBenchmark("college_math", joined_fields("question"), text_answer("answer")),
+        FileBenchmark(
+            "aime24",
+            joined_fields("problem"),
+            text_answer("answer"),
+            solution_field("solution"),
+            HubSource("HuggingFaceH4/aime_2024", split="train"),
+        ),
+        FileBenchmark("amc23", joined_fields("problem"), numeric_answer("answer")),
+        ToyBenchmark("toy"),
+        ToyBenchmark("toy-hard"),
+    ]
+}
+
+# The eleven benchmarks the paper reports (the English set of the Qwen2.5-Math suite).
+PAPER_BENCHMARKS = (
+    "gsm8k",
+    "math",
+    "svamp",
+    "asdiv",
+    "mawps",
+    "carp_en",
+    "tabmwp",
+    "minerva_math",
+    "gaokao2023en",
+    "olympiadbench",
+    "college_math",
+)
+
+
+def load_benchmark(
+    name: str, path: str | None = None, limit: int | None = None, root: str | Path | None = None
+) -> list[Example]:
+    """The examples of benchmark `name`, from `path` (a file, a directory holding test.*, or
+    `hub:NAME[:CONFIG]`), else from `root`/<name>/, else from its hub dataset."""
+    if name not in BENCHMARKS:
+        close = difflib.get_close_matches(name, BENCHMARKS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise DataError(f"unknown benchmark '{name}'{hint} (known: {', '.join(BENCHMARKS)})")
+    if limit is not None and limit < 1:
+        raise DataError(f"benchmark '{name}': limit must be at least 1, got {limit}")
+    return BENCHMARKS[name].load(path, limit, root)
+
+
+def load_jsonl_examples(
+    path: str | Path,
+    question_field: str,
+    answer_field: str,
+    source: str | None = None,
+    limit: int | None = None,
+) -> list[Example]:
+    """Examples from any JSONL (or JSON, parquet) file. The answer field may hold the answer
+    itself, a number, or a solution ending in `#### N` or containing \\boxed{}."""
+    path = Path(path)
+    records = read_records(path)[:limit]
+
+    def answer(record: Record) -> str:
+        reference = auto_reference(record.get(answer_field))
+        if reference is None:
+            raise record.error(f"field '{answer_field}' holds no usable answer")
+        return reference
+
+    return examples_from_records(
+        records, source or path.stem, joined_fields(question_field), answer
+    )
