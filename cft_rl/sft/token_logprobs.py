@@ -4,7 +4,7 @@ A loss on a few positions needs the LM head only at those rows: the caller gathe
 hidden states of the supervised positions ([N, hidden]) and passes them here with the LM head
 weight ([vocab, hidden]). Logits are formed `chunk_size` rows at a time, so at most
 chunk_size x vocab of them exist at once, in the forward and in the backward, which recomputes
-each chunk's logits instead of keeping them. Logits are upcast to float32 per chunk.
+each chunk's logits instead of keeping them. Logits are upcast to at least float32 per chunk.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def token_logprobs(
     targets: torch.Tensor,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> torch.Tensor:
-    """log p(targets[i] | rows[i]) as float32 [N], differentiable in rows and the weight."""
+    """log p(targets[i] | rows[i]) [N] (at least float32), differentiable in rows and weight."""
     _check_shapes(rows, lm_head_weight, chunk_size)
     if targets.shape != rows.shape[:1]:
         raise ValueError(f"targets {tuple(targets.shape)} do not match rows {tuple(rows.shape)}")
@@ -34,22 +34,26 @@ def token_statistics(
     targets: torch.Tensor,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-prob of each target, entropy of each row's distribution), float32 [N], no gradient.
+    """(log-prob of each target, entropy of each row's distribution) [N], no gradient.
 
     For choosing tokens (entropy, excess loss), not for training on them.
     """
     _check_shapes(rows, lm_head_weight, chunk_size)
-    logprobs = rows.new_empty(rows.shape[0], dtype=torch.float32)
+    logprobs = rows.new_empty(rows.shape[0], dtype=_logit_dtype(rows))
     entropies = torch.empty_like(logprobs)
     for start in range(0, rows.shape[0], chunk_size):
         end = start + chunk_size
-        logits = (rows[start:end] @ lm_head_weight.T).float()
+        logits = (rows[start:end] @ lm_head_weight.T).to(logprobs.dtype)
         log_norm = torch.logsumexp(logits, dim=-1)
         logprobs[start:end] = logits.gather(1, targets[start:end, None]).squeeze(1) - log_norm
         # H = log Z - sum_v p_v * logit_v
         probs = torch.softmax(logits, dim=-1)
         entropies[start:end] = log_norm - (probs * logits).sum(dim=-1)
     return logprobs, entropies
+
+
+def _logit_dtype(rows: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(rows.dtype, torch.float32)
 
 
 def _check_shapes(rows: torch.Tensor, weight: torch.Tensor, chunk_size: int) -> None:
@@ -67,11 +71,11 @@ class _ChunkedTokenLogprob(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, rows, weight, targets, chunk_size):
-        logprobs = rows.new_empty(rows.shape[0], dtype=torch.float32)
+        logprobs = rows.new_empty(rows.shape[0], dtype=_logit_dtype(rows))
         log_norms = torch.empty_like(logprobs)
         for start in range(0, rows.shape[0], chunk_size):
             end = start + chunk_size
-            logits = (rows[start:end] @ weight.T).float()
+            logits = (rows[start:end] @ weight.T).to(logprobs.dtype)
             log_norms[start:end] = torch.logsumexp(logits, dim=-1)
             target_logits = logits.gather(1, targets[start:end, None]).squeeze(1)
             logprobs[start:end] = target_logits - log_norms[start:end]
@@ -87,9 +91,9 @@ class _ChunkedTokenLogprob(torch.autograd.Function):
         grad_weight = torch.zeros_like(weight) if want_weight else None
         for start in range(0, rows.shape[0], ctx.chunk_size):
             end = start + ctx.chunk_size
-            chunk_rows, grad = rows[start:end], grad_logprobs[start:end, None].float()
+            chunk_rows, grad = rows[start:end], grad_logprobs[start:end, None].to(log_norms.dtype)
             # d log p_y / d logit_v = 1[v = y] - p_v, built in place on the chunk's logits
-            grad_logits = (chunk_rows @ weight.T).float()
+            grad_logits = (chunk_rows @ weight.T).to(log_norms.dtype)
             grad_logits.sub_(log_norms[start:end, None]).exp_().mul_(-grad)
             grad_logits.scatter_add_(1, targets[start:end, None], grad)
             grad_logits = grad_logits.to(rows.dtype)
