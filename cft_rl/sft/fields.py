@@ -1,0 +1,38 @@
+"""The tensors of an SFT micro-batch, and helpers that build the tokenizer-dependent ones.
+
+Every per-token field is aligned with `input_ids` ([batch, seq]): entry (b, t) describes the
+token input_ids[b, t]. The losses shift them to the predictions that produce those tokens.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import torch
+
+# field name -> what it holds; the losses name the fields they need in their errors.
+FIELDS: dict[str, str] = {
+    "input_ids": "token ids [batch, seq], prompt followed by response, padded",
+    "attention_mask": "1 on real tokens, 0 on padding [batch, seq]",
+    "response_mask": "1 on the response tokens that may be supervised [batch, seq]",
+    "critical_mask": "1 on critical tokens, from `cft-rl identify` [batch, seq]",
+    "failure_fraction": "share of counterfactual alternatives that failed, in [0, 1], "
+    "from `cft-rl identify` [batch, seq]",
+    "digit_mask": "1 on tokens whose text contains a digit, see digit_token_table [batch, seq]",
+    "ref_logprobs": "log-probability of each token under the reference model [batch, seq]",
+    "example_seed": "one integer per example, see example_seed [batch]",
+}
+
+
+def digit_token_table(tokenizer) -> torch.Tensor:
+    """Bool vector over the vocabulary: True for tokens whose text contains a digit 0-9.
+
+    `digit_mask = digit_token_table(tokenizer)[input_ids]` builds the `numbers_only` field.
+    """
+    texts = tokenizer.batch_decode([[token_id] for token_id in range(len(tokenizer))])
+    return torch.tensor([any(ch in "0123456789" for ch in text) for text in texts])
+
+
+def example_seed(example_id: str) -> int:
+    """A stable per-example integer (same across runs and processes, unlike `hash`)."""
+    return zlib.crc32(example_id.encode("utf-8"))
