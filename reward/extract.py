@@ -13,6 +13,7 @@ from collections import deque
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 # Braces and backslashes are the only characters that matter for box matching.
 _BRACE_TOKENS = re.compile(r"[{}\\]")
+_NON_SPACE = re.compile(r"\S")  # an empty box commits to nothing
 # "The answer is X", "Final answer: X", "**Answer:** X"; the last one wins.
 _ANSWER_PHRASE = re.compile(r"answer(?:\*\*)?(?: is|:)(?:\*\*)?", re.IGNORECASE)
 # Where a one-line answer stops: a sentence end (a period before a space, so
@@ -24,8 +25,8 @@ _DELIMITERS = (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**"))
 def extract_final_answer(text: str) -> str | None:
     """The answer a response commits to, or None when it commits to none.
 
-    In order: the content of the last `\\boxed{...}` (or `\\fbox{...}`) that
-    closes; else what follows the last GSM8K `####`; else what follows the
+    In order: the content of the last non-empty `\\boxed{...}` (or `\\fbox{...}`)
+    that closes; else what follows the last GSM8K `####`; else what follows the
     last "answer is" / "answer:". Surrounding `$...$`, `\\(...\\)`, bold
     markers and trailing periods are stripped.
     """
@@ -41,7 +42,7 @@ def extract_final_answer(text: str) -> str | None:
 
 
 def _last_box(text: str) -> str | None:
-    """Content of the box that opens last among those that close, in one pass."""
+    """Content of the non-empty box that opens last among those that close, in one pass."""
     # Braces before the first box command cannot change which "}" closes a box.
     first = min((pos for pos in map(text.find, _BOX_COMMANDS) if pos >= 0), default=-1)
     if first < 0:
@@ -62,7 +63,7 @@ def _last_box(text: str) -> str | None:
             open_braces.append((pos + 1, _opens_box(text, pos)))
         elif open_braces:
             start, is_box = open_braces.pop()
-            if is_box and (best is None or start > best[0]):
+            if is_box and (best is None or start > best[0]) and _NON_SPACE.search(text, start, pos):
                 best = (start, pos)
     return None if best is None else text[best[0] : best[1]]
 
