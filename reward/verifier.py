@@ -63,17 +63,21 @@ class WorkerStartError(RuntimeError):
 class Verifier:
     """A pool of worker processes that grade (response, reference) pairs.
 
-    Thread-safe: concurrent `verify` calls (verl calls rewards from a thread pool)
+    `fast_path`: score a prediction whose text is the reference's correct without a worker
+    round-trip. Thread-safe: concurrent `verify` calls (verl calls rewards from a thread pool)
     each take an idle worker, so up to `num_workers` items are graded at once.
     """
 
-    def __init__(self, num_workers: int = 2, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, num_workers: int = 2, timeout_s: float = 5.0, fast_path: bool = True
+    ) -> None:
         if num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {num_workers}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         _warm_up()
         self.timeout_s = timeout_s
+        self.fast_path = fast_path
         # Fork, not forkserver or spawn: those re-run the caller's main script in every worker
         # (fatal for scripts without a __main__ guard) and start workers cold. Workers only
         # run Python and sympy, never torch or OpenMP, so the parent's threads are no hazard.
@@ -126,7 +130,7 @@ class Verifier:
             return Verdict(False, 0.0, "no_answer", None)
         # Fast path: the very text of the reference is the reference answer, whatever
         # math-verify would make of it, and a string comparison is safe in this process.
-        if predicted == reference.strip():
+        if self.fast_path and predicted == reference.strip():
             return Verdict(True, 1.0, "correct", predicted)
         reason = self._grade_in_worker(predicted, reference)
         return Verdict(reason == "correct", float(reason == "correct"), reason, predicted)

@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from reward import Verdict, Verifier, compute_score, extract_final_answer
+from reward.hostile import HOSTILE_CASES, NESTED_BRACES, HostileCase
 
 TIMEOUT_S = 1.5
 # Killing a worker, forking its replacement and extracting from 200 KB take well under this.
 MARGIN_S = 1.0
-NESTED = "{" * 5000 + "1" + "}" * 5000
 
 
 @pytest.mark.parametrize(
@@ -50,7 +50,7 @@ def test_extract_final_answer(text: str, expected: str | None) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("\\boxed{" + NESTED + "}", NESTED),
+        ("\\boxed{" + NESTED_BRACES + "}", NESTED_BRACES),
         ("\\boxed{" * 5000 + "1" + "}" * 5000, "1"),
         ("\\boxed{" * 30000, None),
         ("x" * 200_000 + " \\boxed{5}", "5"),
@@ -86,34 +86,24 @@ def test_correct_wrong_and_no_answer(verifier: Verifier) -> None:
 def test_fast_path_agrees_with_math_verify(verifier: Verifier) -> None:
     # The fast path scores a prediction identical to the reference correct without a worker;
     # math-verify must agree on such pairs, or the two paths would score differently.
-    for reference in ["18", "2,125", "-3", "\\frac{1}{2}", "\\text{(A)}", "x^2+1", "[0, 1)"]:
-        assert verifier._grade_in_worker(reference, reference) == "correct", reference
+    references = ["18", "2,125", "-3", "\\frac{1}{2}", "\\text{(A)}", "x^2+1", "[0, 1)"]
+    responses = [f"\\boxed{{{reference}}}" for reference in references]
+    with Verifier(num_workers=2, timeout_s=TIMEOUT_S, fast_path=False) as slow_path:
+        assert slow_path.verify_batch(responses, references) == verifier.verify_batch(
+            responses, references
+        )
+        assert slow_path.counts["correct"] == len(references)
 
 
-HOSTILE = [
-    # (response, reference, allowed reasons)
-    ("\\boxed{" + NESTED + "}", "1", {"timeout"}),  # math-verify recurses for minutes
-    ("\\boxed{9^{9^{9^{9}}}}", "1", {"timeout"}),
-    # Right-associative powers that math-verify gives up on in 0.4 s (2.4 s cold).
-    ("\\boxed{9^9^9^9}", "1", {"wrong", "timeout"}),
-    ("The answer is \\boxed{" + "1+" * 100_000 + "1}", "100001", {"timeout"}),  # 200 KB
-    ("Let me think. " * 15_000, "1", {"no_answer"}),  # 210 KB
-    ("Let me think. " * 15_000 + "\\boxed{7}", "7", {"correct"}),
-    ("\\boxed{\\frac{" * 2000 + "}" * 4000, "1", {"wrong", "timeout"}),
-]
-
-
-@pytest.mark.parametrize(("response", "reference", "reasons"), HOSTILE)
-def test_hostile_input_is_scored_within_the_timeout(
-    verifier: Verifier, response: str, reference: str, reasons: set[str]
-) -> None:
+@pytest.mark.parametrize("case", HOSTILE_CASES, ids=[case.name for case in HOSTILE_CASES])
+def test_hostile_input_is_scored_within_the_timeout(verifier: Verifier, case: HostileCase) -> None:
     start = time.perf_counter()
-    verdict = verifier.verify(response, reference)
+    verdict = verifier.verify(case.response, case.reference)
     elapsed = time.perf_counter() - start
-    assert verdict.reason in reasons
+    assert verdict.reason in case.reasons
     assert verdict.correct == (verdict.reason == "correct")
     assert elapsed < TIMEOUT_S + MARGIN_S
-    # The pool goes on: the killed worker was replaced.
+    # The pool goes on: a killed worker was replaced.
     assert verifier.verify("\\boxed{0.25}", "\\frac{1}{4}").reason == "correct"
 
 
@@ -132,7 +122,7 @@ def test_code_in_answers_is_never_executed(verifier: Verifier, tmp_path) -> None
 def test_batch_keeps_order_around_timeouts(verifier: Verifier) -> None:
     cases = [
         ("\\boxed{2}", "2", "correct"),
-        ("\\boxed{" + NESTED + "}", "1", "timeout"),
+        ("\\boxed{" + NESTED_BRACES + "}", "1", "timeout"),
         ("\\boxed{\\frac{6}{4}}", "1.5", "correct"),
         ("nothing", "1", "no_answer"),
         ("#### 10", "11", "wrong"),
@@ -170,7 +160,7 @@ def test_a_worker_that_dies_mid_item_scores_error_and_is_replaced() -> None:
         (worker,) = pool._workers
         result: list[Verdict] = []
         hang = threading.Thread(
-            target=lambda: result.append(pool.verify("\\boxed{" + NESTED + "}", "1"))
+            target=lambda: result.append(pool.verify("\\boxed{" + NESTED_BRACES + "}", "1"))
         )
         hang.start()
         time.sleep(0.5)
@@ -187,7 +177,7 @@ def test_workers_forked_from_a_parent_running_torch_threads() -> None:
     assert product[0, 0].item() == 256
     with Verifier(num_workers=1, timeout_s=TIMEOUT_S) as pool:
         assert pool.verify("\\boxed{\\frac{1}{3}}", "2/6").reason == "correct"
-        assert pool.verify("\\boxed{" + NESTED + "}", "1").reason == "timeout"
+        assert pool.verify("\\boxed{" + NESTED_BRACES + "}", "1").reason == "timeout"
         # The replacement is forked while the threads still exist.
         assert pool.verify("\\boxed{0.5}", "1/2").reason == "correct"
 
