@@ -1,0 +1,380 @@
+"""RL math for GRPO-style training: pure functions of tensors in string-keyed registries.
+
+Names and semantics follow verl 0.9.1's `verl.trainer.ppo.core_algos` so a recipe means the
+same thing on the local engine and on verl (tests/test_rl_algos_on_cpu.py runs the same tensors
+through both). verl is not imported here: importing it pulls in Ray.
+
+Shapes: `scores` and `group_ids` are [batch]; everything per token is [batch, response_len]
+with a 0/1 `response_mask` (bool or numeric) marking the response tokens that count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "ADVANTAGE_ESTIMATORS",
+    "KL_PENALTIES",
+    "KL_PENALTY_NAMES",
+    "LOSS_AGG_MODES",
+    "POLICY_LOSSES",
+    "PolicyLoss",
+    "agg_loss",
+    "compute_advantages",
+    "entropy_from_logits",
+    "group_index",
+    "kl_penalty",
+    "masked_mean",
+    "masked_sum",
+    "masked_var",
+    "masked_whiten",
+    "vanilla_policy_loss",
+]
+
+# verl's constants, kept so results agree: the masked-mean guard, the advantage std guard,
+# and the log-ratio clamp applied before exp() in the policy loss.
+MASK_EPS = 1e-8
+ADV_EPS = 1e-6
+LOG_RATIO_CLAMP = 20.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Masked reductions
+
+
+def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Sum of `values` where `mask` is set; NaN/inf outside the mask cannot leak in."""
+    kept = torch.where(mask.bool(), values, torch.zeros_like(values))
+    return kept.sum() if dim is None else kept.sum(dim=dim)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of `values` where `mask` is set (0 when nothing is set)."""
+    count = mask.sum() if dim is None else mask.sum(dim=dim)
+    return masked_sum(values, mask, dim) / (count + MASK_EPS)
+
+
+def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+    """Variance over the masked elements; unbiased needs at least two of them."""
+    mean = masked_mean(values, mask)
+    var = masked_mean((values - mean) ** 2, mask)
+    if unbiased:
+        count = mask.sum()
+        if count < 2:
+            raise ValueError(f"unbiased variance needs 2 or more masked elements, got {int(count)}")
+        var = var * count / (count - 1)
+    return var
+
+
+def masked_whiten(
+    values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True
+) -> torch.Tensor:
+    """Scale `values` to unit variance over the mask; zero mean too unless `shift_mean=False`."""
+    mean = masked_mean(values, mask)
+    whitened = (values - mean) * torch.rsqrt(masked_var(values, mask) + MASK_EPS)
+    return whitened if shift_mean else whitened + mean
+
+
+# ---------------------------------------------------------------------------------------------
+# Advantage estimators (outcome rewards: one score per response)
+
+
+def group_index(group_ids: torch.Tensor | Sequence[Hashable]) -> torch.Tensor:
+    """Map arbitrary group labels (prompt uids, ints) to contiguous ids 0..G-1, [batch] long."""
+    if isinstance(group_ids, torch.Tensor):
+        return torch.unique(group_ids, return_inverse=True)[1].reshape(-1)
+    first_seen: dict[Hashable, int] = {}
+    ids = [first_seen.setdefault(label, len(first_seen)) for label in group_ids]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _group_sums(values: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Per-sample sum of `values` over the sample's group, [batch]."""
+    totals = torch.zeros(int(group.max()) + 1, dtype=values.dtype, device=values.device)
+    return totals.index_add(0, group, values)[group]
+
+
+def grpo_advantages(
+    scores: torch.Tensor,
+    group: torch.Tensor,
+    epsilon: float = ADV_EPS,
+    norm_adv_by_std: bool = True,
+) -> torch.Tensor:
+    """GRPO: (score - group mean) / (group std + epsilon), std with Bessel's correction.
+
+    A group of one has no baseline: like verl, its mean counts as 0 and its std as 1, so its
+    advantage is its own score (divided by 1 + epsilon when normalising).
+    """
+    count = _group_sums(torch.ones_like(scores), group)
+    mean = _group_sums(scores, group) / count
+    sq_dev = _group_sums((scores - mean) ** 2, group)
+    std = (sq_dev / (count - 1).clamp_min(1)).sqrt()
+    single = count == 1
+    mean = torch.where(single, torch.zeros_like(mean), mean)
+    centred = scores - mean
+    if not norm_adv_by_std:
+        return centred
+    std = torch.where(single, torch.ones_like(std), std)
+    return centred / (std + epsilon)
+
+
+def dr_grpo_advantages(
+    scores: torch.Tensor, group: torch.Tensor, epsilon: float = ADV_EPS
+) -> torch.Tensor:
+    """Dr. GRPO (arXiv 2503.20783): group-mean baseline without dividing by the std.
+
+    verl spells this `adv_estimator=grpo` with `norm_adv_by_std_in_grpo=False`.
+    """
+    return grpo_advantages(scores, group, epsilon, norm_adv_by_std=False)
+
+
+def rloo_advantages(
+    scores: torch.Tensor, group: torch.Tensor, epsilon: float = ADV_EPS
+) -> torch.Tensor:
+    """RLOO (arXiv 2402.14740): score minus the mean of the *other* responses of the group.
+
+    A group of one keeps its raw score, as verl's `rloo` does.
+    """
+    count = _group_sums(torch.ones_like(scores), group)
+    others = count - 1
+    leave_one_out_mean = (_group_sums(scores, group) - scores) / others.clamp_min(1)
+    return torch.where(others > 0, scores - leave_one_out_mean, scores)
+
+
+AdvantageFn = Callable[..., torch.Tensor]
+ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {
+    "grpo": grpo_advantages,
+    "dr_grpo": dr_grpo_advantages,
+    "rloo": rloo_advantages,
+}
+
+
+def compute_advantages(
+    estimator: str,
+    scores: torch.Tensor,
+    group_ids: torch.Tensor | Sequence[Hashable],
+    response_mask: torch.Tensor,
+    epsilon: float = ADV_EPS,
+) -> torch.Tensor:
+    """Per-token advantages [batch, response_len]: each response's scalar on its masked tokens.
+
+    `scores` [batch] are outcome rewards; responses with the same `group_ids` label answer the
+    same prompt. Computed without gradient, in float32 at least.
+    """
+    fn = _lookup(ADVANTAGE_ESTIMATORS, estimator, "advantage estimator")
+    with torch.no_grad():
+        values = scores if scores.dtype == torch.float64 else scores.float()
+        group = group_index(group_ids).to(values.device)
+        if group.shape != values.shape:
+            raise ValueError(f"group_ids {tuple(group.shape)} do not match scores {values.shape}")
+        per_response = fn(values, group, epsilon)
+        return per_response.unsqueeze(-1) * response_mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss aggregation: how a [batch, response_len] loss matrix becomes one number.
+#
+# With micro-batches, pass the whole mini-batch's `batch_num_tokens` (token modes) or
+# `global_batch_size` (count of non-empty responses, seq modes): the micro-batch losses then
+# sum to the mini-batch loss, so gradient accumulation matches one big batch. Local counts are
+# floored at 1 (verl divides by 0 and returns NaN for a fully masked batch; otherwise equal).
+
+
+def _token_mean(loss_mat, mask, batch_num_tokens=None, global_batch_size=None, scale=None):
+    total = mask.sum().clamp_min(1) if batch_num_tokens is None else batch_num_tokens
+    return masked_sum(loss_mat, mask) / total
+
+
+def _token_sum(loss_mat, mask, batch_num_tokens=None, global_batch_size=None, scale=None):
+    return masked_sum(loss_mat, mask)
+
+
+def _seq_mean(per_seq: torch.Tensor, mask: torch.Tensor, global_batch_size) -> torch.Tensor:
+    # Responses with no loss tokens do not count as sequences.
+    non_empty = mask.sum(dim=-1) > 0
+    total = non_empty.sum().clamp_min(1) if global_batch_size is None else global_batch_size
+    return masked_sum(per_seq, non_empty) / total
+
+
+def _seq_mean_token_sum(loss_mat, mask, batch_num_tokens=None, global_batch_size=None, scale=None):
+    return _seq_mean(masked_sum(loss_mat, mask, dim=-1), mask, global_batch_size)
+
+
+def _seq_mean_token_sum_norm(
+    loss_mat, mask, batch_num_tokens=None, global_batch_size=None, scale=None
+):
+    # Dr. GRPO's constant normaliser: the padded response length unless a fixed one is given.
+    divisor = mask.shape[-1] if scale is None else scale
+    return _seq_mean_token_sum(loss_mat, mask, global_batch_size=global_batch_size) / divisor
+
+
+def _seq_mean_token_mean(loss_mat, mask, batch_num_tokens=None, global_batch_size=None, scale=None):
+    return _seq_mean(masked_mean(loss_mat, mask, dim=-1), mask, global_batch_size)
+
+
+LOSS_AGG_MODES: dict[str, Callable[..., torch.Tensor]] = {
+    "token-mean": _token_mean,
+    "token-sum": _token_sum,
+    "seq-mean-token-sum": _seq_mean_token_sum,
+    "seq-mean-token-mean": _seq_mean_token_mean,
+    "seq-mean-token-sum-norm": _seq_mean_token_sum_norm,
+}
+
+
+def agg_loss(
+    loss_mat: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str,
+    batch_num_tokens: int | torch.Tensor | None = None,
+    global_batch_size: int | torch.Tensor | None = None,
+    loss_scale_factor: float | None = None,
+) -> torch.Tensor:
+    """Aggregate a per-token loss matrix with one of LOSS_AGG_MODES (verl's `loss_agg_mode`)."""
+    fn = _lookup(LOSS_AGG_MODES, mode, "loss_agg_mode")
+    return fn(loss_mat, mask, batch_num_tokens, global_batch_size, loss_scale_factor)
+
+
+# ---------------------------------------------------------------------------------------------
+# Policy loss
+
+
+@dataclass
+class PolicyLoss:
+    """A policy loss and its diagnostics; the diagnostics are detached 0-d tensors."""
+
+    loss: torch.Tensor
+    # Fraction of masked tokens where the clipped surrogate was the pessimistic one.
+    clipfrac: torch.Tensor
+    # Fraction of masked tokens with a negative advantage cut by the dual-clip bound.
+    clipfrac_lower: torch.Tensor
+    # Mean of (old - new) log-prob: a k1 estimate of KL(old || new) on the sampled tokens.
+    ppo_kl: torch.Tensor
+
+
+def vanilla_policy_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_ratio_low: float = 0.2,
+    clip_ratio_high: float = 0.2,
+    clip_ratio_c: float = 3.0,
+    loss_agg_mode: str = "token-mean",
+    batch_num_tokens: int | torch.Tensor | None = None,
+    global_batch_size: int | torch.Tensor | None = None,
+    loss_scale_factor: float | None = None,
+) -> PolicyLoss:
+    """PPO's clipped surrogate with clip-higher (arXiv 2503.14476) and dual-clip (1912.09729).
+
+    The ratio is clipped to [1 - clip_ratio_low, 1 + clip_ratio_high]; for tokens with a
+    negative advantage the loss is further capped at -A * clip_ratio_c (needs c > 1), so a
+    huge ratio on a bad token cannot blow up the update.
+    """
+    if clip_ratio_c <= 1.0:
+        raise ValueError(f"clip_ratio_c must be > 1 for dual-clip PPO, got {clip_ratio_c}")
+    log_ratio = (log_prob - old_log_prob).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    ratio = log_ratio.exp()
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - clip_ratio_low, 1 + clip_ratio_high)
+    pessimistic = torch.maximum(unclipped, clipped)
+    dual_bound = -advantages * clip_ratio_c
+    negative = advantages < 0
+    per_token = torch.where(negative, torch.minimum(pessimistic, dual_bound), pessimistic)
+    loss = agg_loss(
+        per_token,
+        response_mask,
+        loss_agg_mode,
+        batch_num_tokens,
+        global_batch_size,
+        loss_scale_factor,
+    )
+    with torch.no_grad():
+        clipfrac = masked_mean((clipped > unclipped).float(), response_mask)
+        clipfrac_lower = masked_mean((negative & (pessimistic > dual_bound)).float(), response_mask)
+        ppo_kl = masked_mean(-log_ratio, response_mask)
+    return PolicyLoss(loss, clipfrac, clipfrac_lower, ppo_kl)
+
+
+# verl's `actor.policy_loss.loss_mode`; only its default, "vanilla", is offered.
+POLICY_LOSSES: dict[str, Callable[..., PolicyLoss]] = {"vanilla": vanilla_policy_loss}
+
+
+# ---------------------------------------------------------------------------------------------
+# KL penalties to a reference policy (http://joschu.net/blog/kl-approx.html), on sampled tokens
+
+
+def _kl_k1(log_prob: torch.Tensor, ref_log_prob: torch.Tensor) -> torch.Tensor:
+    return log_prob - ref_log_prob
+
+
+def _kl_abs(log_prob: torch.Tensor, ref_log_prob: torch.Tensor) -> torch.Tensor:
+    return (log_prob - ref_log_prob).abs()
+
+
+def _kl_k2(log_prob: torch.Tensor, ref_log_prob: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (log_prob - ref_log_prob).square()
+
+
+def _kl_k3(log_prob: torch.Tensor, ref_log_prob: torch.Tensor) -> torch.Tensor:
+    # r - log r - 1 with r = p_ref / p: non-negative and low variance; clamped as verl does.
+    log_r = (ref_log_prob - log_prob).clamp(-20, 20)
+    return (log_r.exp() - log_r - 1).clamp(-10, 10)
+
+
+KL_PENALTIES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "kl": _kl_k1,
+    "k1": _kl_k1,
+    "abs": _kl_abs,
+    "mse": _kl_k2,
+    "k2": _kl_k2,
+    "low_var_kl": _kl_k3,
+    "k3": _kl_k3,
+}
+# A trailing "+" (e.g. "k3+") keeps the estimator's value but takes k2's gradient, which is
+# the unbiased gradient of KL; for k2 itself it changes nothing.
+KL_PENALTY_NAMES: tuple[str, ...] = (*KL_PENALTIES, *(f"{name}+" for name in KL_PENALTIES))
+
+
+def kl_penalty(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-token KL estimate between the policy and the reference; `kind` in KL_PENALTY_NAMES."""
+    straight_through = kind.endswith("+")
+    fn = _lookup(KL_PENALTIES, kind.removesuffix("+"), "KL penalty")
+    value = fn(log_prob, ref_log_prob)
+    if not straight_through or fn is _kl_k2:
+        return value
+    gradient_carrier = _kl_k2(log_prob, ref_log_prob)
+    return gradient_carrier - gradient_carrier.detach() + value.detach()
+
+
+# ---------------------------------------------------------------------------------------------
+# Entropy
+
+
+def entropy_from_logits(logits: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+    """Entropy of softmax(logits) over the last dim, float32, differentiable.
+
+    H = logsumexp(z) - sum_v softmax(z)_v z_v. With `chunk_size`, rows are upcast and reduced
+    `chunk_size` at a time, so at most that many float32 rows of probabilities exist at once.
+    """
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    rows = logits.reshape(-1, logits.shape[-1])
+    if rows.shape[0] == 0:
+        return rows.new_empty(logits.shape[:-1], dtype=torch.float32)
+    step = rows.shape[0] if chunk_size is None else chunk_size
+    pieces = []
+    for start in range(0, rows.shape[0], step):
+        chunk = rows[start : start + step].float()
+        pieces.append(torch.logsumexp(chunk, dim=-1) - (chunk.softmax(dim=-1) * chunk).sum(dim=-1))
+    return torch.cat(pieces).reshape(logits.shape[:-1])
+
+
+def _lookup(registry: dict[str, Callable], name: str, what: str) -> Callable:
+    try:
+        return registry[name]
+    except KeyError:
+        choices = ", ".join(sorted(registry))
+        raise ValueError(f"unknown {what} {name!r}; choose one of: {choices}") from None

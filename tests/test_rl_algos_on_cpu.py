@@ -1,0 +1,367 @@
+"""cft_rl.rl.algos against verl 0.9.1's core_algos on the same tensors, plus hand-checked cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+from cft_rl.rl import algos
+
+AGG_MODES = list(algos.LOSS_AGG_MODES)
+# Group sizes 4, 4, 3 and a singleton; the ids are unsorted strings, as verl's uids are.
+GROUPS = ["a", "b", "a", "c", "b", "a", "d", "c", "b", "a", "c", "b"]
+
+
+@pytest.fixture(scope="module")
+def verl():
+    """verl's core_algos and torch_functional, imported once (it pulls in Ray: seconds)."""
+    core_algos = pytest.importorskip("verl.trainer.ppo.core_algos")
+    import verl.utils.torch_functional as verl_f
+
+    return core_algos, verl_f
+
+
+@pytest.fixture
+def batch():
+    gen = torch.Generator().manual_seed(0)
+    size, length = len(GROUPS), 9
+    lengths = torch.tensor([9, 3, 7, 1, 9, 5, 2, 8, 6, 4, 9, 3])
+    mask = (torch.arange(length)[None, :] < lengths[:, None]).float()
+    mask[3] = 0.0  # one response with no loss tokens: excluded by the seq-mean modes
+    log_prob = -torch.rand(size, length, generator=gen) * 3
+    # Old log-probs far enough away that both clip bounds and the dual clip are hit.
+    old_log_prob = log_prob + torch.randn(size, length, generator=gen) * 0.8
+    scores = torch.randint(0, 2, (size,), generator=gen).float()
+    scores[4] = 0.5
+    return {
+        "mask": mask,
+        "log_prob": log_prob,
+        "old_log_prob": old_log_prob,
+        "ref_log_prob": log_prob + torch.randn(size, length, generator=gen) * 0.5,
+        "advantages": torch.randn(size, length, generator=gen) * mask,
+        "loss_mat": torch.randn(size, length, generator=gen),
+        "scores": scores,
+    }
+
+
+def _token_rewards(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Outcome reward on each response's last token, as verl's reward managers place it."""
+    rewards = torch.zeros_like(mask)
+    last = (mask.sum(-1).long() - 1).clamp_min(0)
+    rewards[torch.arange(len(scores)), last] = scores
+    return rewards
+
+
+# --- advantage estimators --------------------------------------------------------------------
+
+VERL_ESTIMATORS = {
+    "grpo": ("grpo", {"norm_adv_by_std_in_grpo": True}),
+    "dr_grpo": ("grpo", {"norm_adv_by_std_in_grpo": False}),
+    "rloo": ("rloo", {}),
+}
+
+
+@pytest.mark.parametrize("estimator", list(algos.ADVANTAGE_ESTIMATORS))
+def test_advantages_match_verl(verl, batch, estimator):
+    core_algos, _ = verl
+    verl_name, kwargs = VERL_ESTIMATORS[estimator]
+    mask = batch["mask"]
+    expected, _ = core_algos.get_adv_estimator_fn(verl_name)(
+        token_level_rewards=_token_rewards(batch["scores"], mask),
+        response_mask=mask,
+        index=np.array(GROUPS, dtype=object),
+        **kwargs,
+    )
+    ours = algos.compute_advantages(estimator, batch["scores"], GROUPS, mask)
+    assert_close(ours, expected)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "verl_name", "kwargs"),
+    [
+        ("grpo", "grpo_vectorized", {"norm_adv_by_std_in_grpo": True}),
+        ("dr_grpo", "grpo_vectorized", {"norm_adv_by_std_in_grpo": False}),
+        ("rloo", "rloo_vectorized", {}),
+    ],
+)
+def test_advantages_match_verl_vectorized_without_singletons(
+    verl, batch, estimator, verl_name, kwargs
+):
+    # verl's vectorized rloo gives a singleton 0 instead of its score; compare on groups >= 2.
+    core_algos, _ = verl
+    keep = [i for i, g in enumerate(GROUPS) if GROUPS.count(g) > 1]
+    mask, scores = batch["mask"][keep], batch["scores"][keep]
+    groups = [GROUPS[i] for i in keep]
+    expected, _ = core_algos.get_adv_estimator_fn(verl_name)(
+        token_level_rewards=_token_rewards(scores, mask),
+        response_mask=mask,
+        index=np.array(groups, dtype=object),
+        **kwargs,
+    )
+    assert_close(algos.compute_advantages(estimator, scores, groups, mask), expected)
+
+
+def test_grpo_by_hand():
+    mask = torch.ones(5, 2)
+    scores = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.7])
+    adv = algos.compute_advantages("grpo", scores, torch.tensor([3, 3, 3, 3, 8]), mask)
+    # Group of four: mean 0.5, sample std sqrt(1/3); the singleton keeps its score.
+    expected = torch.tensor([1.0, -1.0, -1.0, 1.0]) * 0.5 / (math.sqrt(1 / 3) + 1e-6)
+    assert_close(adv[:4, 0], expected)
+    assert_close(adv[4], torch.full((2,), 0.7 / (1 + 1e-6)))
+    dr = algos.compute_advantages("dr_grpo", scores, [0, 0, 0, 0, 1], mask)
+    assert_close(dr[:, 1], torch.tensor([0.5, -0.5, -0.5, 0.5, 0.7]))
+
+
+def test_grpo_equal_scores_give_zero_advantage():
+    adv = algos.compute_advantages("grpo", torch.ones(4), [0, 0, 0, 0], torch.ones(4, 3))
+    assert torch.equal(adv, torch.zeros(4, 3))
+
+
+def test_rloo_by_hand():
+    scores = torch.tensor([1.0, 0.0, 0.0, 2.0])
+    adv = algos.compute_advantages("rloo", scores, ["q", "q", "q", "r"], torch.ones(4, 1))
+    # 1 - mean(0, 0) = 1; 0 - mean(1, 0) = -0.5; a singleton keeps its score.
+    assert_close(adv[:, 0], torch.tensor([1.0, -0.5, -0.5, 2.0]))
+
+
+def test_advantages_only_on_response_tokens_and_integer_scores():
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    adv = algos.compute_advantages("dr_grpo", torch.tensor([1, 0]), [0, 0], mask)
+    assert adv.dtype == torch.float32
+    assert_close(adv, torch.tensor([[0.5, 0.5, 0.0], [-0.5, 0.0, 0.0]]))
+
+
+def test_unknown_names_list_the_choices():
+    with pytest.raises(ValueError, match="dr_grpo, grpo, rloo"):
+        algos.compute_advantages("ppo", torch.ones(2), [0, 0], torch.ones(2, 1))
+    with pytest.raises(ValueError, match="token-mean"):
+        algos.agg_loss(torch.ones(1, 1), torch.ones(1, 1), "mean")
+    with pytest.raises(ValueError, match="low_var_kl"):
+        algos.kl_penalty(torch.zeros(1), torch.zeros(1), "k4")
+
+
+# --- loss aggregation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", AGG_MODES)
+@pytest.mark.parametrize(
+    "normalisers",
+    [{}, {"batch_num_tokens": 37, "global_batch_size": 20, "loss_scale_factor": 4}],
+    ids=["local", "global"],
+)
+def test_agg_loss_matches_verl(verl, batch, mode, normalisers):
+    core_algos, _ = verl
+    expected = core_algos.agg_loss(batch["loss_mat"], batch["mask"], mode, **normalisers)
+    assert_close(algos.agg_loss(batch["loss_mat"], batch["mask"], mode, **normalisers), expected)
+
+
+def test_agg_loss_by_hand():
+    loss = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0], [9.0, 9.0, 9.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0], [0, 0, 0]])
+    expected = {
+        "token-mean": 10 / 4,
+        "token-sum": 10.0,
+        "seq-mean-token-sum": (6 + 4) / 2,
+        "seq-mean-token-mean": (2 + 4) / 2,
+        "seq-mean-token-sum-norm": (6 + 4) / 2 / 3,
+    }
+    for mode, value in expected.items():
+        assert_close(algos.agg_loss(loss, mask, mode), torch.tensor(value), msg=mode)
+
+
+def test_fully_masked_batch_gives_zero_not_nan():
+    for mode in AGG_MODES:
+        assert algos.agg_loss(torch.ones(2, 3), torch.zeros(2, 3), mode).item() == 0.0
+
+
+@pytest.mark.parametrize("mode", AGG_MODES)
+def test_micro_batches_with_global_normalisers_sum_to_the_full_batch(batch, mode):
+    # What a local engine does with gradient accumulation: same loss and gradient as one batch.
+    mask, old, adv = batch["mask"], batch["old_log_prob"], batch["advantages"]
+    full_lp = batch["log_prob"].clone().requires_grad_()
+    full = algos.vanilla_policy_loss(full_lp, old, adv, mask, loss_agg_mode=mode).loss
+    full.backward()
+    normalisers = {
+        "batch_num_tokens": mask.sum(),
+        "global_batch_size": (mask.sum(-1) > 0).sum(),
+    }
+    micro_lp = batch["log_prob"].clone().requires_grad_()
+    total = torch.zeros(())
+    for rows in torch.arange(len(GROUPS)).split(5):
+        part = algos.vanilla_policy_loss(
+            micro_lp[rows], old[rows], adv[rows], mask[rows], loss_agg_mode=mode, **normalisers
+        ).loss
+        part.backward()
+        total = total + part.detach()
+    assert_close(total, full.detach())
+    assert_close(micro_lp.grad, full_lp.grad)
+
+
+# --- policy loss -----------------------------------------------------------------------------
+
+CLIPS = {
+    "symmetric": {"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.2},
+    "clip_higher": {"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.28},
+    "tight_dual_clip": {
+        "clip_ratio": 0.1,
+        "clip_ratio_low": 0.1,
+        "clip_ratio_high": 0.3,
+        "clip_ratio_c": 1.5,
+    },
+}
+
+
+def _verl_policy_loss(core_algos, batch, mode, clip, log_prob, global_batch_info):
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create({**clip, "global_batch_info": global_batch_info})
+    return core_algos.get_policy_loss_fn("vanilla")(
+        old_log_prob=batch["old_log_prob"],
+        log_prob=log_prob,
+        advantages=batch["advantages"],
+        response_mask=batch["mask"],
+        loss_agg_mode=mode,
+        config=config,
+    )
+
+
+@pytest.mark.parametrize("clip_name", list(CLIPS))
+@pytest.mark.parametrize("mode", AGG_MODES)
+@pytest.mark.parametrize(
+    "normalisers",
+    [{}, {"batch_num_tokens": 51, "global_batch_size": 16, "loss_scale_factor": 3}],
+    ids=["local", "global"],
+)
+def test_policy_loss_matches_verl(verl, batch, clip_name, mode, normalisers):
+    core_algos, _ = verl
+    clip = CLIPS[clip_name]
+    theirs_lp = batch["log_prob"].clone().requires_grad_()
+    theirs, metrics = _verl_policy_loss(core_algos, batch, mode, clip, theirs_lp, normalisers)
+    theirs.backward()
+
+    ours_lp = batch["log_prob"].clone().requires_grad_()
+    ours = algos.POLICY_LOSSES["vanilla"](
+        ours_lp,
+        batch["old_log_prob"],
+        batch["advantages"],
+        batch["mask"],
+        clip_ratio_low=clip["clip_ratio_low"],
+        clip_ratio_high=clip["clip_ratio_high"],
+        clip_ratio_c=clip.get("clip_ratio_c", 3.0),
+        loss_agg_mode=mode,
+        **normalisers,
+    )
+    ours.loss.backward()
+
+    assert_close(ours.loss, theirs)
+    assert_close(ours_lp.grad, theirs_lp.grad)
+    assert ours.clipfrac.item() == pytest.approx(metrics["actor/pg_clipfrac"])
+    assert ours.clipfrac_lower.item() == pytest.approx(metrics["actor/pg_clipfrac_lower"])
+    assert ours.ppo_kl.item() == pytest.approx(metrics["actor/ppo_kl"])
+    # The batch is built so that every mechanism is exercised, else equality proves little.
+    assert 0 < ours.clipfrac.item() < 1
+    assert ours.clipfrac_lower.item() > 0
+
+
+def test_policy_loss_by_hand():
+    mask = torch.ones(3, 1)
+    # Ratio 1.5 with A=+1: clipped to 1.28. Ratio 5 with A=-1: dual-clipped to c=3.
+    # Ratio 0.5 with A=-2: raised to the low bound 0.8, loss 1.6.
+    old = torch.zeros(3, 1)
+    new = torch.log(torch.tensor([[1.5], [5.0], [0.5]]))
+    adv = torch.tensor([[1.0], [-1.0], [-2.0]])
+    out = algos.vanilla_policy_loss(new, old, adv, mask, clip_ratio_high=0.28, clip_ratio_c=3.0)
+    assert_close(out.loss, torch.tensor((-1.28 + 3.0 + 1.6) / 3))
+    assert_close(out.clipfrac, torch.tensor(2 / 3))  # the first and the last token
+    assert_close(out.clipfrac_lower, torch.tensor(1 / 3))
+    assert_close(out.ppo_kl, -new.mean())
+
+
+def test_policy_loss_rejects_dual_clip_at_or_below_one():
+    with pytest.raises(ValueError, match="clip_ratio_c"):
+        algos.vanilla_policy_loss(*[torch.zeros(1, 1)] * 4, clip_ratio_c=1.0)
+
+
+# --- KL penalties ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", algos.KL_PENALTY_NAMES)
+def test_kl_penalty_matches_verl(verl, batch, kind):
+    core_algos, _ = verl
+    theirs_lp = batch["log_prob"].clone().requires_grad_()
+    theirs = core_algos.kl_penalty(theirs_lp, batch["ref_log_prob"], kind)
+    (theirs * batch["mask"]).sum().backward()
+    ours_lp = batch["log_prob"].clone().requires_grad_()
+    ours = algos.kl_penalty(ours_lp, batch["ref_log_prob"], kind)
+    (ours * batch["mask"]).sum().backward()
+    assert_close(ours, theirs)
+    assert_close(ours_lp.grad, theirs_lp.grad)
+
+
+def test_kl_estimators_by_hand():
+    log_prob, ref = torch.tensor([0.0]), torch.log(torch.tensor([0.5]))
+    assert_close(algos.kl_penalty(log_prob, ref, "k1"), torch.tensor([math.log(2)]))
+    assert_close(algos.kl_penalty(log_prob, ref, "k2"), torch.tensor([0.5 * math.log(2) ** 2]))
+    # k3 = r - log r - 1 with r = p_ref / p = 0.5
+    assert_close(algos.kl_penalty(log_prob, ref, "k3"), torch.tensor([0.5 + math.log(2) - 1]))
+    # "k3+": k3's value, k2's gradient d/dlogp 0.5 (logp - ref)^2 = logp - ref
+    lp = log_prob.clone().requires_grad_()
+    value = algos.kl_penalty(lp, ref, "k3+")
+    value.sum().backward()
+    assert_close(value.detach(), torch.tensor([0.5 + math.log(2) - 1]))
+    assert_close(lp.grad, torch.tensor([math.log(2)]))
+
+
+# --- entropy and masked helpers --------------------------------------------------------------
+
+
+def test_entropy_matches_verl(verl):
+    _, verl_f = verl
+    logits = torch.randn(3, 5, 50, generator=torch.Generator().manual_seed(1)) * 4
+    assert_close(algos.entropy_from_logits(logits), verl_f.entropy_from_logits(logits))
+    chunked = algos.entropy_from_logits(logits, chunk_size=4)
+    assert_close(chunked, verl_f.entropy_from_logits(logits))
+    half = logits.reshape(15, 50).bfloat16()
+    assert_close(
+        algos.entropy_from_logits(half, chunk_size=7),
+        verl_f.entropy_from_logits_with_chunking(half, chunk_size=7),
+    )
+
+
+def test_entropy_by_hand_and_gradient_through_chunks():
+    uniform = torch.zeros(2, 8)
+    assert_close(algos.entropy_from_logits(uniform), torch.full((2,), math.log(8)))
+    certain = torch.tensor([[100.0, 0.0, 0.0]])
+    assert algos.entropy_from_logits(certain).item() == pytest.approx(0.0, abs=1e-6)
+    logits = torch.randn(6, 10, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    algos.entropy_from_logits(logits).sum().backward()
+    whole = logits.grad.clone()
+    logits.grad = None
+    algos.entropy_from_logits(logits, chunk_size=4).sum().backward()
+    assert_close(logits.grad, whole)
+    assert algos.entropy_from_logits(torch.zeros(0, 4)).shape == (0,)
+
+
+def test_masked_helpers_match_verl(verl, batch):
+    _, verl_f = verl
+    values, mask = batch["loss_mat"], batch["mask"]
+    values = values.masked_fill(mask == 0, float("nan"))  # NaN outside the mask must not leak
+    assert_close(algos.masked_mean(values, mask), verl_f.masked_mean(values, mask))
+    assert_close(algos.masked_mean(values, mask, dim=-1), verl_f.masked_mean(values, mask, -1))
+    clean = batch["loss_mat"]
+    assert_close(algos.masked_var(clean, mask), verl_f.masked_var(clean, mask))
+    assert_close(algos.masked_var(clean, mask, False), verl_f.masked_var(clean, mask, False))
+    for shift in (True, False):
+        assert_close(
+            algos.masked_whiten(clean, mask, shift), verl_f.masked_whiten(clean, mask, shift)
+        )
+
+
+def test_masked_var_needs_two_elements():
+    with pytest.raises(ValueError, match="2 or more"):
+        algos.masked_var(torch.ones(3), torch.tensor([0, 1, 0]))
