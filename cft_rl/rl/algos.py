@@ -136,7 +136,8 @@ def rloo_advantages(
 ) -> torch.Tensor:
     """RLOO (arXiv 2402.14740): score minus the mean of the *other* responses of the group.
 
-    A group of one keeps its raw score, as verl's `rloo` does.
+    A group of one keeps its raw score, as verl's `rloo` does. `epsilon` is unused: every
+    estimator takes the same arguments.
     """
     count = _group_sums(torch.ones_like(scores), group)
     others = count - 1
