@@ -1,0 +1,65 @@
+"""The `cft-rl eval` recipe schema."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from cft_rl.config import GenerationSettings, ModelSpec, Section
+
+# written into output_dir by `cft-rl eval`, read by `cft-rl report passk`
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+
+
+class BenchmarkSpec(Section):
+    """One benchmark: a registry name (see cft_rl.data.BENCHMARKS), where to read it,
+    how many problems, and the prompt template ("toy": bare question, "boxed": ask for
+    \\boxed{})."""
+
+    name: str
+    path: str | None = None
+    limit: int | None = Field(default=None, ge=1)
+    template: str = "boxed"
+
+
+class VerifierSettings(Section):
+    num_workers: int = Field(default=2, ge=1)
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+class EvalConfig(Section):
+    """Greedy accuracy, and pass@k from `n_samples` samples per problem, on each benchmark."""
+
+    model: ModelSpec = ModelSpec()
+    generation: GenerationSettings = GenerationSettings()
+    benchmarks: list[BenchmarkSpec] = Field(min_length=1)
+    # Samples per problem for pass@k; 0 measures greedy accuracy only.
+    n_samples: int = Field(default=8, ge=0)
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    # pass@k is reported for these k; empty: 1, 2, 4, ... up to n_samples (and n_samples).
+    ks: list[int] = []
+    seed: int = 0
+    verifier: VerifierSettings = VerifierSettings()
+    output_dir: str = "runs/eval"
+
+    @model_validator(mode="after")
+    def _check_ks(self) -> EvalConfig:
+        bad = [k for k in self.ks if not 1 <= k <= self.n_samples]
+        if bad:
+            raise ValueError(f"ks: each k must be in 1..n_samples={self.n_samples}, got {bad}")
+        names = [b.name for b in self.benchmarks]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"benchmarks: each name may appear once, repeated: {repeated}")
+        return self
+
+    def pass_ks(self) -> list[int]:
+        """The k values to report."""
+        if self.ks:
+            return sorted(set(self.ks))
+        ks, k = [], 1
+        while k < self.n_samples:
+            ks.append(k)
+            k *= 2
+        return ks + [self.n_samples] if self.n_samples else []
