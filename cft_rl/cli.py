@@ -18,6 +18,11 @@ from cft_rl.errors import UserError
 
 # stage name -> ("module:SchemaClass", "module:run_function", help text)
 STAGES: dict[str, tuple[str, str, str]] = {
+    "identify": (
+        "cft_rl.critical.config:IdentifyConfig",
+        "cft_rl.critical.runner:run_identify",
+        "correct set + critical tokens by counterfactual perturbation",
+    ),
     "eval": (
         "cft_rl.eval.config:EvalConfig",
         "cft_rl.eval.runner:run_eval",

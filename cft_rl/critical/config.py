@@ -1,0 +1,107 @@
+"""Recipe schema of `cft-rl identify` (see docs/identify.md for every setting's reasoning)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from cft_rl.config import GenerationSettings, ModelSpec, Section
+
+
+class IdentifyData(Section):
+    """Which questions the model answers (training questions, as in the paper)."""
+
+    # "toy-train" (the toy world's training split) or a name in cft_rl.data.BENCHMARKS,
+    # with `path` naming its training file (e.g. ../shared/benchmarks/gsm8k/train.jsonl).
+    benchmark: str = "toy-train"
+    path: str | None = None
+    # At most this many questions (toy-train: exactly this many; default 200).
+    limit: int | None = Field(default=None, ge=1)
+    # Prompt template of cft_rl.data.prompts ("toy", "boxed").
+    template: str = "toy"
+
+
+class CounterfactualSettings(Section):
+    """How each response position is perturbed and judged."""
+
+    # Alternatives per position: the paper's 2nd and 3rd most likely tokens.
+    num_alternatives: int = Field(default=2, ge=1)
+    # greedy: one greedy continuation per alternative (the paper).
+    # sampled: num_rollouts sampled continuations per alternative at `temperature`.
+    continuation: Literal["greedy", "sampled"] = "greedy"
+    num_rollouts: int = Field(default=4, ge=1)
+    temperature: float = Field(default=1.0, gt=0)
+    # A position is critical iff the fraction of its continuations that end wrong is at least
+    # this; 1.0 is the paper's "every alternative fails".
+    failure_threshold: float = Field(default=1.0, gt=0, le=1)
+    # Tokens a continuation may generate after the alternative; null: the greedy answer's
+    # budget (generation.max_new_tokens) minus the prefix, so every perturbed answer gets the
+    # same total length as the original.
+    max_continuation_tokens: int | None = Field(default=None, ge=1)
+    # Special tokens (EOS, chat markers, pad) cannot be alternatives: an EOS would end the
+    # answer before it has a final answer, a trivial failure that says nothing about y_t.
+    exclude_special_tokens: bool = True
+    exclude_token_ids: list[int] = []
+    # When a top-ranked candidate is excluded: "next" takes the next-ranked allowed token
+    # (every position is tested with num_alternatives alternatives); "fewer" tests only the
+    # allowed ones among the top num_alternatives + 1 (a position may get fewer tests).
+    excluded: Literal["next", "fewer"] = "next"
+    # Skip a position (non-critical, nothing decoded) when its alternatives' total probability
+    # is below this. 0 (off) is the paper's definition.
+    min_alternative_prob: float = Field(default=0.0, ge=0, lt=1)
+
+
+class DecoderSettings(Section):
+    """How continuations are decoded (none of this changes results, only speed)."""
+
+    # cached: our batched decoder reusing the response's KV cache (hf models only).
+    # backend: each continuation is a prompt for the generation backend (vLLM with prefix
+    # caching). auto: cached for generation.backend hf, backend for vllm.
+    engine: Literal["auto", "cached", "backend"] = "auto"
+    # cached engine: padded puts continuations of different prefix lengths into one left-padded
+    # batch; grouped decodes the continuations of one position (equal prefixes) together.
+    batching: Literal["padded", "grouped"] = "padded"
+    # cached engine: at most this many continuations decoded at once.
+    max_batch_rows: int = Field(default=256, ge=1)
+    # A greedy step whose top-2 logit gap is below this is a near tie: batching or padding
+    # may flip it. Such continuations are counted in the summary, not hidden.
+    near_tie_margin: float = Field(default=1e-4, ge=0)
+
+
+class IdentifyConfig(Section):
+    """`cft-rl identify`: correct set, then critical tokens by counterfactual perturbation."""
+
+    output_dir: str = "runs/toy-identify"
+    seed: int = 0
+    model: ModelSpec = ModelSpec()
+    generation: GenerationSettings = GenerationSettings()
+    data: IdentifyData = IdentifyData()
+    counterfactual: CounterfactualSettings = CounterfactualSettings()
+    decoder: DecoderSettings = DecoderSettings()
+    verifier_workers: int = Field(default=2, ge=1)
+    verifier_timeout_s: float = Field(default=5.0, gt=0)
+    # Split one run into num_shards independent jobs (SLURM array, one per GPU); the last
+    # shard to finish merges. merge_only: just merge the finished shards of output_dir.
+    shard_index: int = Field(default=0, ge=0)
+    num_shards: int = Field(default=1, ge=1)
+    merge_only: bool = False
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> IdentifyConfig:
+        if self.shard_index >= self.num_shards:
+            raise ValueError(
+                f"shard_index ({self.shard_index}) must be below num_shards ({self.num_shards})"
+            )
+        return self
+
+    def result_settings(self) -> dict:
+        """The settings that determine the dataset (not where or how fast it is computed):
+        a resumed or sharded run must match them."""
+        settings = self.model_dump(mode="json")
+        for key in ("output_dir", "verifier_workers", "shard_index", "num_shards", "merge_only"):
+            settings.pop(key)
+        settings["generation"].pop("gpu_memory_utilization")
+        settings["decoder"].pop("max_batch_rows")
+        settings["decoder"].pop("near_tie_margin")
+        return settings

@@ -1,0 +1,167 @@
+"""Critical tokens of one verified response, by counterfactual perturbation.
+
+Position t is critical iff the continuations from its alternatives fail (end in a wrong
+answer or none) in at least `failure_threshold` of cases; with greedy continuations and
+the default threshold 1.0 that is the paper's "every alternative leads to a wrong answer".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cft_rl.critical.alternatives import (
+    Alternative,
+    candidate_depth,
+    choose_alternatives,
+    negligible,
+)
+from cft_rl.critical.config import CounterfactualSettings
+from cft_rl.critical.engines import EngineStats, Ranked
+from cft_rl.critical.probes import (
+    AnswerStops,
+    Continuation,
+    Probe,
+    continuation_cap,
+    probes_for,
+)
+from reward.extract import extract_final_answer
+
+
+class Engine(Protocol):
+    stats: EngineStats
+
+    def rank(
+        self, prompt_ids: Sequence[int], response_ids: Sequence[int], depth: int
+    ) -> Ranked: ...
+
+    def decode(
+        self, ranked: Ranked, probes: Sequence[Probe], caps: Sequence[int], stops: AnswerStops
+    ) -> list[Continuation]: ...
+
+
+@dataclass
+class ResponseCriticality:
+    """Per response position: the 0/1 mask, the failure fraction and what was tried."""
+
+    critical_mask: list[int]
+    failure_fraction: list[float]
+    # Per position, per alternative: token, probability, and its continuations' answers.
+    alternatives: list[list[dict[str, Any]]]
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def identify_response(
+    prompt_ids: Sequence[int],
+    response_ids: Sequence[int],
+    reference: str,
+    *,
+    engine: Engine,
+    verifier,
+    tokenizer,
+    settings: CounterfactualSettings,
+    max_new_tokens: int,
+    excluded_ids: Collection[int],
+    eos_ids: set[int],
+    near_tie_margin: float = 0.0,
+) -> ResponseCriticality:
+    """Perturb every position of `response_ids` and judge its continuations."""
+    response = list(response_ids)
+    ranked = engine.rank(prompt_ids, response, candidate_depth(settings.num_alternatives))
+    chosen = [
+        choose_alternatives(
+            response[t],
+            ranked.candidate_ids[t],
+            ranked.candidate_logprobs[t],
+            settings.num_alternatives,
+            excluded_ids,
+            settings.excluded,
+        )
+        for t in range(len(response))
+    ]
+    chosen = [[] if negligible(alts, settings.min_alternative_prob) else alts for alts in chosen]
+    rollouts = 1 if settings.continuation == "greedy" else settings.num_rollouts
+    probes = probes_for(
+        range(len(response)), [[alt.token_id for alt in alts] for alts in chosen], rollouts
+    )
+    caps = [
+        continuation_cap(p.position, max_new_tokens, settings.max_continuation_tokens)
+        for p in probes
+    ]
+    stops = AnswerStops(tokenizer, response, eos_ids)
+    continuations = engine.decode(ranked, probes, caps, stops)
+
+    start = time.perf_counter()
+    texts = [stops.text(p, c.token_ids) for p, c in zip(probes, continuations, strict=True)]
+    answers = [extract_final_answer(text) for text in texts]
+    correct = _judge(texts, answers, reference, verifier)
+    verify_s = time.perf_counter() - start
+
+    failures = [0] * len(response)
+    tried = [0] * len(response)
+    for probe, ok in zip(probes, correct, strict=True):
+        tried[probe.position] += 1
+        failures[probe.position] += not ok
+    failure_fraction = [f / n if n else 0.0 for f, n in zip(failures, tried, strict=True)]
+    # failures >= threshold * tried, in integers where it matters (threshold 1: all failed).
+    mask = [
+        int(n > 0 and f >= settings.failure_threshold * n - 1e-9)
+        for f, n in zip(failures, tried, strict=True)
+    ]
+    return ResponseCriticality(
+        critical_mask=mask,
+        failure_fraction=failure_fraction,
+        alternatives=_audit(tokenizer, chosen, probes, answers, correct),
+        stats={
+            "verify_s": verify_s,
+            "continuations": len(probes),
+            "near_ties": sum(c.min_margin < near_tie_margin for c in continuations),
+            "greedy_mismatches": sum(
+                ids[0] != token for ids, token in zip(ranked.candidate_ids, response, strict=True)
+            ),
+        },
+    )
+
+
+def _judge(texts: list[str], answers: list[str | None], reference: str, verifier) -> list[bool]:
+    """Verdict per continuation. A verdict depends only on the extracted answer, so each
+    distinct answer is verified once, on the first text that gives it: thousands of checks
+    become a handful."""
+    first_text = {}
+    for text, answer in zip(texts, answers, strict=True):
+        if answer is not None:
+            first_text.setdefault(answer, text)
+    verdicts = verifier.verify_batch(list(first_text.values()), [reference] * len(first_text))
+    is_correct = {answer: v.correct for answer, v in zip(first_text, verdicts, strict=True)}
+    return [answer is not None and is_correct[answer] for answer in answers]
+
+
+def _audit(
+    tokenizer,
+    chosen: list[list[Alternative]],
+    probes: list[Probe],
+    answers: list[str | None],
+    correct: list[bool],
+) -> list[list[dict[str, Any]]]:
+    """What each alternative led to, for inspection."""
+    tried = [
+        [
+            {
+                "token_id": alt.token_id,
+                "token": tokenizer.decode([alt.token_id]),
+                "logprob": alt.logprob,
+                "rank": alt.rank,
+                "answers": [],
+                "correct": [],
+            }
+            for alt in alts
+        ]
+        for alts in chosen
+    ]
+    for probe, answer, ok in zip(probes, answers, correct, strict=True):
+        entry = tried[probe.position][probe.alternative]
+        entry["answers"].append(answer)
+        entry["correct"].append(ok)
+    return tried

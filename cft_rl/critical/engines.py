@@ -1,0 +1,297 @@
+"""Engines that rank alternatives and decode counterfactual continuations.
+
+`CachedEngine` (transformers models): one forward over prompt + response gives the
+alternatives' ranking at every position and the KV cache; a continuation from position
+t reuses the first len(prompt) + t entries of that cache (attention is causal, so the
+prefix's keys and values do not depend on what follows), and many continuations are
+decoded as one left-padded batch. Rows leave the batch as soon as their answer is complete.
+
+`BackendEngine` (any generation backend, vLLM in practice): every continuation is a
+prompt (prompt + y_<t + a) for the backend, whose prefix caching shares the prefill.
+
+Both engines sample a rollout with the generation backends' per-sample seed rule
+(`sample_seed` of the full prompt and the rollout index), so the cached engine's sampled
+continuations equal the hf backend's for the same prompts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from cft_rl.critical.alternatives import rank_candidates
+from cft_rl.critical.probes import AnswerStops, Continuation, Probe
+from cft_rl.errors import UserError
+from cft_rl.generation.types import GenerationBackend, SamplingParams, sample_seed
+
+
+@dataclass(frozen=True)
+class ContinuationSampling:
+    """How continuations pick tokens: temperature 0 is greedy."""
+
+    temperature: float = 0.0
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class Ranked:
+    """The `depth` most likely tokens at each response position, most likely first, plus
+    whatever the engine keeps for decoding (the KV cache of the cached engine)."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+    candidate_ids: list[list[int]]
+    candidate_logprobs: list[list[float]]
+    keys_values: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+@dataclass
+class EngineStats:
+    """Seconds spent and work done, accumulated over calls."""
+
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    generated_tokens: int = 0
+    decoded_continuations: int = 0
+
+
+class CachedEngine:
+    """Batched continuations from slices of the response's KV cache (transformers models)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        sampling: ContinuationSampling,
+        max_batch_rows: int = 256,
+        batching: str = "padded",
+    ) -> None:
+        self.model = model
+        self.sampling = sampling
+        self.max_batch_rows = max_batch_rows
+        self.batching = batching
+        self.device = next(model.parameters()).device
+        self.stats = EngineStats()
+
+    @torch.inference_mode()
+    def rank(self, prompt_ids: Sequence[int], response_ids: Sequence[int], depth: int) -> Ranked:
+        """One forward over prompt + response (its last token predicts nothing we need)."""
+        start = time.perf_counter()
+        prompt, response = list(prompt_ids), list(response_ids)
+        ids = torch.tensor([prompt + response[:-1]], device=self.device)
+        out = self.model(input_ids=ids, use_cache=True)
+        # Row j of these logits predicts response token j.
+        logits = out.logits[0, len(prompt) - 1 :]
+        candidate_ids, candidate_logprobs = rank_candidates(logits, depth)
+        keys_values = _full_attention_layers(out.past_key_values)
+        self.stats.prefill_s += time.perf_counter() - start
+        return Ranked(prompt, response, candidate_ids, candidate_logprobs, keys_values)
+
+    @torch.inference_mode()
+    def decode(
+        self, ranked: Ranked, probes: Sequence[Probe], caps: Sequence[int], stops: AnswerStops
+    ) -> list[Continuation]:
+        start = time.perf_counter()
+        results = [Continuation() for _ in probes]
+        todo = [
+            i for i, p in enumerate(probes) if caps[i] > 0 and not stops.done_before_decoding(p)
+        ]
+        for batch in self._batches(todo, probes):
+            self._decode_batch(
+                ranked,
+                [probes[i] for i in batch],
+                [caps[i] for i in batch],
+                stops,
+                [results[i] for i in batch],
+            )
+        self.stats.decode_s += time.perf_counter() - start
+        self.stats.decoded_continuations += len(todo)
+        return results
+
+    def _batches(self, todo: list[int], probes: Sequence[Probe]) -> list[list[int]]:
+        """Padded: sorted by prefix length, so a batch pads little. Grouped: one position
+        (equal prefixes, no padding) per batch."""
+        todo = sorted(todo, key=lambda i: probes[i].position)
+        if self.batching == "grouped":
+            groups: dict[int, list[int]] = defaultdict(list)
+            for i in todo:
+                groups[probes[i].position].append(i)
+            chunks = list(groups.values())
+        else:
+            chunks = [todo]
+        size = self.max_batch_rows
+        return [chunk[s : s + size] for chunk in chunks for s in range(0, len(chunk), size)]
+
+    def _decode_batch(
+        self,
+        ranked: Ranked,
+        probes: list[Probe],
+        caps: list[int],
+        stops: AnswerStops,
+        results: list[Continuation],
+    ) -> None:
+        from transformers import DynamicCache
+
+        prefix_lengths = torch.tensor(
+            [len(ranked.prompt_ids) + p.position for p in probes], device=self.device
+        )
+        width = int(prefix_lengths.max())
+        # Row i holds its prefix right-aligned: column j is cache position j - (width - n_i).
+        source = (
+            torch.arange(width, device=self.device)[None, :] - (width - prefix_lengths)[:, None]
+        )
+        attention_mask = (source >= 0).long()
+        source = source.clamp(min=0)
+        cache = DynamicCache(
+            [
+                (keys[0][:, source].transpose(0, 1), values[0][:, source].transpose(0, 1))
+                for keys, values in ranked.keys_values
+            ]
+        )
+        tokens = torch.tensor([p.token_id for p in probes], device=self.device)
+        positions = prefix_lengths.clone()
+        generators = None if self.sampling.greedy else [self._generator(ranked, p) for p in probes]
+        active = list(range(len(probes)))
+        while active:
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(active), 1)], 1)
+            out = self.model(
+                input_ids=tokens[:, None],
+                attention_mask=attention_mask,
+                position_ids=positions[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache = out.past_key_values
+            chosen, margins = self._choose(out.logits[:, -1, :], generators, active)
+            self.stats.generated_tokens += len(active)
+            keep = []
+            for local, row in enumerate(active):
+                result = results[row]
+                result.token_ids.append(chosen[local])
+                result.min_margin = min(result.min_margin, margins[local])
+                finished = (
+                    chosen[local] in stops.eos_ids
+                    or len(result.token_ids) >= caps[row]
+                    or stops.completes(probes[row], result.token_ids)
+                )
+                if not finished:
+                    keep.append(local)
+            if len(keep) < len(active):
+                if not keep:
+                    break
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                attention_mask = attention_mask[index]
+                positions = positions[index]
+                active = [active[i] for i in keep]
+                attention_mask = _trim_left_padding(cache, attention_mask)
+            tokens = torch.tensor([chosen[i] for i in keep], device=self.device)
+            positions = positions + 1
+
+    def _choose(
+        self, logits: torch.Tensor, generators: list[torch.Generator] | None, active: list[int]
+    ) -> tuple[list[int], list[float]]:
+        """Next token per active row and, when greedy, the gap between its top two logits."""
+        logits = logits.float()
+        if generators is None:
+            top = logits.topk(2, dim=-1).values
+            return logits.argmax(-1).tolist(), (top[:, 0] - top[:, 1]).tolist()
+        probs = (logits / self.sampling.temperature).softmax(-1)
+        chosen = [
+            int(torch.multinomial(probs[local], 1, generator=generators[row]))
+            for local, row in enumerate(active)
+        ]
+        return chosen, [math.inf] * len(chosen)
+
+    def _generator(self, ranked: Ranked, probe: Probe) -> torch.Generator:
+        prompt = ranked.prompt_ids + ranked.response_ids[: probe.position] + [probe.token_id]
+        seed = sample_seed(self.sampling.seed, prompt, probe.rollout)
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+
+class BackendEngine:
+    """Continuations as prompts for a generation backend (vLLM: prefix caching shares the
+    prefixes). Ranking asks the backend for one token after every prefix y_<t."""
+
+    def __init__(self, backend: GenerationBackend, sampling: ContinuationSampling) -> None:
+        self.backend = backend
+        self.sampling = sampling
+        self.stats = EngineStats()
+
+    def rank(self, prompt_ids: Sequence[int], response_ids: Sequence[int], depth: int) -> Ranked:
+        start = time.perf_counter()
+        prompt, response = list(prompt_ids), list(response_ids)
+        prefixes = [prompt + response[:t] for t in range(len(response))]
+        params = SamplingParams(max_new_tokens=1, temperature=0.0, top_logprobs=depth)
+        completions = self.backend.generate(prefixes, params)
+        candidate_ids, candidate_logprobs = [], []
+        for [completion] in completions:
+            ranked = sorted(completion.top_logprobs[0], key=lambda pair: (-pair[1], pair[0]))
+            candidate_ids.append([token_id for token_id, _ in ranked])
+            candidate_logprobs.append([logprob for _, logprob in ranked])
+        self.stats.prefill_s += time.perf_counter() - start
+        return Ranked(prompt, response, candidate_ids, candidate_logprobs)
+
+    def decode(
+        self, ranked: Ranked, probes: Sequence[Probe], caps: Sequence[int], stops: AnswerStops
+    ) -> list[Continuation]:
+        start = time.perf_counter()
+        results = [Continuation() for _ in probes]
+        # One prompt per (position, alternative); its rollouts are the backend's n samples.
+        prompts: dict[tuple[int, int], list[int]] = {}
+        for i, probe in enumerate(probes):
+            if caps[i] > 0 and not stops.done_before_decoding(probe):
+                prompts.setdefault((probe.position, probe.token_id), []).append(i)
+        if prompts:
+            keys = list(prompts)
+            prompt_ids = [
+                ranked.prompt_ids + ranked.response_ids[:position] + [token_id]
+                for position, token_id in keys
+            ]
+            params = SamplingParams(
+                max_new_tokens=max(caps[i] for group in prompts.values() for i in group),
+                temperature=self.sampling.temperature,
+                seed=self.sampling.seed,
+                n=max(probes[i].rollout for group in prompts.values() for i in group) + 1,
+                stop_when_answered=True,
+            )
+            completions = self.backend.generate(prompt_ids, params)
+            for key, samples in zip(keys, completions, strict=True):
+                for i in prompts[key]:
+                    # A longer budget decodes the same first tokens: cut to this probe's cap.
+                    generated = samples[probes[i].rollout].token_ids[: caps[i]]
+                    results[i].token_ids = stops.cut(probes[i], generated)
+                    self.stats.generated_tokens += len(samples[probes[i].rollout].token_ids)
+            self.stats.decoded_continuations += sum(len(group) for group in prompts.values())
+        self.stats.decode_s += time.perf_counter() - start
+        return results
+
+
+def _full_attention_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The per-layer keys and values of a prefill, [1, heads, length, head_dim] each."""
+    layers = getattr(cache, "layers", None)
+    if layers is None or any(getattr(layer, "is_sliding", False) for layer in layers):
+        raise UserError(
+            "decoder.engine=cached needs a model whose KV cache is a plain full-attention "
+            "DynamicCache; use decoder.engine=backend for this model"
+        )
+    return [(layer.keys, layer.values) for layer in layers]
+
+
+def _trim_left_padding(cache, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Drop leading cache columns that are padding in every remaining row."""
+    first = int(attention_mask.any(0).int().argmax())
+    if first == 0:
+        return attention_mask
+    for layer in cache.layers:
+        layer.keys = layer.keys[:, :, first:]
+        layer.values = layer.values[:, :, first:]
+    return attention_mask[:, first:]

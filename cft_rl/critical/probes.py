@@ -1,0 +1,106 @@
+"""What a counterfactual continuation is, whichever engine decodes it.
+
+A probe replaces response token y_t by an alternative a and asks how the model goes on
+from (prompt, y_<t, a). Every engine returns, per probe, the tokens generated after a,
+cut right after the first complete final answer of the whole perturbed response (so the
+answer a continuation commits to first is the one judged), or at EOS, or at its cap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cft_rl.generation.stopping import answer_complete, answer_cut, is_trigger
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Continue the response from position `position` with `token_id` in place of y_t.
+    `rollout` numbers the sampled continuations of one alternative (0 when greedy)."""
+
+    position: int
+    alternative: int
+    token_id: int
+    rollout: int = 0
+
+
+@dataclass
+class Continuation:
+    """Tokens generated after the alternative. `min_margin`: the smallest gap between the
+    two highest logits over the greedy steps (inf when sampled or when nothing was decoded):
+    a tiny gap is a near tie that batching or padding could flip."""
+
+    token_ids: list[int] = field(default_factory=list)
+    min_margin: float = math.inf
+
+
+def probes_for(
+    positions: Sequence[int],
+    alternatives: Sequence[Sequence[int]],
+    rollouts: int,
+) -> list[Probe]:
+    """All probes of a response: each position's alternatives, `rollouts` times each."""
+    return [
+        Probe(position, index, token_id, rollout)
+        for position, tokens in zip(positions, alternatives, strict=True)
+        for index, token_id in enumerate(tokens)
+        for rollout in range(rollouts)
+    ]
+
+
+def continuation_cap(position: int, max_new_tokens: int, max_continuation: int | None) -> int:
+    """Tokens a continuation may generate: a fixed cap, or what is left of the original
+    answer's budget after y_<t and the alternative."""
+    if max_continuation is not None:
+        return max_continuation
+    return max(0, max_new_tokens - position - 1)
+
+
+class AnswerStops:
+    """Stop decisions for the perturbed responses of one original response."""
+
+    def __init__(self, tokenizer, response_ids: Sequence[int], eos_ids: set[int]) -> None:
+        self.tokenizer = tokenizer
+        self.response_ids = list(response_ids)
+        self.eos_ids = eos_ids
+        self._trigger: dict[int, bool] = {}
+        # Prefixes at least this long already hold a complete answer.
+        cut = answer_cut(tokenizer, self.response_ids)
+        self.complete_from = len(self.response_ids) + 1 if cut is None else cut
+
+    def done_before_decoding(self, probe: Probe) -> bool:
+        """No decoding needed: y_<t already holds a complete answer, the alternative ends
+        the sequence, or the alternative completes the answer."""
+        if probe.position >= self.complete_from or probe.token_id in self.eos_ids:
+            return True
+        return self.completes(probe, [])
+
+    def completes(self, probe: Probe, generated: list[int]) -> bool:
+        """Does the newest token (the last of `generated`, or the alternative) end an answer?"""
+        newest = generated[-1] if generated else probe.token_id
+        if newest not in self._trigger:
+            self._trigger[newest] = is_trigger(self.tokenizer, newest)
+        if not self._trigger[newest]:
+            return False
+        return answer_complete(self.text(probe, generated))
+
+    def text(self, probe: Probe, generated: Sequence[int]) -> str:
+        """The perturbed response y_<t, alternative, continuation, up to its first complete
+        answer: when y_<t has one already, the alternative comes too late to count."""
+        if probe.position >= self.complete_from:
+            ids = self.response_ids[: self.complete_from]
+        else:
+            ids = self.response_ids[: probe.position] + [probe.token_id, *generated]
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def cut(self, probe: Probe, generated: list[int]) -> list[int]:
+        """`generated` cut right after the perturbed response's first complete answer and
+        after EOS (for engines that decode past it)."""
+        if self.done_before_decoding(probe):
+            return []
+        for end, token_id in enumerate(generated, start=1):
+            if token_id in self.eos_ids or self.completes(probe, generated[:end]):
+                return generated[:end]
+        return generated

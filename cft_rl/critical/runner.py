@@ -1,0 +1,267 @@
+"""`cft-rl identify`: build the correct set, then find its critical tokens.
+
+Work is cut into chunks of `generation.batch_size` questions (by input order); shard S of
+N takes chunks S, S+N, S+2N, ... Each chunk's greedy answers are generated as one batch,
+so an answer never depends on how the run was sharded or resumed. Then each kept answer
+is perturbed position by position (cft_rl.critical.counterfactual) and its result appended
+to the shard's JSONL file. A rerun skips what is done; the last shard to finish merges
+everything into OUT/critical_tokens.parquet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cft_rl.critical.config import IdentifyConfig
+from cft_rl.critical.counterfactual import Engine, identify_response
+from cft_rl.critical.dataset import finished_shards, merged_records, write_dataset
+from cft_rl.critical.engines import BackendEngine, CachedEngine, ContinuationSampling
+from cft_rl.critical.questions import load_questions
+from cft_rl.critical.store import (
+    DATASET_NAME,
+    SUMMARY_NAME,
+    ShardFiles,
+    check_settings,
+    write_json,
+)
+from cft_rl.critical.summary import one_line, summarize
+from cft_rl.data import Example
+from cft_rl.errors import UserError
+from cft_rl.generation import GenerationBackend, SamplingParams
+
+
+@dataclass
+class Workbench:
+    """The model-side objects of a run. Built on first use, so a finished shard or a merge
+    loads no model; tests hand in their own."""
+
+    config: IdentifyConfig
+    backend: GenerationBackend | None = None
+    engine: Engine | None = None
+    verifier: Any = None
+    _owned: list[Any] = field(default_factory=list)
+
+    def get_backend(self) -> GenerationBackend:
+        if self.backend is None:
+            from cft_rl.generation import make_backend
+
+            self.backend = make_backend(self.config.model, self.config.generation)
+        return self.backend
+
+    def get_engine(self) -> Engine:
+        if self.engine is None:
+            settings = self.config.counterfactual
+            sampling = ContinuationSampling(
+                temperature=0.0 if settings.continuation == "greedy" else settings.temperature,
+                seed=self.config.seed,
+            )
+            engine = self.config.decoder.engine
+            if engine == "auto":
+                engine = "cached" if self.config.generation.backend == "hf" else "backend"
+            if engine == "backend":
+                self.engine = BackendEngine(self.get_backend(), sampling)
+            else:
+                self.engine = CachedEngine(
+                    self._hf_model(),
+                    sampling,
+                    max_batch_rows=self.config.decoder.max_batch_rows,
+                    batching=self.config.decoder.batching,
+                )
+        return self.engine
+
+    def get_verifier(self):
+        if self.verifier is None:
+            from reward import Verifier
+
+            self.verifier = Verifier(
+                num_workers=self.config.verifier_workers, timeout_s=self.config.verifier_timeout_s
+            )
+            self._owned.append(self.verifier)
+        return self.verifier
+
+    def close(self) -> None:
+        for owned in self._owned:
+            owned.close()
+
+    def _hf_model(self):
+        """The hf backend's model, else (vLLM for the correct set) a transformers copy."""
+        model = getattr(self.get_backend(), "model", None)
+        if model is None:
+            from cft_rl.modeling import load_causal_lm
+
+            model = load_causal_lm(self.config.model)
+        return model
+
+
+def run_identify(config: IdentifyConfig, workbench: Workbench | None = None) -> Path:
+    """Run this shard (unless merge_only), then merge if every shard is done."""
+    out_dir = Path(config.output_dir)
+    if not config.merge_only:
+        check_settings(out_dir, config.result_settings())
+        examples = load_questions(config.data)
+        files = ShardFiles(out_dir, config.shard_index, config.num_shards)
+        workbench = workbench or Workbench(config)
+        try:
+            identify_shard(config, examples, workbench, files)
+        finally:
+            workbench.close()
+    shards, missing = finished_shards(out_dir, config.num_shards)
+    if missing:
+        if config.merge_only:
+            raise UserError(f"{out_dir}: shards {missing} of {config.num_shards} are not done")
+        print(f"shard {config.shard_index} done; waiting for shards {missing} to merge")
+        return out_dir
+    return merge(config, shards)
+
+
+def identify_shard(
+    config: IdentifyConfig, examples: list[Example], workbench: Workbench, files: ShardFiles
+) -> None:
+    """Answer and identify every question of this shard's chunks that is not done yet."""
+    size = config.generation.batch_size
+    greedy, results = files.greedy(), files.results()
+    chunks = [
+        list(range(start, min(start + size, len(examples))))
+        for start in range(config.shard_index * size, len(examples), config.num_shards * size)
+    ]
+    for chunk in chunks:
+        pending = [index for index in chunk if index not in results]
+        if not pending:
+            continue
+        if any(index not in greedy for index in chunk):
+            records = answer_chunk(config, examples, chunk, workbench)
+            files.append_greedy(records)
+            greedy.update((record["index"], record) for record in records)
+        for index in pending:
+            record = identify_record(config, greedy[index], workbench)
+            files.append_result(record)
+            results[index] = record
+    files.mark_done(summarize([results[i] for chunk in chunks for i in chunk]))
+
+
+def answer_chunk(
+    config: IdentifyConfig, examples: list[Example], chunk: list[int], workbench: Workbench
+) -> list[dict[str, Any]]:
+    """Greedy answers to one chunk of questions, verified: the correct set's candidates."""
+    from cft_rl.data.prompts import format_prompt
+
+    backend = workbench.get_backend()
+    tokenizer = backend.tokenizer
+    start = time.perf_counter()
+    prompts = [format_prompt(tokenizer, examples[i].question, config.data.template) for i in chunk]
+    prompt_ids = [tokenizer(text, add_special_tokens=False).input_ids for text in prompts]
+    params = SamplingParams(max_new_tokens=config.generation.max_new_tokens, temperature=0.0)
+    completions = [samples[0] for samples in backend.generate(prompt_ids, params)]
+    verdicts = workbench.get_verifier().verify_batch(
+        [c.text for c in completions], [examples[i].answer for i in chunk]
+    )
+    seconds = (time.perf_counter() - start) / len(chunk)
+    return [
+        {
+            "index": index,
+            "id": examples[index].id,
+            "source": examples[index].source,
+            "question": examples[index].question,
+            "answer": examples[index].answer,
+            "prompt": prompt,
+            "prompt_token_ids": ids,
+            "response": completion.text,
+            "response_token_ids": completion.token_ids,
+            "finish_reason": completion.finish_reason,
+            "predicted": verdict.predicted,
+            "verdict": verdict.reason,
+            "kept": verdict.correct,
+            "greedy_s": seconds,
+        }
+        for index, prompt, ids, completion, verdict in zip(
+            chunk, prompts, prompt_ids, completions, verdicts, strict=True
+        )
+    ]
+
+
+def identify_record(
+    config: IdentifyConfig, greedy: dict[str, Any], workbench: Workbench
+) -> dict[str, Any]:
+    """The greedy record, plus its critical tokens when it was kept."""
+    record = {key: value for key, value in greedy.items() if key != "greedy_s"}
+    record["stats"] = {"greedy_s": greedy["greedy_s"]}
+    if not greedy["kept"]:
+        return record
+    backend = workbench.get_backend()
+    tokenizer = backend.tokenizer
+    engine = workbench.get_engine()
+    before = vars(engine.stats).copy()
+    result = identify_response(
+        greedy["prompt_token_ids"],
+        greedy["response_token_ids"],
+        greedy["answer"],
+        engine=engine,
+        verifier=workbench.get_verifier(),
+        tokenizer=tokenizer,
+        settings=config.counterfactual,
+        max_new_tokens=config.generation.max_new_tokens,
+        excluded_ids=excluded_token_ids(config, tokenizer, backend.eos_ids),
+        eos_ids=backend.eos_ids,
+        near_tie_margin=config.decoder.near_tie_margin,
+    )
+    work = {key: value - before[key] for key, value in vars(engine.stats).items()}
+    record.update(
+        response_tokens=[tokenizer.decode([t]) for t in greedy["response_token_ids"]],
+        critical_mask=result.critical_mask,
+        failure_fraction=result.failure_fraction,
+        alternatives=result.alternatives,
+    )
+    record["stats"].update(work, **result.stats)
+    return record
+
+
+def excluded_token_ids(config: IdentifyConfig, tokenizer, eos_ids: set[int]) -> set[int]:
+    """Tokens that may not serve as alternatives."""
+    excluded = set(config.counterfactual.exclude_token_ids)
+    if config.counterfactual.exclude_special_tokens:
+        excluded |= set(tokenizer.all_special_ids) | set(eos_ids)
+    return excluded
+
+
+def merge(config: IdentifyConfig, shards: list[ShardFiles]) -> Path:
+    """One dataset and one summary from all shards' results."""
+    out_dir = Path(config.output_dir)
+    records = merged_records(shards)
+    provenance = provenance_of(config)
+    path = write_dataset([r for r in records if r["kept"]], out_dir / DATASET_NAME, provenance)
+    summary = summarize(records)
+    write_json(out_dir / SUMMARY_NAME, {**summary, "provenance": provenance})
+    print(one_line(summary), file=sys.stderr)
+    print(f"wrote {path}", file=sys.stderr)
+    return path
+
+
+def provenance_of(config: IdentifyConfig) -> dict[str, Any]:
+    """What made the dataset: settings, the model (with a hash of its config and weights'
+    names and sizes, cheap even for large models), library versions."""
+    import torch
+    import transformers
+
+    from cft_rl.modeling import resolve_model_path
+
+    model_dir = Path(resolve_model_path(config.model.path))
+    fingerprint = hashlib.sha256()
+    if model_dir.is_dir():
+        for item in sorted(model_dir.iterdir()):
+            if item.suffix == ".json":
+                fingerprint.update(item.name.encode() + item.read_bytes())
+            elif item.is_file():
+                fingerprint.update(f"{item.name}:{item.stat().st_size}".encode())
+    return {
+        "stage": "identify",
+        "model": config.model.path,
+        "model_dir": str(model_dir),
+        "model_fingerprint": fingerprint.hexdigest() if model_dir.is_dir() else None,
+        "settings": config.result_settings(),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }

@@ -1,0 +1,130 @@
+"""Where `cft-rl identify` keeps its work: append-only JSONL per shard, one merged dataset.
+
+    OUT/shards/settings.json            the result-determining settings of the run
+    OUT/shards/greedy-S-of-N.jsonl      the greedy answer of every question (one line each)
+    OUT/shards/results-S-of-N.jsonl     one line per question when its identification is done
+    OUT/shards/done-S-of-N.json         the shard's summary, written when it is complete
+    OUT/critical_tokens.parquet         the merged dataset (kept answers only), sorted by index
+    OUT/summary.json                    counts, time shares, provenance
+
+Lines are flushed and fsynced one by one: a run killed at any moment (kill -9 included)
+loses at most the line being written, and a rerun drops that torn line and goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cft_rl.errors import UserError
+
+DATASET_NAME = "critical_tokens.parquet"
+SUMMARY_NAME = "summary.json"
+
+
+class RunSettingsError(UserError):
+    """An output directory holds work done with other settings."""
+
+
+def check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
+    """Record `settings` on the first run; on later runs (resume, other shards) insist on them."""
+    path = out_dir / "shards" / "settings.json"
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        if recorded != settings:
+            changed = sorted(_differences(recorded, settings))
+            raise RunSettingsError(
+                f"{out_dir} holds results computed with other settings ({', '.join(changed)} "
+                f"differ from {path}); use a new output_dir or the same settings"
+            )
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, json.dumps(settings, indent=2, sort_keys=True))
+
+
+class ShardFiles:
+    """The JSONL files of one shard."""
+
+    def __init__(self, out_dir: str | Path, shard_index: int, num_shards: int) -> None:
+        self.out_dir = Path(out_dir)
+        self.shard_index, self.num_shards = shard_index, num_shards
+        tag = shard_tag(shard_index, num_shards)
+        shards = self.out_dir / "shards"
+        self.greedy_path = shards / f"greedy-{tag}.jsonl"
+        self.results_path = shards / f"results-{tag}.jsonl"
+        self.done_path = shards / f"done-{tag}.json"
+
+    def greedy(self) -> dict[int, dict[str, Any]]:
+        return {record["index"]: record for record in read_jsonl(self.greedy_path)}
+
+    def results(self) -> dict[int, dict[str, Any]]:
+        return {record["index"]: record for record in read_jsonl(self.results_path)}
+
+    def append_greedy(self, records: list[dict[str, Any]]) -> None:
+        append_jsonl(self.greedy_path, records)
+
+    def append_result(self, record: dict[str, Any]) -> None:
+        append_jsonl(self.results_path, [record])
+
+    def mark_done(self, summary: dict[str, Any]) -> None:
+        _write_atomically(self.done_path, json.dumps(summary, indent=2))
+
+
+def shard_tag(shard_index: int, num_shards: int) -> str:
+    return f"{shard_index:05d}-of-{num_shards:05d}"
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of `path` (none if it does not exist). Bytes after the last newline are
+    a line torn by a kill mid-write: they are cut off the file. A bad complete line is an
+    error naming it."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    complete = data.rfind(b"\n") + 1
+    records = []
+    for number, line in enumerate(data[:complete].split(b"\n")[:-1], start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError as err:
+            raise UserError(f"{path}:{number}: not a JSON record ({err})") from None
+    if complete < len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(complete)
+    return records
+
+
+def append_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    _write_atomically(path, json.dumps(data, indent=2))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = set(a) | set(b)
+    found = []
+    for key in keys:
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            found += _differences(left, right, f"{prefix}{key}.")
+        elif left != right:
+            found.append(f"{prefix}{key}")
+    return found
