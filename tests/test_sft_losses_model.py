@@ -1,0 +1,167 @@
+"""The losses on a tiny Qwen2: gathered LM head equals full logits, accumulation invariance,
+the step normaliser summed over ranks, and the batch-field helpers."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from cft_rl.sft.fields import digit_token_table, example_seed
+from cft_rl.sft.losses import LossConfig, selected_token_loss, step_normalizer
+
+VOCAB = 40
+
+
+def tiny_model() -> Qwen2ForCausalLM:
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=False,
+        attn_implementation="eager",
+    )
+    return Qwen2ForCausalLM(config).double()
+
+
+def examples(count=8, seed=0) -> list[dict[str, torch.Tensor]]:
+    """Unpadded examples of different lengths, prompts of different lengths, a few critical."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for index in range(count):
+        length, prompt = 6 + (index * 5) % 9, 2 + index % 3
+        response = torch.arange(length) >= prompt
+        critical = response & (torch.rand(length, generator=generator) < 0.3)
+        critical[prompt] = True
+        out.append(
+            {
+                "input_ids": torch.randint(VOCAB, (length,), generator=generator),
+                "attention_mask": torch.ones(length, dtype=torch.long),
+                "response_mask": response.long(),
+                "critical_mask": critical.long(),
+            }
+        )
+    return out
+
+
+def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Right padding: positions of real tokens stay the same as unpadded."""
+    width = max(item["input_ids"].shape[0] for item in items)
+    return {
+        key: torch.stack(
+            [torch.nn.functional.pad(item[key], (0, width - len(item[key]))) for item in items]
+        )
+        for key in items[0]
+    }
+
+
+def loss_sums(model, config, batch):
+    hidden = model.model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state
+    return selected_token_loss(config, batch, hidden, model.lm_head.weight)
+
+
+def micro_batch_mean(model, config, batch) -> float:
+    sums = loss_sums(model, config, batch)
+    return (sums.loss_sum / sums.weight_sum).item()
+
+
+def step_loss_and_grads(model, config, micro_batches):
+    """Accumulate sum-losses over micro-batches, each divided by the step's normaliser."""
+    model.zero_grad()
+    normaliser = step_normalizer(config, micro_batches)
+    total = 0.0
+    for batch in micro_batches:
+        loss = loss_sums(model, config, batch).loss_sum / normaliser
+        loss.backward()
+        total += loss.item()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    return total, grads
+
+
+def test_gathered_lm_head_equals_full_logit_loss_and_gradients():
+    model = tiny_model()
+    batch = collate(examples())
+    ours, grads = step_loss_and_grads(model, LossConfig(name="sft", chunk_size=7), [batch])
+
+    # the standard way: logits at every position, cross-entropy on the response tokens
+    model.zero_grad()
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["input_ids"].masked_fill(batch["response_mask"] == 0, -100)
+    full = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, VOCAB), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+    full.backward()
+
+    torch.testing.assert_close(torch.tensor(ours, dtype=torch.float64), full.detach())
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(grads[name], param.grad, msg=name)
+
+
+@pytest.mark.parametrize("name", ["sft", "cft"])
+def test_one_batch_of_eight_equals_eight_batches_of_one(name):
+    model = tiny_model()
+    items = examples()
+    config = LossConfig(name=name)
+    loss_1x8, grads_1x8 = step_loss_and_grads(model, config, [collate(items)])
+    loss_8x1, grads_8x1 = step_loss_and_grads(model, config, [collate([item]) for item in items])
+
+    torch.testing.assert_close(loss_8x1, loss_1x8)
+    for key, grad in grads_1x8.items():
+        torch.testing.assert_close(grads_8x1[key], grad, msg=key)
+
+    # per-micro-batch averaging, which the step normaliser replaces, gives another loss
+    with torch.no_grad():
+        per_batch_means = [micro_batch_mean(model, config, collate([item])) for item in items]
+    assert abs(sum(per_batch_means) / len(items) - loss_1x8) > 1e-3
+
+
+# Each rank's step has rank + 1 critical tokens; the normaliser must be their sum, 3, on both.
+RANK_PROGRAM = """
+import sys, torch, torch.distributed as dist
+from cft_rl.sft.losses import LossConfig, step_normalizer
+rank, init_file = int(sys.argv[1]), sys.argv[2]
+dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank, world_size=2)
+critical = torch.zeros(1, 6, dtype=torch.long)
+critical[0, 1 : rank + 2] = 1
+batch = {"input_ids": torch.zeros(1, 6, dtype=torch.long), "response_mask": torch.ones(1, 6),
+         "critical_mask": critical}
+print(step_normalizer(LossConfig(name="cft"), [batch]).item())
+dist.destroy_process_group()
+"""
+
+
+def test_step_normaliser_sums_over_ranks(tmp_path):
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_PROGRAM, str(rank), str(tmp_path / "init")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    outputs = [process.communicate(timeout=120)[0] for process in ranks]
+    assert [process.returncode for process in ranks] == [0, 0]
+    assert [float(out.split()[-1]) for out in outputs] == [3.0, 3.0]
+
+
+def test_digit_token_table_marks_tokens_with_digits():
+    from tokenizers import Tokenizer, models
+
+    vocab = {"a": 0, "12": 1, "x3": 2, " ": 3, "²": 4, "7": 5}
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="a"))
+    )
+    assert digit_token_table(tokenizer).tolist() == [False, True, True, False, False, True]
+
+
+def test_example_seed_is_stable_and_distinct():
+    assert example_seed("gsm8k-17") == example_seed("gsm8k-17")
+    assert example_seed("gsm8k-17") != example_seed("gsm8k-18")
+    assert example_seed("gsm8k-17") == 3857011890  # crc32: the same in every process and run
