@@ -63,8 +63,8 @@ class WorkerStartError(RuntimeError):
 class Verifier:
     """A pool of worker processes that grade (response, reference) pairs.
 
-    `fast_path`: score a prediction whose text is the reference's correct without a worker
-    round-trip. Thread-safe: concurrent `verify` calls (verl calls rewards from a thread pool)
+    `fast_path`: a prediction with exactly the reference's text is correct without a round
+    trip to a worker. Thread-safe: concurrent `verify` calls (verl calls rewards from a thread pool)
     each take an idle worker, so up to `num_workers` items are graded at once.
     """
 
@@ -140,6 +140,8 @@ class Verifier:
             raise RuntimeError(
                 f"this Verifier belongs to process {self._owner_pid}; make one per process"
             )
+        if not self._finalizer.alive:
+            raise RuntimeError("this Verifier is closed")
         worker = self._idle.get()
         keep = False
         try:

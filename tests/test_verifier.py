@@ -189,6 +189,8 @@ def test_close_stops_the_workers() -> None:
     pool.close()
     assert not any(process.is_alive() for process in processes)
     pool.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.verify("\\boxed{2}", "1+1")
 
 
 ORPHAN_SCRIPT = """
