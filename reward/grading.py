@@ -1,20 +1,117 @@
-"""Is an extracted answer equal to a reference answer? Pure math-verify, no processes.
+"""Is an extracted answer equal to a reference answer? Normalisation, then math-verify.
 
 Runs inside the verifier's worker processes (reward.verifier), which enforce the
 timeout; never call it on untrusted text in the main process.
+
+Order of checks, cheapest first:
+1. the two answers written the same way, up to spacing, `$` delimiters, a final full
+   stop, \\text{} wrappers and (for plain words) letter case;
+2. math-verify on the answers as written (it already handles "x = 3" vs "3", degrees,
+   "50\\%" vs "50", intervals, sets, thousands separators, \\text{} units);
+3. math-verify on other readings of the same answer: a number with its unit dropped
+   ("20 cm^{2}", "18 dollars", "9 (apples)") and a percentage as a fraction (50% = 0.5).
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
 _CONFIGS = [LatexExtractionConfig(), ExprExtractionConfig()]
 
+_DELIMITERS = (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+_FRACTIONS = re.compile(r"\\[dt]frac")
+# 4.5e33 as a physicist writes it -> 4.5\times10^{33}, which math-verify reads.
+_E_NOTATION = re.compile(r"(?<![\w.\\])(\d+(?:\.\d+)?)[eE]([-+]?\d+)(?![\w.])")
+# Commands whose argument is plain text (units, words).
+_TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
+_SPACING = re.compile(r"\\(?:[,;:! ]|quad|qquad|left|right)|~|\s+")
+
+_NUMBER = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?"
+# A unit after a number: words (2+ letters), parenthesised words, exponents, "/" and spacing.
+_UNIT_TOKEN = r"(?:[A-Za-z]{2,}|\([A-Za-z -]+\)|\^\{?-?\d\}?|/|\\cdot|[ ~])"
+_NUMBER_WITH_UNIT = re.compile(rf"(?P<number>{_NUMBER})\s*(?P<unit>{_UNIT_TOKEN}+)")
+# Words that join or build mathematics rather than name a unit: "2 and 3" is no "2".
+_CONNECTIVES = {"and", "or", "to", "plus", "minus", "times", "over", "divided"}
+_FUNCTIONS = {"pi", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "mod"}
+_NOT_UNITS = frozenset(_CONNECTIVES | _FUNCTIONS | {"inf", "infty"})
+_PERCENT = re.compile(rf"(?P<number>{_NUMBER})\s*\\?%")
+
 
 def grade(predicted: str, reference: str) -> bool:
     """True when `predicted` and `reference` denote the same mathematical answer."""
-    gold = parse(f"${reference}$", extraction_config=_CONFIGS, parsing_timeout=None)
-    pred = parse(f"${predicted}$", extraction_config=_CONFIGS, parsing_timeout=None)
+    pred, gold = _tidy(predicted), _tidy(reference)
+    if not pred or not gold:
+        return False
+    if _written_key(pred) == _written_key(gold):
+        return True
+    return any(_math_equal(gold_text, pred_text) for gold_text, pred_text in _readings(gold, pred))
+
+
+def _tidy(answer: str) -> str:
+    """The answer without what never changes its meaning: delimiters, a final full stop,
+    \\dfrac/\\tfrac spellings; e-notation rewritten as LaTeX."""
+    answer = answer.strip()
+    changed = True
+    while changed:
+        changed = False
+        answer = answer.rstrip(". ").strip()
+        for left, right in _DELIMITERS:
+            wrapped = answer.startswith(left) and answer.endswith(right)
+            if wrapped and len(answer) > len(left) + len(right):
+                answer = answer[len(left) : -len(right)].strip()
+                changed = True
+    answer = _FRACTIONS.sub(r"\\frac", answer)
+    return _E_NOTATION.sub(r"\1\\times10^{\2}", answer)
+
+
+def _written_key(answer: str) -> str:
+    """The answer as written, ignoring spacing and text wrappers; words ignore letter case
+    (but LaTeX keeps it: \\Omega is not \\omega)."""
+    key = _SPACING.sub("", _TEXT_COMMAND.sub(r"\1", answer))
+    return key if "\\" in key else key.lower()
+
+
+def _readings(gold: str, pred: str) -> Iterator[tuple[str, str]]:
+    """(gold, pred) pairs to compare, the answers as written first."""
+    yield gold, pred
+    gold_number, pred_number = _without_unit(gold), _without_unit(pred)
+    if gold_number or pred_number:
+        yield gold_number or gold, pred_number or pred
+    gold_fraction, pred_fraction = _percent_as_fraction(gold), _percent_as_fraction(pred)
+    if gold_fraction or pred_fraction:
+        yield gold_fraction or gold, pred_fraction or pred
+
+
+def _without_unit(answer: str) -> str | None:
+    """The number of "number unit" answers ("20 cm^{2}" -> "20"), else None."""
+    match = _NUMBER_WITH_UNIT.fullmatch(_TEXT_COMMAND.sub(r" \1", answer).strip())
+    if match is None or not any(c.isdigit() for c in match["number"]):
+        return None
+    words = {word.lower() for word in re.findall(r"[A-Za-z]+", match["unit"])}
+    if not words or words & _NOT_UNITS:
+        return None
+    return match["number"]
+
+
+def _percent_as_fraction(answer: str) -> str | None:
+    """ "50\\%" -> "0.5", else None."""
+    match = _PERCENT.fullmatch(answer)
+    if match is None:
+        return None
+    try:
+        fraction = Decimal(match["number"].replace(",", "")) / 100
+    except InvalidOperation:
+        return None
+    return format(fraction.normalize(), "f")
+
+
+def _math_equal(gold_text: str, pred_text: str) -> bool:
+    gold = parse(f"${gold_text}$", extraction_config=_CONFIGS, parsing_timeout=None)
+    pred = parse(f"${pred_text}$", extraction_config=_CONFIGS, parsing_timeout=None)
     if not gold or not pred:
-        return predicted.strip() == reference.strip()
+        return False
     return bool(verify(gold, pred, timeout_seconds=None))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 _NUMBER = re.compile(r"[-+]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?")
 _DOLLAR = re.compile(r"(?<!\\)\$")
@@ -15,12 +15,14 @@ _BOX_COMMANDS = ("\\boxed", "\\fbox", "\\framebox")
 def number_text(value: float | int | str) -> str | None:
     """A number written plainly: 145.0 -> "145", "1,000" -> "1000", "080" -> "80";
     None when `value` is not a plain decimal number."""
-    text = repr(value) if isinstance(value, float) else str(value).strip()
-    if not _NUMBER.fullmatch(text) or not any(c.isdigit() for c in text):
-        return None
-    try:
+    if isinstance(value, float):
+        number = Decimal(repr(value))  # repr: the shortest text that round-trips (0.1, 1e-05)
+    else:
+        text = str(value).strip()
+        if not _NUMBER.fullmatch(text) or not any(c.isdigit() for c in text):
+            return None
         number = Decimal(text.replace(",", ""))
-    except InvalidOperation:
+    if not number.is_finite():
         return None
     written = format(number.normalize(), "f")
     return "0" if written in ("-0", "+0") else written.lstrip("+")

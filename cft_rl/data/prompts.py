@@ -1,0 +1,24 @@
+"""Prompt templates: how a question becomes the text a model continues."""
+
+from __future__ import annotations
+
+from cft_rl.data.example import DataError
+
+BOXED_INSTRUCTION = "\nPlease reason step by step, and put your final answer within \\boxed{}."
+
+# template name -> what follows the question in the user turn
+TEMPLATES: dict[str, str] = {
+    "toy": "",  # the toy model was trained on bare questions
+    "boxed": BOXED_INSTRUCTION,
+}
+
+
+def format_prompt(tokenizer, question: str, template: str) -> str:
+    """The chat-formatted prompt (ending with the assistant turn's opening) for `question`."""
+    if template not in TEMPLATES:
+        raise DataError(f"unknown prompt template '{template}' (known: {', '.join(TEMPLATES)})")
+    if not getattr(tokenizer, "chat_template", None):
+        name = getattr(tokenizer, "name_or_path", "the tokenizer")
+        raise DataError(f"{name} has no chat template, which prompt template '{template}' needs")
+    messages = [{"role": "user", "content": question + TEMPLATES[template]}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
