@@ -15,7 +15,8 @@ _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _BRACE_TOKENS = re.compile(r"[{}\\]")
 _NON_SPACE = re.compile(r"\S")  # an empty box commits to nothing
 # "The answer is X", "Final answer: X", "**Answer:** X"; the last one wins.
-_ANSWER_PHRASE = re.compile(r"answer(?:\*\*)?(?: is|:)(?:\*\*)?", re.IGNORECASE)
+_ANSWER_PHRASE = re.compile(r"answer(?:\*\*)?(?: is|:)", re.IGNORECASE)
+_AFTER_PHRASE = " \t\n:*"  # "answer is: X", "**Answer:** X", an answer on the next line
 # Where a one-line answer stops: a sentence end (a period before a space, so
 # "3.5" survives) or the end of the line.
 _ANSWER_END = re.compile(r"\.\s|\n")
@@ -89,7 +90,7 @@ def _after_last_answer_phrase(text: str) -> str | None:
     last = deque(_ANSWER_PHRASE.finditer(text), maxlen=1)
     if not last:
         return None
-    rest = text[last[0].end() :].lstrip()
+    rest = text[last[0].end() :].lstrip(_AFTER_PHRASE)
     end = _ANSWER_END.search(rest)
     return rest[: end.start()] if end else rest
 
