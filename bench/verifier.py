@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/verifier.py [--gsm8k PATH] [--workers 2] [--timeout 5]
 
-Scores every GSM8K test reference written as a model would write it
-("The answer is \\boxed{REF}"), three ways, side by side in one run:
-  serial   extract + math-verify in this process, one item after another (no timeout);
-  pooled   the Verifier with the fast path off: every item goes to a worker;
-  default  the Verifier as shipped (an answer identical to the reference skips the worker).
+On the GSM8K test references, side by side in one run:
+  1. each reference as a model would write it ("The answer is \\boxed{REF}"):
+     math-verify called serially (its own extraction and timeouts) vs the Verifier;
+  2. each reference written differently ("\\boxed{\\frac{2N}{2}}"), so that every item
+     needs math-verify: grading serially in this process vs the Verifier's workers.
 Then scores each hostile case (reward/hostile.py) alone and prints the slowest.
 """
 
@@ -16,7 +16,9 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from reward.extract import extract_final_answer
 from reward.hostile import HOSTILE_CASES
@@ -30,26 +32,46 @@ def gsm8k_references(path: Path) -> list[str]:
         return [json.loads(line)["answer"].split("####")[-1].strip() for line in lines]
 
 
-def serial_items_per_s(responses: list[str], references: list[str]) -> tuple[float, int]:
-    # Trusted input (the benchmark's own references), so grading in this process is safe.
+class Rate(NamedTuple):
+    items_per_s: float
+    correct: int
+    parent_cpu_ms: float  # per item, in this process
+
+    def __str__(self) -> str:
+        return (
+            f"{self.items_per_s:8.1f} items/s ({self.correct} correct, "
+            f"this process {self.parent_cpu_ms:.2f} ms CPU/item)"
+        )
+
+
+def measure(score_all: Callable[[], list[bool]]) -> Rate:
+    start, start_cpu = time.perf_counter(), time.process_time()
+    verdicts = score_all()
+    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    return Rate(len(verdicts) / wall, sum(verdicts), cpu * 1000 / len(verdicts))
+
+
+def serially(score: Callable[[str, str], bool], responses: list[str], refs: list[str]) -> Rate:
+    return measure(
+        lambda: [score(response, ref) for response, ref in zip(responses, refs, strict=True)]
+    )
+
+
+def pooled(pool: Verifier, responses: list[str], refs: list[str]) -> Rate:
+    return measure(lambda: [v.correct for v in pool.verify_batch(responses, refs)])
+
+
+def raw_math_verify(response: str, reference: str) -> bool:
+    # Trusted input (the benchmark's own references): safe to parse in this process.
+    from math_verify import parse, verify
+
+    return verify(parse(f"${reference}$"), parse(response))
+
+
+def in_process_grade(response: str, reference: str) -> bool:
     from reward.grading import grade
 
-    start = time.perf_counter()
-    correct = sum(
-        grade(extract_final_answer(response) or "", reference)
-        for response, reference in zip(responses, references, strict=True)
-    )
-    return len(responses) / (time.perf_counter() - start), correct
-
-
-def pooled_items_per_s(
-    pool: Verifier, responses: list[str], references: list[str]
-) -> tuple[float, int, float]:
-    """Items/s, correct items, and this (parent) process's CPU ms per item."""
-    start, start_cpu = time.perf_counter(), time.process_time()
-    verdicts = pool.verify_batch(responses, references)
-    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
-    return len(responses) / wall, sum(v.correct for v in verdicts), cpu * 1000 / len(responses)
+    return grade(extract_final_answer(response) or "", reference)
 
 
 def main() -> None:
@@ -59,31 +81,30 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=5.0)
     args = parser.parse_args()
 
-    references = gsm8k_references(args.gsm8k)
-    responses = [f"The answer is \\boxed{{{reference}}}" for reference in references]
-    print(f"GSM8K test references: {len(references)} items, {args.workers} workers")
+    refs = gsm8k_references(args.gsm8k)
+    as_written = [f"The answer is \\boxed{{{ref}}}" for ref in refs]
+    rewritten = [
+        f"The answer is \\boxed{{\\frac{{{2 * int(ref.replace(',', ''))}}}{{2}}}}" for ref in refs
+    ]
+    print(f"GSM8K test references: {len(refs)} items, {args.workers} workers")
     # Other processes on the same cores slow the pool more than the serial loop.
     print(f"  load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
     # Making a Verifier warms math-verify up in this process, so serial pays no first-use costs.
-    with Verifier(args.workers, args.timeout, fast_path=False) as pool:
-        serial, serial_correct = serial_items_per_s(responses, references)
-        pooled, pooled_correct, parent_ms = pooled_items_per_s(pool, responses, references)
     with Verifier(args.workers, args.timeout) as pool:
-        default, default_correct, _ = pooled_items_per_s(pool, responses, references)
-    print(f"  serial math-verify:   {serial:8.1f} items/s  ({serial_correct} correct)")
-    print(
-        f"  pooled, via workers:  {pooled:8.1f} items/s  ({pooled_correct} correct, "
-        f"parent CPU {parent_ms:.2f} ms/item)"
-    )
-    print(f"  pooled, default:      {default:8.1f} items/s  ({default_correct} correct)")
-    print(
-        f"  ratio pooled/serial:  {pooled / serial:.2f}x (default/serial {default / serial:.1f}x)"
-    )
+        for title, responses, serial_name, serial_score in [
+            ('"The answer is \\boxed{REF}"', as_written, "math-verify", raw_math_verify),
+            ('"The answer is \\boxed{\\frac{2N}{2}}"', rewritten, "grade()", in_process_grade),
+        ]:
+            serial = serially(serial_score, responses, refs)
+            pool_rate = pooled(pool, responses, refs)
+            print(title)
+            print(f"  {serial_name + ', serial:':22s}{serial}")
+            print(f"  {'Verifier:':22s}{pool_rate}")
+            print(f"  ratio Verifier/serial: {pool_rate.items_per_s / serial.items_per_s:.2f}x")
 
-    print(f"Hostile set, timeout {args.timeout:g} s, each item alone:")
-    worst = 0.0
-    with Verifier(args.workers, args.timeout) as pool:
+        print(f"Hostile set, timeout {args.timeout:g} s, each item alone:")
+        worst = 0.0
         for case in HOSTILE_CASES:
             start = time.perf_counter()
             verdict = pool.verify(case.response, case.reference)
