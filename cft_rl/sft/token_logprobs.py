@@ -88,7 +88,7 @@ class _ChunkedTokenLogprob(torch.autograd.Function):
         rows, weight, targets, log_norms = ctx.saved_tensors
         want_rows, want_weight = ctx.needs_input_grad[:2]
         grad_rows = torch.empty_like(rows) if want_rows else None
-        grad_weight = torch.zeros_like(weight) if want_weight else None
+        grad_weight = None
         for start in range(0, rows.shape[0], ctx.chunk_size):
             end = start + ctx.chunk_size
             chunk_rows, grad = rows[start:end], grad_logprobs[start:end, None].to(log_norms.dtype)
@@ -99,6 +99,10 @@ class _ChunkedTokenLogprob(torch.autograd.Function):
             grad_logits = grad_logits.to(rows.dtype)
             if want_rows:
                 grad_rows[start:end] = grad_logits @ weight
-            if want_weight:
-                grad_weight += grad_logits.T @ chunk_rows
+            if want_weight and grad_weight is None:
+                grad_weight = grad_logits.T @ chunk_rows
+            elif want_weight:
+                grad_weight.addmm_(grad_logits.T, chunk_rows)
+        if want_weight and grad_weight is None:  # no rows
+            grad_weight = torch.zeros_like(weight)
         return grad_rows, grad_weight, None, None
