@@ -32,6 +32,10 @@ STAGES: dict[str, tuple[str, str, str]] = {
 
 # report kind -> ("module:function", help text); each takes a list of run directories.
 REPORTS: dict[str, tuple[str, str]] = {
+    "tokens": (
+        "cft_rl.report.tokens:report_tokens",
+        "critical-token statistics and highlighted responses of an identify run",
+    ),
     "passk": ("cft_rl.report.passk:report_passk", "pass@k curves of several eval runs"),
 }
 

@@ -2,6 +2,12 @@
 by construction (see test_critical_fixtures), with the real hf backend and verifier."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -45,15 +51,18 @@ def questions_file(tmp_path):
     return path
 
 
-def make_config(tmp_path, questions_file, *overrides, out="run"):
-    base = [
-        f"output_dir={tmp_path / out}",
+def common(questions_file) -> list[str]:
+    return [
         "model.path=rule-model",
         "data.benchmark=gsm8k",
         f"data.path={questions_file}",
         "generation.max_new_tokens=30",
         "generation.batch_size=2",
     ]
+
+
+def make_config(tmp_path, questions_file, *overrides, out="run"):
+    base = [f"output_dir={tmp_path / out}", *common(questions_file)]
     return load_config(IdentifyConfig, None, base + list(overrides))
 
 
@@ -230,6 +239,55 @@ def test_resume_after_torn_write_equals_uninterrupted(
     assert (target / greedy).read_bytes() == (shards / greedy).read_bytes()
     results = (target / "results-00000-of-00001.jsonl").read_bytes().splitlines()
     assert [json.loads(line)["index"] for line in results] == [0, 1, 2, 3]
+
+
+class SlowEngine(CachedEngine):
+    """Takes its time per answer, so that a kill lands in the middle of a run."""
+
+    def decode(self, *args, **kwargs):
+        time.sleep(0.3)
+        return super().decode(*args, **kwargs)
+
+
+def run_slowly(out: str, questions: str) -> None:
+    """Entry point of the process the kill -9 test kills."""
+    tokenizer = byte_tokenizer()
+    config = load_config(IdentifyConfig, None, [f"output_dir={out}", *common(questions)])
+    model = RuleLM(tokenizer)
+    with Verifier(num_workers=1) as pool:
+        workbench = Workbench(
+            config,
+            backend=HFBackend(model, tokenizer, batch_size=2),
+            engine=SlowEngine(model, ContinuationSampling()),
+            verifier=pool,
+        )
+        run_identify(config, workbench)
+
+
+@pytest.mark.slow  # a child process imports torch and transformers
+def test_resume_after_kill_9_equals_uninterrupted(tmp_path, questions_file, tokenizer, verifier):
+    whole = make_config(tmp_path, questions_file, out="whole")
+    run(whole, tokenizer, verifier)
+
+    out = tmp_path / "killed"
+    results = out / "shards" / "results-00000-of-00001.jsonl"
+    code = f"import test_identify; test_identify.run_slowly({str(out)!r}, {str(questions_file)!r})"
+    tests_dir = Path(__file__).parent
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=tests_dir)
+    try:
+        deadline = time.monotonic() + 120
+        while not (results.exists() and results.read_bytes().count(b"\n") >= 1):
+            assert child.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the run wrote no result in 120 s"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    assert not (out / "critical_tokens.parquet").exists()
+
+    killed = make_config(tmp_path, questions_file, out="killed")
+    run(killed, tokenizer, verifier)
+    assert _table(tmp_path / "whole") == _table(out)
 
 
 def _table(run_dir):
