@@ -34,7 +34,9 @@ def record(index, tokens, mask):
         "response_token_ids": list(range(len(tokens))),
         "response_tokens": tokens,
         "critical_mask": mask,
-        "failure_fraction": [float(m) if m else 0.5 * (t == "x") for t, m in zip(tokens, mask, strict=True)],
+        "failure_fraction": [
+            float(m) if m else 0.5 * (t == "x") for t, m in zip(tokens, mask, strict=True)
+        ],
         "alternatives": [
             [
                 {

@@ -113,7 +113,14 @@ def identify_response(
     return ResponseCriticality(
         critical_mask=mask,
         failure_fraction=failure_fraction,
-        alternatives=_audit(tokenizer, chosen, probes, answers, correct),
+        alternatives=_audit(
+            tokenizer,
+            chosen,
+            probes,
+            answers,
+            correct,
+            [c.min_margin < near_tie_margin for c in continuations],
+        ),
         stats={
             "verify_s": verify_s,
             "continuations": len(probes),
@@ -144,8 +151,10 @@ def _audit(
     probes: list[Probe],
     answers: list[str | None],
     correct: list[bool],
+    near_ties: list[bool],
 ) -> list[list[dict[str, Any]]]:
-    """What each alternative led to, for inspection."""
+    """What each alternative led to, for inspection; near_tie: one of its continuations
+    passed a greedy step whose top two logits nearly tied."""
     tried = [
         [
             {
@@ -155,13 +164,15 @@ def _audit(
                 "rank": alt.rank,
                 "answers": [],
                 "correct": [],
+                "near_tie": False,
             }
             for alt in alts
         ]
         for alts in chosen
     ]
-    for probe, answer, ok in zip(probes, answers, correct, strict=True):
+    for probe, answer, ok, tie in zip(probes, answers, correct, near_ties, strict=True):
         entry = tried[probe.position][probe.alternative]
         entry["answers"].append(answer)
         entry["correct"].append(ok)
+        entry["near_tie"] |= tie
     return tried

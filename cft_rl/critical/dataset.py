@@ -6,7 +6,8 @@ reference), prompt (the templated text) and prompt_token_ids (so training needs 
 re-templating), response, response_token_ids, response_tokens (each token's text),
 critical_mask and failure_fraction (one per response token), num_critical, and
 alternatives (per token: the substitutes tried, their log-probabilities and ranks, and
-the final answers their continuations reached). The settings and the model are in the
+the final answers their continuations reached, and whether one of them passed a
+numerical near tie). The settings and the model are in the
 file's metadata (key "cft_rl.identify") and in summary.json.
 """
 
@@ -31,6 +32,7 @@ ALTERNATIVE = pa.struct(
         ("rank", pa.int64()),
         ("answers", pa.list_(pa.string())),
         ("correct", pa.list_(pa.bool_())),
+        ("near_tie", pa.bool_()),
     ]
 )
 SCHEMA = pa.schema(
