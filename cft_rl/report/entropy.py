@@ -1,0 +1,218 @@
+"""`cft-rl report entropy RUN_DIR [RUN_DIR ...]`: entropy and reward curves of GRPO runs.
+
+Reads each run's metrics.jsonl (and probe.jsonl when the entropy probe ran), both written
+by `cft-rl grpo` with either engine. Runs whose recipes differ only in `seed` (and
+output_dir) form one group, drawn as the mean over seeds with a min-max band, so CFT-init
+vs SFT-init comparisons show their spread. Writes entropy.png and entropy.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cft_rl.errors import UserError
+
+PNG_NAME = "entropy.png"
+TABLE_NAME = "entropy.md"
+METRICS = "metrics.jsonl"
+PROBE = "probe.jsonl"
+EVENTS = "collapse_events.jsonl"
+
+# (panel title, file, key) of each curve drawn; probe panels only when some run has them.
+PANELS = [
+    ("policy entropy on rollouts (nats)", METRICS, "entropy"),
+    ("reward mean", METRICS, "reward_mean"),
+    ("probe entropy, critical tokens", PROBE, "entropy_critical"),
+    ("probe entropy, non-critical tokens", PROBE, "entropy_noncritical"),
+]
+_SEED_SUFFIX = re.compile(r"[-_.]?(seed|s)\d+$")
+
+
+@dataclass
+class Run:
+    path: Path
+    label: str
+    # file name -> key -> [(step, value)]
+    series: dict[str, dict[str, list[tuple[int, float]]]]
+    events: int
+    group_key: str
+
+
+@dataclass
+class Group:
+    label: str
+    runs: list[Run] = field(default_factory=list)
+
+
+def report_entropy(run_dirs: list[str], out: str | None = None) -> None:
+    """Plot and summarise the GRPO runs in `run_dirs` into `out` (default: the first)."""
+    groups = group_runs([load_run(run_dir) for run_dir in run_dirs])
+    out_dir = Path(out if out is not None else run_dirs[0])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _plot(groups, out_dir / PNG_NAME)
+    (out_dir / TABLE_NAME).write_text(summary_table(groups))
+    print(f"wrote {out_dir / PNG_NAME} and {out_dir / TABLE_NAME}")
+
+
+def plot_runs(run_dirs: list[str | Path], png_path: str | Path) -> None:
+    """Just the figure (what a GRPO run draws for itself at the end)."""
+    _plot(group_runs([load_run(str(run_dir)) for run_dir in run_dirs]), Path(png_path))
+
+
+def load_run(run_dir: str) -> Run:
+    path = Path(run_dir)
+    metrics_path = path / METRICS
+    if not metrics_path.is_file():
+        raise UserError(f"{metrics_path} not found: is {run_dir} the output_dir of `cft-rl grpo`?")
+    series = {METRICS: _read_series(metrics_path), PROBE: _read_series(path / PROBE)}
+    events = len(_read_records(path / EVENTS))
+    return Run(path, _label(path), series, events, _group_key(path))
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """Runs with the same recipe apart from the seed, in order of first appearance."""
+    groups: dict[str, Group] = {}
+    for run in runs:
+        groups.setdefault(run.group_key, Group(_SEED_SUFFIX.sub("", run.label) or run.label))
+        groups[run.group_key].runs.append(run)
+    labels = [g.label for g in groups.values()]
+    for group in groups.values():
+        if labels.count(group.label) > 1:  # same name, different recipes: use the folders
+            group.label = ", ".join(run.label for run in group.runs)
+        if len(group.runs) > 1:
+            group.label += f" ({len(group.runs)} seeds)"
+    return list(groups.values())
+
+
+def summary_table(groups: list[Group]) -> str:
+    """Markdown: per group, start and end values (mean over seeds, min-max in brackets)."""
+    lines = [
+        "| run | seeds | steps | reward first 10% | reward last 10% | entropy first 10% "
+        "| entropy last 10% | probe H critical start -> end | probe H other start -> end "
+        "| collapse events |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for group in groups:
+        steps = [max((s for s, _ in r.series[METRICS].get("reward_mean", [])), default=0)
+                 for r in group.runs]  # fmt: skip
+        cells = [group.label, str(len(group.runs)), _spread(steps, "{:.0f}")]
+        for key in ("reward_mean", "entropy"):
+            for part in ("first", "last"):
+                cells.append(_spread([_window_mean(r.series[METRICS].get(key, []), part)
+                                      for r in group.runs]))  # fmt: skip
+        for key in ("entropy_critical", "entropy_noncritical"):
+            start = _spread([_end(r.series[PROBE].get(key, []), 0) for r in group.runs])
+            end = _spread([_end(r.series[PROBE].get(key, []), -1) for r in group.runs])
+            cells.append(f"{start} -> {end}" if start != "-" else "-")
+        cells.append(str(sum(r.events for r in group.runs)))
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = (
+        "\nfirst/last 10%: mean over the first/last tenth of the steps. With several seeds: "
+        "mean [min, max] over seeds. Probe: entropy of the policy on the fixed CFT responses "
+        "(teacher-forced) at critical and other tokens.\n"
+    )
+    return "\n".join(lines) + "\n" + notes
+
+
+def _plot(groups: list[Group], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    has_probe = any(r.series[PROBE] for g in groups for r in g.runs)
+    panels = PANELS if has_probe else PANELS[:2]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    for axis, (title, file, key) in zip(axes[0], panels, strict=True):
+        for index, group in enumerate(groups):
+            steps, mean, low, high = _band([r.series[file].get(key, []) for r in group.runs])
+            if not steps:
+                continue
+            color = f"C{index % 10}"
+            axis.plot(
+                steps, mean, color=color, label=group.label, marker="." if file == PROBE else None
+            )
+            if len(group.runs) > 1:
+                axis.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _band(curves: list[list[tuple[int, float]]]):
+    """Mean, min and max over runs at the steps every run has."""
+    maps = [dict(curve) for curve in curves if curve]
+    if not maps:
+        return [], [], [], []
+    steps = sorted(set.intersection(*(set(m) for m in maps)))
+    values = [[m[s] for m in maps] for s in steps]
+    return (
+        steps,
+        [sum(v) / len(v) for v in values],
+        [min(v) for v in values],
+        [max(v) for v in values],
+    )
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    from cft_rl.rl.jsonl_log import StepLog
+
+    return StepLog(path).records() if path.is_file() else []
+
+
+def _read_series(path: Path) -> dict[str, list[tuple[int, float]]]:
+    series: dict[str, list[tuple[int, float]]] = {}
+    for record in _read_records(path):
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                series.setdefault(key, []).append((record["step"], float(value)))
+    return series
+
+
+def _group_key(path: Path) -> str:
+    """The run's recipe without seed and output_dir (its own folder when it has none)."""
+    config_path = path / "config.yaml"
+    if not config_path.is_file():
+        return str(path.resolve())
+    config = yaml.safe_load(config_path.read_text()) or {}
+    for key in ("seed", "output_dir", "steps", "checkpoint_every", "dry_run"):
+        config.pop(key, None)
+    return json.dumps(config, sort_keys=True)
+
+
+def _label(path: Path) -> str:
+    resolved = path.resolve()
+    return resolved.name or str(resolved)
+
+
+def _window_mean(curve: list[tuple[int, float]], part: str) -> float | None:
+    if not curve:
+        return None
+    width = max(1, len(curve) // 10)
+    window = curve[:width] if part == "first" else curve[-width:]
+    return sum(v for _, v in window) / len(window)
+
+
+def _end(curve: list[tuple[int, float]], index: int) -> float | None:
+    return curve[index][1] if curve else None
+
+
+def _spread(values: list[float | None], fmt: str = "{:.3f}") -> str:
+    present = [v for v in values if v is not None]
+    if not present:
+        return "-"
+    mean = fmt.format(sum(present) / len(present))
+    if min(present) == max(present):
+        return mean
+    return f"{mean} [{fmt.format(min(present))}, {fmt.format(max(present))}]"

@@ -1,0 +1,192 @@
+"""The `cft-rl grpo` recipe schema: one recipe, two engines (local, verl).
+
+Names follow verl's where a setting has a verl counterpart (see cft_rl/rl/verl_engine.py for
+the mapping), so a recipe means the same on both engines. See docs/grpo.md for defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from cft_rl.config import ModelSpec, Section
+from cft_rl.eval.config import VerifierSettings
+from cft_rl.rl.algos import KL_PENALTY_NAMES, LOSS_AGG_MODES
+from cft_rl.rl.entropy_monitor import EntropyMonitorSettings
+
+LossAggMode = Literal[tuple(LOSS_AGG_MODES)]  # type: ignore[valid-type]
+
+
+class GrpoData(Section):
+    """The training questions. For the toy benchmarks ("toy", "toy-hard") questions are drawn
+    from the toy world's *training* split (never the held-out eval problems); any other
+    benchmark is read with cft_rl.data.load_benchmark (point `path` at its training file)."""
+
+    benchmark: str = "toy"
+    path: str | None = None
+    # Number of training questions; the toy world generates this many (default 2000 there).
+    limit: int | None = Field(default=None, ge=1)
+    # Prompt template of cft_rl.data.prompts ("toy": bare question, "boxed": ask for \boxed{}).
+    template: str = "toy"
+    # Prompts longer than this many tokens are an error (verl: data.max_prompt_length).
+    max_prompt_tokens: int = Field(default=512, ge=1)
+
+
+class RolloutSettings(Section):
+    """Sampling of the group of responses per prompt."""
+
+    n: int = Field(default=8, ge=2)
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    # verl: data.max_response_length.
+    max_new_tokens: int = Field(default=256, ge=1)
+    # Local engine: sequences decoded at once by the hf backend.
+    batch_size: int = Field(default=64, ge=1)
+
+
+class AlgorithmSettings(Section):
+    """Advantages and the clipped policy loss (cft_rl.rl.algos; verl's core_algos)."""
+
+    # grpo: (r - mean) / std per group; dr_grpo: r - mean; rloo: leave-one-out baseline.
+    advantage_estimator: Literal["grpo", "dr_grpo", "rloo"] = "grpo"
+    clip_ratio_low: float = Field(default=0.2, ge=0, lt=1)
+    # Clip-higher (DAPO) raises this above clip_ratio_low, e.g. 0.28.
+    clip_ratio_high: float = Field(default=0.2, ge=0)
+    # Dual-clip bound for negative advantages (must be > 1).
+    clip_ratio_c: float = Field(default=3.0, gt=1)
+    loss_agg_mode: LossAggMode = "token-mean"
+    # Entropy bonus: loss -= entropy_coeff * aggregated token entropy.
+    entropy_coeff: float = Field(default=0.0, ge=0)
+    # Passes over each step's rollouts.
+    ppo_epochs: int = Field(default=1, ge=1)
+
+
+class KLSettings(Section):
+    """KL to a frozen reference policy (the starting checkpoint), as a loss term."""
+
+    # Load the reference model; with coef 0 the KL is only measured and logged.
+    use_reference: bool = False
+    coef: float = Field(default=0.0, ge=0)
+    # cft_rl.rl.algos.KL_PENALTIES names (k1/k2/k3 = kl/mse/low_var_kl), "+" for k2 gradient.
+    type: str = "low_var_kl"
+
+    @model_validator(mode="after")
+    def _check(self) -> KLSettings:
+        if self.type not in KL_PENALTY_NAMES:
+            raise ValueError(f"type {self.type!r} is not one of {', '.join(KL_PENALTY_NAMES)}")
+        if self.coef > 0 and not self.use_reference:
+            raise ValueError("coef > 0 needs use_reference: true (the KL is to the reference)")
+        return self
+
+
+class OptimSettings(Section):
+    """AdamW with linear warm-up to a constant learning rate (verl's default schedule)."""
+
+    lr: float = Field(default=1e-6, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_steps: int = Field(default=0, ge=0)
+    # Global gradient-norm clip; 0 turns it off.
+    grad_clip: float = Field(default=1.0, ge=0)
+
+
+class BatchSettings(Section):
+    """How many prompts a step samples and how the update is cut up."""
+
+    # verl: data.train_batch_size.
+    prompts_per_step: int = Field(default=8, ge=1)
+    # Prompts per optimizer step; several mini-batches per step make later ones off-policy,
+    # which is what the clip is for (verl: actor.ppo_mini_batch_size). null: prompts_per_step.
+    mini_batch_prompts: int | None = Field(default=None, ge=1)
+    # Sequences per forward/backward; gradients accumulate over a mini-batch
+    # (verl: ppo_micro_batch_size_per_gpu and log_prob_micro_batch_size_per_gpu).
+    micro_batch_size: int = Field(default=16, ge=1)
+
+    @property
+    def mini_batch(self) -> int:
+        return self.prompts_per_step if self.mini_batch_prompts is None else self.mini_batch_prompts
+
+    @model_validator(mode="after")
+    def _divides(self) -> BatchSettings:
+        if self.prompts_per_step % self.mini_batch != 0:
+            raise ValueError(
+                f"mini_batch_prompts ({self.mini_batch}) must divide prompts_per_step "
+                f"({self.prompts_per_step})"
+            )
+        return self
+
+
+class ProbeSettings(Section):
+    """Entropy of the policy on fixed CFT responses, split at critical tokens (beyond the paper).
+
+    `path`: the dataset of `cft-rl identify` (its parquet, or its output dir). Every `every`
+    steps (and before the first) the policy's token entropy is measured on those responses,
+    teacher-forced, and reported separately for critical and non-critical positions.
+    """
+
+    path: str | None = None
+    every: int = Field(default=10, ge=1)
+    # Use the first `limit` responses of the dataset.
+    limit: int | None = Field(default=64, ge=1)
+    micro_batch_size: int = Field(default=16, ge=1)
+
+
+class VerlSettings(Section):
+    """Only for engine: verl (launch settings that have no local counterpart)."""
+
+    nnodes: int = Field(default=1, ge=1)
+    n_gpus_per_node: int = Field(default=8, ge=1)
+    # vLLM rollout: tensor parallel size and memory share.
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float = Field(default=0.6, gt=0, le=1)
+    project_name: str = "cft-rl"
+    experiment_name: str = "grpo"
+    # Extra hydra overrides appended last (they win),
+    # e.g. "actor_rollout_ref.model.enable_gradient_checkpointing=false".
+    extra_overrides: list[str] = []
+    # Seconds between reads of verl's metrics file by the entropy monitor.
+    poll_s: float = Field(default=10.0, gt=0)
+
+
+class GrpoConfig(Section):
+    """`cft-rl grpo`: GRPO from a (CFT or SFT) checkpoint, with entropy monitoring."""
+
+    engine: Literal["local", "verl"] = "local"
+    # verl engine: print the command and overrides (and write the parquet), launch nothing.
+    dry_run: bool = False
+    output_dir: str = "runs/toy-grpo"
+    seed: int = 0
+    # The starting checkpoint, e.g. the HF export of `cft-rl sft`.
+    model: ModelSpec = ModelSpec()
+    data: GrpoData = GrpoData()
+    rollout: RolloutSettings = RolloutSettings()
+    algorithm: AlgorithmSettings = AlgorithmSettings()
+    kl: KLSettings = KLSettings()
+    optim: OptimSettings = OptimSettings()
+    batch: BatchSettings = BatchSettings()
+    steps: int = Field(default=50, ge=1)
+    # Save a resumable checkpoint every this many steps (and always at the end); 0: end only.
+    checkpoint_every: int = Field(default=10, ge=0)
+    keep_checkpoints: int = Field(default=2, ge=1)
+    monitor: EntropyMonitorSettings = EntropyMonitorSettings()
+    probe: ProbeSettings = ProbeSettings()
+    verifier: VerifierSettings = VerifierSettings()
+    verl: VerlSettings = VerlSettings()
+
+    def resume_settings(self) -> dict:
+        """The settings a resumed run must share with the run it continues: everything that
+        shapes the trajectory (not where it is written, how long it runs or how often it
+        saves, nor speed-only settings)."""
+        settings = self.model_dump(mode="json")
+        for key in ("output_dir", "steps", "checkpoint_every", "keep_checkpoints", "dry_run"):
+            settings.pop(key)
+        speed_only = (
+            ("rollout", "batch_size"),
+            ("verifier", "num_workers"),
+            ("batch", "micro_batch_size"),
+        )
+        for section, key in speed_only:
+            settings[section].pop(key)
+        settings.pop("verl")
+        settings["probe"].pop("micro_batch_size")
+        return settings

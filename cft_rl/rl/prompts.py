@@ -1,0 +1,82 @@
+"""Training questions for GRPO, their prompts, and which of them each step samples."""
+
+from __future__ import annotations
+
+import random
+
+from cft_rl.data import DataError, Example, load_benchmark
+from cft_rl.data.prompts import format_prompt
+from cft_rl.rl.config import GrpoData
+
+# Questions drawn from the toy world's training split when a recipe gives no limit.
+DEFAULT_TOY_TRAINING_SIZE = 2000
+
+
+def training_examples(data: GrpoData, seed: int) -> list[Example]:
+    """The questions to train on (see GrpoData for where they come from)."""
+    from cft_rl.toy.problems import DIFFICULTIES
+
+    if data.benchmark in DIFFICULTIES:
+        if data.path is not None:
+            raise DataError(f"data.path: toy benchmark '{data.benchmark}' is generated, no path")
+        return toy_training_examples(data.benchmark, data.limit or DEFAULT_TOY_TRAINING_SIZE, seed)
+    return load_benchmark(data.benchmark, data.path, data.limit)
+
+
+def toy_training_examples(name: str, n: int, seed: int) -> list[Example]:
+    """`n` problems of the toy world's training split (disjoint from the eval problems)."""
+    from cft_rl.toy.problems import DIFFICULTIES, training_problems
+
+    return [
+        Example(
+            id=f"{name}-train-{index}",
+            question=problem.question,
+            answer=str(problem.answer),
+            solution=problem.solution,
+            source=name,
+        )
+        for index, problem in enumerate(training_problems(seed, 0, n, DIFFICULTIES[name]))
+    ]
+
+
+def encode_prompts(
+    tokenizer, examples: list[Example], template: str, max_prompt_tokens: int
+) -> list[list[int]]:
+    """Token ids of each example's chat-formatted prompt; over-long prompts are an error."""
+    encoded = []
+    for example in examples:
+        text = format_prompt(tokenizer, example.question, template)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) > max_prompt_tokens:
+            raise DataError(
+                f"example {example.id}: prompt has {len(ids)} tokens, more than "
+                f"data.max_prompt_tokens={max_prompt_tokens}"
+            )
+        encoded.append(ids)
+    return encoded
+
+
+class PromptSchedule:
+    """Which questions step s (1-based) trains on: a fresh shuffle of all questions per epoch,
+    consumed `per_step` at a time. A function of (seed, step) only, so a resumed run samples
+    exactly what an uninterrupted one would."""
+
+    def __init__(self, num_examples: int, per_step: int, seed: int) -> None:
+        if num_examples < 1:
+            raise DataError("no training questions")
+        self.num_examples = num_examples
+        self.per_step = per_step
+        self.seed = seed
+        self._orders: dict[int, list[int]] = {}
+
+    def indices(self, step: int) -> list[int]:
+        start = (step - 1) * self.per_step
+        return [self._at(position) for position in range(start, start + self.per_step)]
+
+    def _at(self, position: int) -> int:
+        epoch, offset = divmod(position, self.num_examples)
+        if epoch not in self._orders:
+            order = list(range(self.num_examples))
+            random.Random(f"grpo-prompts:{self.seed}:{epoch}").shuffle(order)
+            self._orders = {epoch: order}  # only the current epoch is ever needed again
+        return self._orders[epoch][offset]

@@ -1,0 +1,91 @@
+"""Prompt + response sequences as padded tensors, and the policy's per-token statistics on them.
+
+Everything per token is laid out [rows, response_len]: entry (b, j) belongs to response token
+j of row b, with `response_mask` marking real tokens. The model sees prompt + response right
+padded; the hidden state before each response token predicts it. Only those rows of hidden
+states go through the LM head, so no logits are formed for prompt positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from cft_rl.rl.algos import entropy_from_logits
+
+
+@dataclass
+class TokenStats:
+    """Per response token [rows, response_len]: log-prob of the sampled token and, when
+    asked for, the entropy of the policy's distribution there."""
+
+    log_prob: torch.Tensor
+    entropy: torch.Tensor | None
+    response_mask: torch.Tensor
+
+
+def pad_rows(rows: Sequence[torch.Tensor], width: int | None = None) -> torch.Tensor:
+    """Stack 1-d tensors of different lengths into [len(rows), width], zero padded."""
+    width = max((len(row) for row in rows), default=0) if width is None else width
+    out = torch.zeros(len(rows), width, dtype=rows[0].dtype, device=rows[0].device)
+    for index, row in enumerate(rows):
+        out[index, : len(row)] = row
+    return out
+
+
+def response_mask(lengths: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """[rows, max length] float mask, 1 on each row's first `lengths[row]` entries."""
+    width = max(lengths, default=0)
+    return (
+        torch.arange(width, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
+    ).float()
+
+
+def token_stats(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    pad_id: int,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> TokenStats:
+    """Log-probs (and entropies) of `responses` given `prompts` under `model`, with gradient
+    unless called under torch.no_grad(). Logits are divided by `temperature` first, as verl
+    does: the policy whose ratio PPO takes is the one the rollouts were sampled from."""
+    device = next(model.parameters()).device
+    lengths = [len(r) for r in responses]
+    if min(lengths) < 1:
+        raise ValueError("every response needs at least one token")
+    width = max(len(p) + len(r) for p, r in zip(prompts, responses, strict=True))
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    # (row, position of the hidden state that predicts response token j, target token)
+    rows, sources, targets = [], [], []
+    for row, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        ids = list(prompt) + list(response)
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+        rows += [row] * len(response)
+        sources += range(len(prompt) - 1, len(ids) - 1)
+        targets += response
+    hidden = model.base_model(
+        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
+    ).last_hidden_state
+    picked = hidden[torch.tensor(rows, device=device), torch.tensor(sources, device=device)]
+    logits = model.get_output_embeddings()(picked).float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    targets_t = torch.tensor(targets, device=device)
+    flat_log_prob = logits.log_softmax(-1).gather(1, targets_t[:, None]).squeeze(1)
+    mask = response_mask(lengths, device)
+    log_prob = _scatter(flat_log_prob, mask)
+    entropy = _scatter(entropy_from_logits(logits), mask) if with_entropy else None
+    return TokenStats(log_prob, entropy, mask)
+
+
+def _scatter(flat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Values listed row by row -> [rows, width] at the mask's set entries (differentiable)."""
+    out = torch.zeros(mask.shape, dtype=flat.dtype, device=flat.device)
+    return out.masked_scatter(mask.bool(), flat)

@@ -1,0 +1,217 @@
+"""The local GRPO engine on a tiny random Qwen2: per-token statistics, updates, resume, outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_lm import char_tokenizer, save_tiny_model, tiny_qwen2
+
+from cft_rl.rl import algos
+from cft_rl.rl.checkpoint import latest_checkpoint
+from cft_rl.rl.config import GrpoConfig
+from cft_rl.rl.local_engine import LocalGrpo, run_local
+from cft_rl.rl.prompts import PromptSchedule
+from cft_rl.rl.sequences import token_stats
+
+torch.set_num_threads(1)
+
+TIMINGS = {"time_generate_s", "time_reward_s", "time_logprob_s", "time_update_s", "step_time_s"}
+
+
+def digit_share(texts: list[str], references: list[str]) -> list[float]:
+    """A dense test reward the random model can climb: the share of digits in the response."""
+    return [sum(ch.isdigit() for ch in text) / max(1, len(text)) for text in texts]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def train_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "train.jsonl"
+    rows = [{"question": f"{i}+{i % 3}?", "answer": f"so\n#### {i + i % 3}"} for i in range(12)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def make_config(model_dir: Path, train_file: Path, out: Path, **changes) -> GrpoConfig:
+    settings = {
+        "output_dir": str(out),
+        "model": {"path": str(model_dir), "device": "cpu"},
+        "data": {"benchmark": "gsm8k", "path": str(train_file), "template": "toy"},
+        "rollout": {"n": 4, "max_new_tokens": 6},
+        "batch": {"prompts_per_step": 4, "mini_batch_prompts": 2, "micro_batch_size": 3},
+        "optim": {"lr": 1e-2},
+        "steps": 4,
+        "checkpoint_every": 2,
+        "monitor": {"enabled": False},
+    }
+    for dotted, value in changes.items():
+        node = settings
+        *parents, last = dotted.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return GrpoConfig.model_validate(settings)
+
+
+def without_timings(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMINGS} for r in records]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_token_stats_match_a_full_forward_pass():
+    tokenizer = char_tokenizer()
+    model = tiny_qwen2(len(tokenizer), seed=3)
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
+    responses = [[20, 21], [22, 23, 24, 25], [26]]
+    stats = token_stats(model, prompts, responses, pad_id=0, temperature=0.7, with_entropy=True)
+    assert stats.response_mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+    for row, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        logits = model(torch.tensor([prompt + response])).logits[0].float() / 0.7
+        predicting = logits[len(prompt) - 1 : len(prompt) + len(response) - 1]
+        expected = predicting.log_softmax(-1).gather(1, torch.tensor(response)[:, None])[:, 0]
+        torch.testing.assert_close(stats.log_prob[row, : len(response)], expected)
+        torch.testing.assert_close(
+            stats.entropy[row, : len(response)], algos.entropy_from_logits(predicting)
+        )
+    assert stats.log_prob[0, 2:].abs().sum() == 0  # padding stays zero
+
+
+def test_prompt_schedule_is_a_function_of_seed_and_step():
+    schedule = PromptSchedule(num_examples=10, per_step=4, seed=1)
+    first_epoch = schedule.indices(1) + schedule.indices(2) + schedule.indices(3)[:2]
+    assert sorted(first_epoch) == list(range(10))
+    again = PromptSchedule(num_examples=10, per_step=4, seed=1)
+    assert again.indices(3) == schedule.indices(3)  # straight to step 3, as a resumed run does
+    assert PromptSchedule(10, 4, seed=2).indices(1) != schedule.indices(1)
+
+
+def test_a_step_learns_from_the_reward_and_logs_metrics(model_dir, train_file, tmp_path):
+    config = make_config(
+        model_dir, train_file, tmp_path / "run", steps=6, checkpoint_every=0, optim__lr=3e-2
+    )
+    run_local(config, scorer=digit_share)
+    records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(1, 7))
+    for key in ("entropy", "reward_mean", "response_length_mean", "pg_clipfrac", "grad_norm"):
+        assert all(math.isfinite(r[key]) for r in records), key
+    rewards = [r["reward_mean"] for r in records]
+    assert sum(rewards[-2:]) / 2 > sum(rewards[:2]) / 2 + 0.1  # climbs the dense reward
+    # The first mini-batch of each step is on-policy: nothing clipped, ratio 1.
+    assert records[0]["pg_clipfrac"] <= 0.5
+
+
+@pytest.mark.parametrize("mode", list(algos.LOSS_AGG_MODES))
+def test_micro_batching_does_not_change_the_gradient(model_dir, train_file, tmp_path, mode):
+    """TRL-style invariance: 8 sequences as 8 x 1, 3 + 3 + 2 or 1 x 8 give one gradient."""
+    changes = {"kl__use_reference": True, "kl__coef": 0.1, "algorithm__entropy_coeff": 0.01}
+    config = make_config(model_dir, train_file, tmp_path, algorithm__loss_agg_mode=mode, **changes)
+    trainer = LocalGrpo(config, digit_share)
+    rollouts = trainer.generate(step=1)
+    scores = torch.tensor(digit_share(rollouts.texts, rollouts.references))
+    advantages = algos.compute_advantages("grpo", scores, rollouts.group, torch.ones(16, 1))[:, 0]
+    old, _, ref = trainer.old_log_probs(rollouts)
+    rows = list(range(8))  # one mini-batch: 2 prompts x 4 responses
+    gradients = []
+    for micro in (1, 3, 8):
+        trainer.config.batch.micro_batch_size = micro
+        trainer.model.zero_grad(set_to_none=True)
+        trainer.backward(rollouts, rows, advantages, old, ref)
+        gradients.append({n: p.grad.clone() for n, p in trainer.model.named_parameters()})
+    assert any(g.abs().sum() > 0 for g in gradients[0].values())
+    for other in gradients[1:]:
+        for name, grad in gradients[0].items():
+            torch.testing.assert_close(other[name], grad, rtol=1e-4, atol=1e-7)
+
+
+def test_resume_equals_uninterrupted(model_dir, train_file, tmp_path, capsys):
+    changes = {"kl__use_reference": True, "kl__coef": 0.05, "algorithm__entropy_coeff": 0.01}
+    straight = make_config(model_dir, train_file, tmp_path / "straight", **changes)
+    run_local(straight, scorer=digit_share)
+
+    # Interrupted: train to step 2, then a crash that logged step 3 but saved no checkpoint.
+    broken = tmp_path / "broken"
+    run_local(make_config(model_dir, train_file, broken, steps=2, **changes), scorer=digit_share)
+    with (broken / "metrics.jsonl").open("a") as handle:
+        handle.write(json.dumps({"step": 3, "entropy": 9.9}) + "\n" + '{"step": 4, "ent')
+    capsys.readouterr()
+    run_local(make_config(model_dir, train_file, broken, **changes), scorer=digit_share)
+    resumed = capsys.readouterr().out
+    assert "(step 2)" in resumed and "step 3/4" in resumed and "step 2/4" not in resumed
+
+    assert without_timings(read_jsonl(broken / "metrics.jsonl")) == without_timings(
+        read_jsonl(tmp_path / "straight" / "metrics.jsonl")
+    )
+    final = load_file(broken / "hf_model" / "model.safetensors")
+    for name, value in load_file(tmp_path / "straight" / "hf_model" / "model.safetensors").items():
+        assert torch.equal(final[name], value), name
+    assert latest_checkpoint(broken).name == "step_000004"
+
+
+def test_resume_refuses_changed_settings(model_dir, train_file, tmp_path):
+    out = tmp_path / "run"
+    run_local(make_config(model_dir, train_file, out, steps=2), scorer=digit_share)
+    changed = make_config(model_dir, train_file, out, steps=4, optim__lr=1e-3)
+    with pytest.raises(Exception, match=r"optim\.lr"):
+        LocalGrpo(changed, digit_share).run()
+
+
+def test_kl_to_the_reference_starts_at_zero(model_dir, train_file, tmp_path):
+    config = make_config(
+        model_dir,
+        train_file,
+        tmp_path / "run",
+        steps=1,
+        kl__use_reference=True,
+        kl__coef=0.1,
+        batch__mini_batch_prompts=4,  # one mini-batch: the policy still equals the reference
+    )
+    run_local(config, scorer=digit_share)
+    [record] = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert record["kl_loss"] == pytest.approx(0.0, abs=1e-7)
+    assert record["pg_clipfrac"] == 0.0 and record["ppo_kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_monitor_stop_ends_the_run_with_a_checkpoint(model_dir, train_file, tmp_path):
+    out = tmp_path / "run"
+    config = make_config(
+        model_dir,
+        train_file,
+        out,
+        steps=4,
+        checkpoint_every=0,
+        monitor={"floor": 100.0, "max_relative_drop": None, "action": "stop"},
+    )
+    run_local(config, scorer=digit_share)
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1]
+    [event] = read_jsonl(out / "collapse_events.jsonl")
+    assert event["reason"] == "floor" and event["step"] == 1
+    assert latest_checkpoint(out).name == "step_000001"
+    assert (out / "hf_model" / "config.json").is_file()
+
+
+def test_raise_entropy_coeff_takes_effect_and_survives_resume(model_dir, train_file, tmp_path):
+    monitor = {
+        "floor": 100.0,
+        "max_relative_drop": None,
+        "window": 3,
+        "action": "raise_entropy_coeff",
+        "raise_from": 0.002,
+    }
+    out = tmp_path / "run"
+    run_local(make_config(model_dir, train_file, out, steps=2, monitor=monitor), digit_share)
+    run_local(make_config(model_dir, train_file, out, steps=5, monitor=monitor), digit_share)
+    coeffs = [r["entropy_coeff"] for r in read_jsonl(out / "metrics.jsonl")]
+    # fires at step 1 (0 -> 0.002), quiet for the window, fires again at step 4 (-> 0.004)
+    assert coeffs == [0.0, 0.002, 0.002, 0.002, 0.004]
