@@ -24,6 +24,8 @@ _CONFIGS = [LatexExtractionConfig(), ExprExtractionConfig()]
 
 _DELIMITERS = (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 _FRACTIONS = re.compile(r"\\[dt]frac")
+# "-1./3": a decimal point with no decimals, as Python prints floats.
+_BARE_POINT = re.compile(r"(?<=\d)\.(?!\d)")
 # 4.5e33 as a physicist writes it -> 4.5\times10^{33}, which math-verify reads.
 _E_NOTATION = re.compile(r"(?<![\w.\\])(\d+(?:\.\d+)?)[eE]([-+]?\d+)(?![\w.])")
 # Commands whose argument is plain text (units, words).
@@ -64,7 +66,7 @@ def _tidy(answer: str) -> str:
             if wrapped and len(answer) > len(left) + len(right):
                 answer = answer[len(left) : -len(right)].strip()
                 changed = True
-    answer = _FRACTIONS.sub(r"\\frac", answer)
+    answer = _BARE_POINT.sub("", _FRACTIONS.sub(r"\\frac", answer))
     return _E_NOTATION.sub(r"\1\\times10^{\2}", answer)
 
 
