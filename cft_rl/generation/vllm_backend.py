@@ -28,9 +28,11 @@ from cft_rl.modeling import load_tokenizer, resolve_model_path
 
 
 class VLLMBackend:
-    """Generation with vllm.LLM; `settings.batch_size` caps the sequences decoded at once."""
+    """Generation with vllm.LLM; `settings.batch_size` caps the sequences decoded at once.
+    `engine_args` go to vllm.LLM as they are (e.g. compilation_config=0 skips torch.compile,
+    which costs minutes on a small CPU)."""
 
-    def __init__(self, model: ModelSpec, settings: GenerationSettings) -> None:
+    def __init__(self, model: ModelSpec, settings: GenerationSettings, **engine_args) -> None:
         try:
             import vllm
         except ImportError as err:
@@ -51,6 +53,7 @@ class VLLMBackend:
             max_num_seqs=settings.batch_size,
             gpu_memory_utilization=settings.gpu_memory_utilization,
             enable_prefix_caching=True,
+            **engine_args,
         )
         self.eos_ids = eos_token_ids(_generation_config(path), self.tokenizer)
 
@@ -79,6 +82,10 @@ class VLLMBackend:
         if params.greedy and params.n > 1:
             results = repeat_greedy(results, params.n)
         return results
+
+    def close(self) -> None:
+        """Stop vLLM's engine processes now rather than at interpreter exit."""
+        self.llm.llm_engine.engine_core.shutdown()
 
     def _request_params(self, prompt: list[int], sample: int, params: SamplingParams):
         return self._vllm.SamplingParams(
