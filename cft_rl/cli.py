@@ -28,6 +28,11 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "cft_rl.eval.runner:run_eval",
         "greedy accuracy and pass@k on benchmarks",
     ),
+    "grpo": (
+        "cft_rl.rl.config:GrpoConfig",
+        "cft_rl.rl.runner:run_grpo",
+        "GRPO from a checkpoint (local engine or verl), entropy monitored",
+    ),
 }
 
 # report kind -> ("module:function", help text); each takes a list of run directories.
@@ -37,6 +42,7 @@ REPORTS: dict[str, tuple[str, str]] = {
         "critical-token statistics and highlighted responses of an identify run",
     ),
     "passk": ("cft_rl.report.passk:report_passk", "pass@k curves of several eval runs"),
+    "entropy": ("cft_rl.report.entropy:report_entropy", "entropy and reward curves of GRPO runs"),
 }
 
 TOY_COMMANDS: dict[str, tuple[str, str, str]] = {

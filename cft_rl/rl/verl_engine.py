@@ -1,0 +1,269 @@
+"""The verl engine: the same recipe run by verl's Ray PPO trainer (GPUs, vLLM rollouts).
+
+`run_verl` writes the training questions as verl's RL parquet, maps the recipe onto hydra
+overrides of verl's `ppo_trainer` config, checks that they compose against the installed
+verl's own config folder, and launches `python -m verl.trainer.main_ppo`. verl's `file`
+logger writes its metrics JSONL into output_dir; while verl runs, it is tailed, renamed into
+output_dir/metrics.jsonl (our metric names) and fed to the entropy monitor, which may stop
+the run. With `dry_run: true` it prints the command and launches nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cft_rl.config import ConfigError
+from cft_rl.data import DataError, Example
+from cft_rl.data.prompts import TEMPLATES
+from cft_rl.modeling import resolve_model_path
+from cft_rl.rl.config import GrpoConfig
+from cft_rl.rl.entropy_monitor import EntropyMonitor, VerlMetricsReader
+from cft_rl.rl.jsonl_log import StepLog
+from cft_rl.rl.prompts import training_examples
+
+TRAIN_PARQUET = "verl_train.parquet"
+VERL_METRICS = "verl_metrics.jsonl"
+METRICS = "metrics.jsonl"
+EVENTS = "collapse_events.jsonl"
+COMMAND_FILE = "verl_command.sh"
+REWARD_FILE = Path(__file__).resolve().parents[2] / "reward" / "score.py"
+# verl's names of our estimators: Dr. GRPO is GRPO without the std division.
+_ESTIMATORS = {"grpo": ("grpo", True), "dr_grpo": ("grpo", False), "rloo": ("rloo", True)}
+
+
+def run_verl(config: GrpoConfig) -> list[str]:
+    """Prepare, print and (unless dry_run) launch and follow verl; returns the command."""
+    if config.monitor.enabled and config.monitor.action == "raise_entropy_coeff":
+        raise ConfigError(
+            "monitor.action: raise_entropy_coeff needs engine: local (verl reads entropy_coeff "
+            "once, at launch); use warn or stop"
+        )
+    out_dir = Path(config.output_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    examples = training_examples(config.data, config.seed)
+    train_path = write_verl_parquet(examples, config.data.template, out_dir / TRAIN_PARQUET)
+    overrides = verl_overrides(config, train_path, out_dir)
+    compose_verl_config(overrides)
+    command = [sys.executable, "-m", "verl.trainer.main_ppo", *overrides]
+    env = {"VERL_FILE_LOGGER_PATH": str(out_dir / VERL_METRICS)}
+    script = " \\\n    ".join(
+        [" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + shlex.join(command[:3])]
+        + [shlex.quote(o) for o in overrides]
+    )
+    (out_dir / COMMAND_FILE).write_text("#!/bin/sh\n" + script + "\n")
+    print(script)
+    if config.dry_run:
+        print(f"dry run: nothing launched (command saved in {out_dir / COMMAND_FILE})")
+        return command
+    returncode = follow(config, command, {**os.environ, **env}, out_dir)
+    from cft_rl.report.entropy import plot_runs
+
+    if (out_dir / METRICS).is_file():
+        plot_runs([out_dir], out_dir / "entropy.png")
+    if returncode != 0:
+        raise RuntimeError(f"verl exited with status {returncode}")
+    return command
+
+
+def write_verl_parquet(examples: list[Example], template: str, path: Path) -> Path:
+    """verl's RL data schema: chat `prompt`, `data_source`, `reward_model.ground_truth`, ..."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if template not in TEMPLATES:
+        raise DataError(
+            f"data.template: unknown template '{template}' (known: {', '.join(TEMPLATES)})"
+        )
+    rows = [
+        {
+            "data_source": example.source,
+            "prompt": [{"role": "user", "content": example.question + TEMPLATES[template]}],
+            "ability": "math",
+            "reward_model": {"style": "rule", "ground_truth": example.answer},
+            "extra_info": {"index": index, "id": example.id, "split": "train"},
+        }
+        for index, example in enumerate(examples)
+    ]
+    temporary = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.Table.from_pylist(rows), temporary)
+    temporary.replace(path)
+    return path
+
+
+def verl_overrides(config: GrpoConfig, train_path: Path, out_dir: Path) -> list[str]:
+    """The recipe as hydra overrides of verl's ppo_trainer config (extra_overrides last)."""
+    algo, rollout, batch, optim, kl = (
+        config.algorithm,
+        config.rollout,
+        config.batch,
+        config.optim,
+        config.kl,
+    )
+    estimator, norm_by_std = _ESTIMATORS[algo.advantage_estimator]
+    num_examples = _parquet_rows(train_path)
+    steps_per_epoch = num_examples // batch.prompts_per_step
+    if steps_per_epoch < 1:
+        raise ConfigError(
+            f"batch.prompts_per_step ({batch.prompts_per_step}) exceeds the {num_examples} "
+            "training questions"
+        )
+    actor = "actor_rollout_ref.actor"
+    values: dict[str, object] = {
+        "algorithm.adv_estimator": estimator,
+        "algorithm.norm_adv_by_std_in_grpo": norm_by_std,
+        "algorithm.use_kl_in_reward": False,
+        "data.train_files": str(train_path),
+        # No validation during training (evaluate with `cft-rl eval`); verl still wants a file.
+        "data.val_files": str(train_path),
+        "data.train_batch_size": batch.prompts_per_step,
+        "data.max_prompt_length": config.data.max_prompt_tokens,
+        "data.max_response_length": rollout.max_new_tokens,
+        "data.seed": config.seed,
+        "actor_rollout_ref.model.path": resolve_model_path(config.model.path),
+        f"{actor}.optim.lr": optim.lr,
+        f"{actor}.optim.weight_decay": optim.weight_decay,
+        f"{actor}.optim.lr_warmup_steps": optim.warmup_steps,
+        f"{actor}.grad_clip": optim.grad_clip,
+        f"{actor}.ppo_mini_batch_size": batch.mini_batch,
+        f"{actor}.ppo_micro_batch_size_per_gpu": batch.micro_batch_size,
+        f"{actor}.ppo_epochs": algo.ppo_epochs,
+        f"{actor}.clip_ratio_low": algo.clip_ratio_low,
+        f"{actor}.clip_ratio_high": algo.clip_ratio_high,
+        f"{actor}.clip_ratio_c": algo.clip_ratio_c,
+        f"{actor}.loss_agg_mode": algo.loss_agg_mode,
+        # The Dr. GRPO normaliser of seq-mean-token-sum-norm: the generation budget, as locally.
+        f"{actor}.loss_scale_factor": float(rollout.max_new_tokens),
+        f"{actor}.entropy_coeff": algo.entropy_coeff,
+        f"{actor}.calculate_entropy": True,
+        f"{actor}.use_kl_loss": kl.use_reference,
+        f"{actor}.kl_loss_coef": kl.coef,
+        f"{actor}.kl_loss_type": kl.type,
+        f"{actor}.data_loader_seed": config.seed,
+        "actor_rollout_ref.rollout.name": "vllm",
+        "actor_rollout_ref.rollout.n": rollout.n,
+        "actor_rollout_ref.rollout.temperature": rollout.temperature,
+        "actor_rollout_ref.rollout.top_p": rollout.top_p,
+        "actor_rollout_ref.rollout.seed": config.seed,
+        "actor_rollout_ref.rollout.tensor_model_parallel_size": config.verl.tensor_parallel_size,
+        "actor_rollout_ref.rollout.gpu_memory_utilization": config.verl.gpu_memory_utilization,
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": batch.micro_batch_size,
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": batch.micro_batch_size,
+        "reward.custom_reward_function.path": str(REWARD_FILE),
+        "reward.custom_reward_function.name": "compute_score",
+        "trainer.logger": "[console,file]",
+        "trainer.project_name": config.verl.project_name,
+        "trainer.experiment_name": config.verl.experiment_name,
+        "trainer.nnodes": config.verl.nnodes,
+        "trainer.n_gpus_per_node": config.verl.n_gpus_per_node,
+        "trainer.total_training_steps": config.steps,
+        "trainer.total_epochs": math.ceil(config.steps / steps_per_epoch),
+        "trainer.save_freq": config.checkpoint_every or config.steps,
+        "trainer.max_actor_ckpt_to_keep": config.keep_checkpoints,
+        "trainer.default_local_dir": str(out_dir / "verl_checkpoints"),
+        "trainer.resume_mode": "auto",
+        "trainer.val_before_train": False,
+        "trainer.test_freq": -1,
+    }
+    return [f"{key}={_hydra_value(value)}" for key, value in values.items()] + list(
+        config.verl.extra_overrides
+    )
+
+
+def verl_config_dir() -> Path:
+    """verl's own trainer config folder, found without importing verl (which starts Ray)."""
+    spec = importlib.util.find_spec("verl")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("engine: verl needs verl installed (pip install verl==0.9.1)")
+    return Path(next(iter(spec.submodule_search_locations))) / "trainer" / "config"
+
+
+def compose_verl_config(overrides: list[str]):
+    """Compose verl's ppo_trainer config with `overrides` (a typo'd key fails here, not on
+    the GPUs); returns the composed OmegaConf config."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(verl_config_dir()), version_base=None):
+            return compose(config_name="ppo_trainer", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(f"verl rejects the generated overrides: {err}") from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def follow(config: GrpoConfig, command: list[str], env: dict[str, str], out_dir: Path) -> int:
+    """Run verl; feed each step's metrics to our log and the entropy monitor as they appear."""
+    reader = VerlMetricsReader(out_dir / VERL_METRICS)
+    metrics, events = StepLog(out_dir / METRICS), StepLog(out_dir / EVENTS)
+    monitor = _replayed_monitor(config, metrics.records())
+    process = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        while True:
+            finished = process.poll() is not None
+            for record in reader.read_new():
+                monitor = _log_step(config, record, metrics, events, monitor)
+            if monitor.should_stop and not finished:
+                print("entropy monitor: stopping verl", flush=True)
+                os.killpg(process.pid, signal.SIGTERM)
+                return process.wait()
+            if finished:
+                return process.returncode
+            time.sleep(config.verl.poll_s)
+    except BaseException:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait()
+        raise
+
+
+def _log_step(config, record, metrics: StepLog, events: StepLog, monitor: EntropyMonitor):
+    """Append one verl step; a step we have seen means verl resumed from an earlier checkpoint:
+    the log and the monitor go back to just before it."""
+    step = record["step"]
+    logged = metrics.records()
+    if logged and logged[-1]["step"] >= step:
+        kept = metrics.rewind(step - 1)
+        events.rewind(step - 1)
+        monitor = _replayed_monitor(config, kept)
+    metrics.append(record)
+    for event in monitor.update(step, record):
+        events.append(event.to_record())
+        print(f"entropy monitor: {event.message}", flush=True)
+    return monitor
+
+
+def _replayed_monitor(config: GrpoConfig, records: list[dict]) -> EntropyMonitor:
+    monitor = EntropyMonitor(config.monitor, config.algorithm.entropy_coeff)
+    for record in records:
+        monitor.update(record["step"], record)
+    return monitor
+
+
+def _parquet_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.read_metadata(path).num_rows
+
+
+def _hydra_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and value.startswith("["):
+        return value  # a list, written in hydra syntax already
+    if isinstance(value, str):
+        # Quote strings hydra would otherwise parse (paths with '=' or ',', 'null', numbers).
+        plain = value.replace("/", "").replace(".", "").replace("-", "").replace("_", "")
+        keyword = value.lower() in ("null", "true", "false")
+        return value if plain.isalnum() and not plain.isdigit() and not keyword else f"'{value}'"
+    return repr(value) if isinstance(value, float) else str(value)
