@@ -124,7 +124,7 @@ class TokenView:
         """(log-prob, entropy) of each candidate under the model, 0 elsewhere; no gradient."""
         if self.hidden is None or self.lm_head_weight is None:
             raise ValueError(f"loss '{self.loss_name}' ranks tokens by the model: needs hidden")
-        rows = self.hidden[:, :-1][self.candidates]
+        rows = self.hidden.detach()[:, :-1][self.candidates]
         logprobs, entropies = token_statistics(
             rows, self.lm_head_weight, self.targets[self.candidates], self.chunk_size
         )
