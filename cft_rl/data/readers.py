@@ -1,0 +1,166 @@
+"""Readers that pull the question, the reference answer and the solution out of one raw
+record of a benchmark file, and repairs of known defects in published files. Every reader
+names the field it failed on."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from cft_rl.data.answers import (
+    after_hashes,
+    last_boxed,
+    number_text,
+    tidy_reference,
+)
+from cft_rl.data.records import Record
+
+Reader = Callable[[Record], str]
+SolutionReader = Callable[[Record], "str | None"]
+Repair = Callable[[Record], Record]
+
+
+# --- question readers -------------------------------------------------------------------
+
+
+def joined_fields(*fields: str, optional: tuple[str, ...] = ()) -> Reader:
+    """The fields' texts in order, each ended as a sentence (SVAMP's body lacks its full stop);
+    `optional` fields are used when present and non-empty."""
+
+    def read(record: Record) -> str:
+        parts = []
+        for field in fields:
+            if field in optional and not record.data.get(field):
+                continue
+            text = record.text(field)
+            if len(fields) > 1 and field != fields[-1] and text[-1] not in ".?!:":
+                text += "."
+            parts.append(text)
+        return " ".join(parts)
+
+    return read
+
+
+def tabmwp_question(record: Record) -> str:
+    """TabMWP: the table (with its title) then the question, and the options if any."""
+    title = record.data.get("table_title")
+    about = f' regarding "{title}"' if title else ""
+    question = f"Read the following table{about} and answer a question:\n"
+    question += f"{record.text('table')}\n{record.text('question')}"
+    if record.data.get("choices"):
+        question += f" Please select from the following options: {record.get('choices')}"
+    return question
+
+
+# --- answer readers ---------------------------------------------------------------------
+
+
+def text_answer(field: str, clean: Callable[[str], str] = str) -> Reader:
+    """The field itself, cleaned (e.g. units in parentheses removed), $ delimiters dropped."""
+
+    def read(record: Record) -> str:
+        return tidy_reference(clean(record.text(field)))
+
+    return read
+
+
+def numeric_answer(field: str) -> Reader:
+    """A number field (SVAMP's 145.0 -> "145")."""
+
+    def read(record: Record) -> str:
+        value = record.get(field)
+        written = None if isinstance(value, bool) else number_text(value)
+        if written is None:
+            raise record.error(f"field '{field}' should be a number, got {value!r}")
+        return written
+
+    return read
+
+
+def hashes_answer(field: str) -> Reader:
+    """GSM8K: the final answer follows `####` at the end of the solution."""
+
+    def read(record: Record) -> str:
+        answer = after_hashes(record.text(field))
+        if answer is None:
+            raise record.error(f"field '{field}' has no '#### answer' line")
+        return tidy_reference(answer)
+
+    return read
+
+
+def boxed_answer(field: str) -> Reader:
+    """MATH-style solutions: the final answer is the last \\boxed{} of the solution."""
+
+    def read(record: Record) -> str:
+        answer = last_boxed(record.text(field))
+        if answer is None:
+            raise record.error(f"field '{field}' has no \\boxed{{}} answer")
+        return tidy_reference(answer)
+
+    return read
+
+
+def answer_or_boxed(answer_field: str, solution_field: str) -> Reader:
+    """The answer field when the file has one, else the last \\boxed{} of the solution."""
+    from_answer, from_solution = text_answer(answer_field), boxed_answer(solution_field)
+
+    def read(record: Record) -> str:
+        return (from_answer if answer_field in record.data else from_solution)(record)
+
+    return read
+
+
+def list_answer(field: str) -> Reader:
+    """OlympiadBench: a list of final answers, joined as one comma-separated answer."""
+
+    def read(record: Record) -> str:
+        value = record.get(field)
+        if not isinstance(value, list) or not value:
+            raise record.error(f"field '{field}' should be a non-empty list, got {value!r}")
+        return ", ".join(tidy_reference(str(item)) for item in value)
+
+    return read
+
+
+def solution_field(field: str) -> SolutionReader:
+    """The worked solution, when the file has one (a list holds alternatives: take the first)."""
+
+    def read(record: Record) -> str | None:
+        value = record.data.get(field)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        return str(value) if value else None
+
+    return read
+
+
+def no_solution(record: Record) -> None:
+    return None
+
+
+# --- repairs of known defects in published files ---------------------------------------
+
+_TRAILING_ANSWER = re.compile(
+    r"^(?P<question>.*?)\s*answers?\s*:\s*(?P<answer>[^\n]+)$", re.I | re.S
+)
+
+
+def answer_left_in_question(question_field: str, answer_field: str) -> Repair:
+    """Gaokao2023-En has items whose answer field is empty and whose question ends with
+    "answers: X": move X to the answer (and out of the question, where it gives it away)."""
+
+    def repair(record: Record) -> Record:
+        if str(record.data.get(answer_field, "")).strip():
+            return record
+        match = _TRAILING_ANSWER.match(str(record.data.get(question_field, "")))
+        if match is None:
+            return record
+        fixed = {**record.data, question_field: match["question"], answer_field: match["answer"]}
+        return Record(fixed, record.where)
+
+    return repair
+
+
+def unchanged(record: Record) -> Record:
+    return record
