@@ -1,0 +1,242 @@
+"""`cft-rl eval`: greedy accuracy and pass@k on each benchmark of the recipe.
+
+Per benchmark: one greedy answer and `n_samples` sampled answers per problem, each
+scored by the one verifier. Generations go to <output_dir>/generations/<name>.jsonl
+as each batch is scored (a rerun resumes from there); the summary goes to
+summary.json and summary.md.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
+
+from cft_rl.data import DataError, Example, load_benchmark
+from cft_rl.data.prompts import format_prompt
+from cft_rl.eval.config import SUMMARY_JSON, SUMMARY_MD, BenchmarkSpec, EvalConfig
+from cft_rl.eval.log import GREEDY, GenerationLog
+from cft_rl.eval.passk import mean_pass_at_k
+from cft_rl.generation import GenerationBackend, SamplingParams, make_backend
+from cft_rl.modeling import resolve_model_path
+from reward import Verifier
+
+
+def run_eval(config: EvalConfig) -> dict[str, Any]:
+    """Evaluate every benchmark of `config`; returns the summary that is also written."""
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    console = Console(stderr=True)
+    backend = make_backend(config.model, config.generation)
+    results = []
+    with (
+        Verifier(config.verifier.num_workers, config.verifier.timeout_s) as verifier,
+        _progress(console) as progress,
+    ):
+        for spec in config.benchmarks:
+            examples = load_benchmark(spec.name, spec.path, spec.limit)
+            _check_unique_ids(spec, examples)
+            evaluator = _BenchmarkEval(config, spec, backend, verifier)
+            log = evaluator.open_log(out / "generations")
+            task = progress.add_task(
+                spec.name, total=len(examples), completed=evaluator.problems_done(examples, log)
+            )
+            results.append(
+                evaluator.run(examples, log, lambda done, task=task: progress.advance(task, done))
+            )
+    summary = {
+        "model": config.model.path,
+        "n_samples": config.n_samples,
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "ks": config.pass_ks(),
+        "benchmarks": results,
+    }
+    (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=2) + "\n")
+    table = markdown_table(summary)
+    (out / SUMMARY_MD).write_text(table)
+    console.print(table)
+    console.print(f"wrote {out / SUMMARY_JSON}, {out / SUMMARY_MD} and {out / 'generations'}/")
+    return summary
+
+
+class _BenchmarkEval:
+    """Generates and scores what the log of one benchmark still lacks, then summarises it."""
+
+    def __init__(self, config: EvalConfig, spec: BenchmarkSpec, backend, verifier) -> None:
+        self.config = config
+        self.spec = spec
+        self.backend: GenerationBackend = backend
+        self.verifier: Verifier = verifier
+        max_new = config.generation.max_new_tokens
+        self.greedy = SamplingParams(max_new_tokens=max_new)
+        self.sampling = (
+            SamplingParams(
+                max_new_tokens=max_new,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                n=config.n_samples,
+                seed=config.seed,
+            )
+            if config.n_samples
+            else None
+        )
+
+    def open_log(self, folder: Path) -> GenerationLog:
+        return GenerationLog(folder / f"{self.spec.name}.jsonl", self._log_settings()).open()
+
+    def problems_done(self, examples: list[Example], log: GenerationLog) -> float:
+        """Problems' worth of generations already in the log (a sample is 1/(n+1) of one)."""
+        n = self.config.n_samples
+        present = sum(log.has(e.id, s) for e in examples for s in [GREEDY, *range(n)])
+        return present / (n + 1)
+
+    def run(self, examples: list[Example], log: GenerationLog, advance: Callable[[float], None]):
+        """Generate what `log` lacks; `advance` gets the problems' worth done per batch."""
+        started = time.perf_counter()
+        n = self.config.n_samples
+        batch = self.config.generation.batch_size
+        share = 1 / (n + 1)
+        todo = [e for e in examples if not log.has(e.id, GREEDY)]
+        for start in range(0, len(todo), batch):
+            chunk = todo[start : start + batch]
+            log.append(self._generate(chunk, self.greedy, [GREEDY]))
+            advance(share * len(chunk))
+        if n:
+            todo = [e for e in examples if not all(log.has(e.id, s) for s in range(n))]
+            per_chunk = max(1, batch // n)
+            for start in range(0, len(todo), per_chunk):
+                chunk = todo[start : start + per_chunk]
+                missing = sum(not log.has(e.id, s) for e in chunk for s in range(n))
+                log.append(self._generate(chunk, self.sampling, list(range(n))))
+                advance(share * missing)
+        return self._summarise(examples, log, time.perf_counter() - started)
+
+    def _generate(self, examples: list[Example], params, samples: list) -> list[dict[str, Any]]:
+        tokenizer = self.backend.tokenizer
+        prompts = [
+            tokenizer.encode(
+                format_prompt(tokenizer, e.question, self.spec.template), add_special_tokens=False
+            )
+            for e in examples
+        ]
+        completions = self.backend.generate(prompts, params)
+        flat = [
+            (e, s, c)
+            for e, cs in zip(examples, completions, strict=True)
+            for s, c in zip(samples, cs, strict=True)
+        ]
+        verdicts = self.verifier.verify_batch(
+            [c.text for _, _, c in flat], [e.answer for e, _, _ in flat]
+        )
+        return [
+            {
+                "id": example.id,
+                "sample": sample,
+                "reference": example.answer,
+                "predicted": verdict.predicted,
+                "correct": verdict.correct,
+                "reason": verdict.reason,
+                "finish_reason": completion.finish_reason,
+                "num_tokens": len(completion.token_ids),
+                "text": completion.text,
+            }
+            for (example, sample, completion), verdict in zip(flat, verdicts, strict=True)
+        ]
+
+    def _log_settings(self) -> dict[str, Any]:
+        """What the generations depend on. Not n_samples: sample i is the same for any n."""
+        config = self.config
+        return {
+            "model": resolve_model_path(config.model.path),
+            "dtype": config.model.dtype,
+            "benchmark": self.spec.name,
+            "path": self.spec.path,
+            "template": self.spec.template,
+            "max_new_tokens": config.generation.max_new_tokens,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "seed": config.seed,
+        }
+
+    def _summarise(self, examples: list[Example], log: GenerationLog, seconds: float):
+        n = self.config.n_samples
+        greedy = [log.records[(e.id, GREEDY)] for e in examples]
+        samples = [log.records[(e.id, s)] for e in examples for s in range(n)]
+        correct_counts = [
+            sum(log.records[(e.id, s)]["correct"] for s in range(n)) for e in examples
+        ]
+        return {
+            "benchmark": self.spec.name,
+            "problems": len(examples),
+            "greedy_accuracy": sum(r["correct"] for r in greedy) / len(greedy),
+            "pass_at_k": {
+                str(k): mean_pass_at_k(correct_counts, n, k) for k in self.config.pass_ks()
+            },
+            "greedy_mean_tokens": sum(r["num_tokens"] for r in greedy) / len(greedy),
+            "greedy_finish_reasons": dict(Counter(r["finish_reason"] for r in greedy)),
+            "verdicts": dict(Counter(r["reason"] for r in greedy + samples)),
+            "seconds_this_run": round(seconds, 2),
+        }
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    ks = summary["ks"]
+    header = ["benchmark", "problems", "greedy", *(f"pass@{k}" for k in ks)]
+    lines = [
+        f"Model `{summary['model']}`; pass@k from {summary['n_samples']} samples per problem "
+        f"at temperature {summary['temperature']}, top_p {summary['top_p']}.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    for result in summary["benchmarks"]:
+        cells = [
+            result["benchmark"],
+            str(result["problems"]),
+            _percent(result["greedy_accuracy"]),
+            *(_percent(result["pass_at_k"][str(k)]) for k in ks),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _check_unique_ids(spec: BenchmarkSpec, examples: list[Example]) -> None:
+    counts = Counter(e.id for e in examples)
+    repeated = [problem_id for problem_id, count in counts.items() if count > 1]
+    if repeated:
+        raise DataError(f"benchmark '{spec.name}': problem ids repeat: {repeated[:5]}")
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:.2f} problems/s" if task.speed else "")
