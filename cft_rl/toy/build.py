@@ -1,0 +1,196 @@
+"""`cft-rl toy build`: train the toy tokenizer and model from scratch and save them.
+
+Writes into output_dir: tokenizer files, config.json, model.safetensors,
+generation_config.json, metrics.jsonl (one line per logged step) and build.json (wall
+time, CPU time, greedy accuracy on held-out `toy` and `toy-hard` problems). A run that
+is interrupted resumes from train_state.pt, which is removed once the model is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
+
+from cft_rl.errors import UserError
+from cft_rl.toy.config import ToyBuildConfig
+from cft_rl.toy.evaluate import generate_solutions, score
+from cft_rl.toy.problems import DIFFICULTIES, eval_problems, generate_problems
+from cft_rl.toy.tokenizer import train_tokenizer
+from cft_rl.toy.train import ModelShape, learning_rate, make_model, solution_loss, training_batches
+
+STATE_FILE = "train_state.pt"
+METRICS_FILE = "metrics.jsonl"
+
+
+def build_toy_model(config: ToyBuildConfig) -> dict:
+    """Train and save the toy model; returns what build.json records."""
+    torch.set_num_threads(config.train.threads)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started, cpu_started = time.time(), time.process_time()
+
+    state = _load_state(out, config)
+    tokenizer = AutoTokenizer.from_pretrained(out) if state else _new_tokenizer(config, out)
+    model = make_model(_shape(config), tokenizer, config.seed)
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=config.train.lr,
+        betas=(0.9, 0.95),
+        weight_decay=config.train.weight_decay,
+    )
+    first_step = 0
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        first_step = state["step"]
+        print(f"toy build: resuming at step {first_step} from {out / STATE_FILE}", flush=True)
+    _train(config, model, optimizer, tokenizer, out, first_step)
+
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=256,
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / STATE_FILE).unlink(missing_ok=True)
+
+    report = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "steps": config.train.steps,
+        "problems_seen": config.train.steps * config.train.batch_size,
+        "threads": config.train.threads,
+        "train_wall_s": round(time.time() - started, 1),
+        "train_cpu_s": round(time.process_time() - cpu_started, 1),
+        "resumed_at_step": first_step,
+    }
+    if config.eval.problems:
+        report.update(_evaluate(model.eval(), tokenizer, config.eval.problems))
+    report["total_wall_s"] = round(time.time() - started, 1)
+    (out / "build.json").write_text(json.dumps(report, indent=2) + "\n")
+    print("toy build: " + json.dumps(report), flush=True)
+    return report
+
+
+def _shape(config: ToyBuildConfig) -> ModelShape:
+    m = config.model
+    return ModelShape(m.hidden_size, m.num_layers, m.num_heads, m.intermediate_size)
+
+
+def _new_tokenizer(config: ToyBuildConfig, out: Path) -> PreTrainedTokenizerBase:
+    sample = generate_problems(
+        f"tokenizer:{config.seed}", config.tokenizer.sample_problems, DIFFICULTIES["toy"], "train"
+    )
+    tokenizer = train_tokenizer(
+        (text for p in sample for text in (p.question, p.solution)), config.tokenizer.vocab_size
+    )
+    tokenizer.save_pretrained(out)
+    return tokenizer
+
+
+def _train(config, model, optimizer, tokenizer, out: Path, first_step: int) -> None:
+    settings = config.train
+    metrics = _open_metrics(out / METRICS_FILE, first_step)
+    batches = training_batches(
+        tokenizer, config.seed, settings.batch_size, DIFFICULTIES["toy"], first_step
+    )
+    model.train()
+    window_loss, window_start = [], time.time()
+    for step in range(first_step, settings.steps):
+        lr = learning_rate(step, settings.steps, settings.lr, settings.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = solution_loss(model, next(batches))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        window_loss.append(loss.item())
+
+        done = step + 1
+        if done % settings.log_every == 0 or done == settings.steps:
+            elapsed = time.time() - window_start
+            record = {
+                "step": done,
+                "loss": sum(window_loss) / len(window_loss),
+                "lr": lr,
+                "steps_per_s": len(window_loss) / elapsed,
+            }
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+            eta = (settings.steps - done) / record["steps_per_s"]
+            print(
+                f"toy build: step {done}/{settings.steps} loss {record['loss']:.4f} "
+                f"lr {lr:.2e} {record['steps_per_s']:.2f} steps/s eta {eta / 60:.1f} min",
+                flush=True,
+            )
+            window_loss, window_start = [], time.time()
+        if done % settings.checkpoint_every == 0 and done < settings.steps:
+            _save_state(out, config, model, optimizer, done)
+    metrics.close()
+
+
+def _open_metrics(path: Path, first_step: int):
+    """Open the metrics log for appending, dropping lines past the step we resume from."""
+    kept = []
+    if first_step and path.is_file():
+        kept = [
+            line for line in path.read_text().splitlines() if json.loads(line)["step"] <= first_step
+        ]
+    path.write_text("".join(line + "\n" for line in kept))
+    return path.open("a")
+
+
+def _save_state(out: Path, config: ToyBuildConfig, model, optimizer, step: int) -> None:
+    state = {
+        "config": config.model_dump(mode="json", exclude={"output_dir"}),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+    }
+    tmp = out / (STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, out / STATE_FILE)
+
+
+def _load_state(out: Path, config: ToyBuildConfig) -> dict | None:
+    path = out / STATE_FILE
+    if not path.is_file():
+        return None
+    state = torch.load(path, weights_only=True)
+    current = config.model_dump(mode="json", exclude={"output_dir"})
+    changed = _changed_keys(state["config"], current)
+    # Only the evaluation and logging may differ between the interrupted run and this one.
+    changed = [k for k in changed if not k.startswith(("eval.", "train.log_every"))]
+    if changed:
+        raise UserError(
+            f"{path}: an interrupted build with a different config is there "
+            f"(changed: {', '.join(changed)}); remove the file or use another output_dir"
+        )
+    return state
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def _evaluate(model, tokenizer, n: int) -> dict:
+    results = {}
+    for name in ("toy", "toy-hard"):
+        problems = eval_problems(name, n)
+        solutions = generate_solutions(model, tokenizer, [p.question for p in problems])
+        results[f"greedy_{name}"] = score(problems, solutions).accuracy
+        print(f"toy build: greedy accuracy on {n} {name} problems: {results[f'greedy_{name}']:.3f}")
+    return results

@@ -1,0 +1,68 @@
+"""Recipe schema of `cft-rl toy build` (see recipes/toy/build.yaml)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from cft_rl.config import Section
+from cft_rl.modeling import TOY_MODEL_DIR
+
+# vLLM's CPU build refuses smaller attention heads.
+MIN_HEAD_DIM = 32
+
+
+class TokenizerSettings(Section):
+    # Upper bound: BPE stops earlier on templated text (about 520 entries).
+    vocab_size: int = Field(1024, ge=300)
+    # Training problems the tokenizer is trained on.
+    sample_problems: int = Field(5000, ge=100)
+
+
+class ModelSettings(Section):
+    hidden_size: int = Field(128, ge=32)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(384, ge=1)
+
+    @model_validator(mode="after")
+    def _head_dim(self) -> ModelSettings:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+            )
+        if self.hidden_size // self.num_heads < MIN_HEAD_DIM:
+            raise ValueError(
+                f"head dimension hidden_size / num_heads = {self.hidden_size // self.num_heads} "
+                f"is below {MIN_HEAD_DIM} (vLLM's CPU build refuses it)"
+            )
+        return self
+
+
+class TrainSettings(Section):
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    # Linear warm-up steps, then cosine decay to 10% of lr.
+    warmup_steps: int = Field(50, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    # CPU threads for torch (the build is meant for 2 cores).
+    threads: int = Field(2, ge=1)
+    log_every: int = Field(25, ge=1)
+    # Steps between resumable checkpoints (train_state.pt in output_dir, removed at the end).
+    checkpoint_every: int = Field(200, ge=1)
+
+
+class BuildEvalSettings(Section):
+    # Held-out problems of `toy` and of `toy-hard` solved greedily after training (0: skip).
+    problems: int = Field(200, ge=0)
+
+
+class ToyBuildConfig(Section):
+    # Default: the model directory shipped inside the package.
+    output_dir: str = str(TOY_MODEL_DIR)
+    seed: int = 0
+    tokenizer: TokenizerSettings = TokenizerSettings()
+    model: ModelSettings = ModelSettings()
+    train: TrainSettings = TrainSettings()
+    eval: BuildEvalSettings = BuildEvalSettings()
