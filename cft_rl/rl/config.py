@@ -171,6 +171,9 @@ class GrpoConfig(Section):
     monitor: EntropyMonitorSettings = EntropyMonitorSettings()
     probe: ProbeSettings = ProbeSettings()
     verifier: VerifierSettings = VerifierSettings()
+    # Local engine on CPU: torch threads (null: torch's default). On a busy or small machine 1
+    # is often fastest for small models: idle-waiting OpenMP threads cost more than they give.
+    cpu_threads: int | None = Field(default=None, ge=1)
     verl: VerlSettings = VerlSettings()
 
     def resume_settings(self) -> dict:
@@ -180,6 +183,7 @@ class GrpoConfig(Section):
         settings = self.model_dump(mode="json")
         for key in ("output_dir", "steps", "checkpoint_every", "keep_checkpoints", "dry_run"):
             settings.pop(key)
+        settings.pop("cpu_threads")
         speed_only = (
             ("rollout", "batch_size"),
             ("verifier", "num_workers"),

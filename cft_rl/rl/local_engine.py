@@ -98,6 +98,8 @@ class LocalGrpo:
         self.config = config
         self.scorer = scorer
         self.out_dir = Path(config.output_dir)
+        if config.cpu_threads is not None:
+            torch.set_num_threads(config.cpu_threads)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         self.tokenizer = load_tokenizer(config.model)

@@ -127,7 +127,7 @@ def verl_overrides(config: GrpoConfig, train_path: Path, out_dir: Path) -> list[
         "data.max_prompt_length": config.data.max_prompt_tokens,
         "data.max_response_length": rollout.max_new_tokens,
         "data.seed": config.seed,
-        "actor_rollout_ref.model.path": resolve_model_path(config.model.path),
+        "actor_rollout_ref.model.path": _model_path(config.model.path),
         f"{actor}.optim.lr": optim.lr,
         f"{actor}.optim.weight_decay": optim.weight_decay,
         f"{actor}.optim.lr_warmup_steps": optim.warmup_steps,
@@ -248,6 +248,13 @@ def _replayed_monitor(config: GrpoConfig, records: list[dict]) -> EntropyMonitor
     for record in records:
         monitor.update(record["step"], record)
     return monitor
+
+
+def _model_path(path: str) -> str:
+    """A local model directory as an absolute path (verl's workers run elsewhere); a hub name
+    or a directory that does not exist yet (dry run before `cft-rl sft`) as given."""
+    resolved = resolve_model_path(path)
+    return str(Path(resolved).resolve()) if Path(resolved).exists() else resolved
 
 
 def _parquet_rows(path: Path) -> int:
