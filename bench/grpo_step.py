@@ -30,7 +30,7 @@ from cft_rl.rl.prompts import PromptSchedule, training_examples
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="toy", help="model path ('toy': the shipped model)")
-    parser.add_argument("--benchmark", default="toy", help="training questions (GrpoData)")
+    parser.add_argument("--benchmark", default="toy-train", help="training questions (GrpoData)")
     parser.add_argument("--data-path", default=None)
     parser.add_argument("--template", default="toy")
     parser.add_argument("--prompts", type=int, default=8, help="questions per step")
@@ -90,7 +90,7 @@ def run_trl(args: argparse.Namespace, scorer: VerifierScorer) -> list[dict[str, 
     from trl import GRPOConfig, GRPOTrainer
 
     config = grpo_config(args, "unused")
-    examples = training_examples(config.data, config.seed)
+    examples = training_examples(config.data)
     # TRL reads its dataset in order (shuffle off): lay it out in the local engine's order.
     schedule = PromptSchedule(len(examples), args.prompts, args.seed)
     ordered = [examples[i] for s in range(1, config.steps + 1) for i in schedule.indices(s)]

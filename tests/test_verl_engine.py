@@ -67,7 +67,7 @@ def real_recipe(out: Path, train: Path, *overrides: str):
         GrpoConfig, REAL_RECIPE, [f"output_dir={out}", f"data.path={train}", *overrides]
     )
     parquet = write_verl_parquet(
-        training_examples(config.data, config.seed), config.data.template, out / "train.parquet"
+        training_examples(config.data), config.data.template, out / "train.parquet"
     )
     return config, parquet, compose_verl_config(verl_overrides(config, parquet, out))
 

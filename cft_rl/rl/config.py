@@ -19,13 +19,13 @@ LossAggMode = Literal[tuple(LOSS_AGG_MODES)]  # type: ignore[valid-type]
 
 
 class GrpoData(Section):
-    """The training questions. For the toy benchmarks ("toy", "toy-hard") questions are drawn
-    from the toy world's *training* split (never the held-out eval problems); any other
-    benchmark is read with cft_rl.data.load_benchmark (point `path` at its training file)."""
+    """The training questions: "toy-train" draws them from the toy world's *training* split
+    (the questions `cft-rl identify` answers; never the held-out eval problems); any other
+    name is a cft_rl.data benchmark read from `path` (point it at the training file)."""
 
-    benchmark: str = "toy"
+    benchmark: str = "toy-train"
     path: str | None = None
-    # Number of training questions; the toy world generates this many (default 2000 there).
+    # Number of training questions (toy-train: exactly this many, default 2000).
     limit: int | None = Field(default=None, ge=1)
     # Prompt template of cft_rl.data.prompts ("toy": bare question, "boxed": ask for \boxed{}).
     template: str = "toy"

@@ -109,7 +109,7 @@ class LocalGrpo:
         if self.reference is not None:
             self.reference.requires_grad_(False)
         self.backend = HFBackend(self.model, self.tokenizer, config.rollout.batch_size)
-        examples = training_examples(config.data, config.seed)
+        examples = training_examples(config.data)
         self.references = [example.answer for example in examples]
         self.prompt_ids = encode_prompts(
             self.tokenizer, examples, config.data.template, config.data.max_prompt_tokens

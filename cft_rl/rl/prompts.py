@@ -12,31 +12,17 @@ from cft_rl.rl.config import GrpoData
 DEFAULT_TOY_TRAINING_SIZE = 2000
 
 
-def training_examples(data: GrpoData, seed: int) -> list[Example]:
-    """The questions to train on (see GrpoData for where they come from)."""
-    from cft_rl.toy.problems import DIFFICULTIES
+def training_examples(data: GrpoData) -> list[Example]:
+    """The questions to train on: `toy-train` (the toy world's training split, the same
+    questions `cft-rl identify` uses, never held-out ones) or a registry benchmark read from
+    `data.path` (its training file)."""
+    from cft_rl.critical.questions import TOY_TRAIN, toy_training_examples
 
-    if data.benchmark in DIFFICULTIES:
+    if data.benchmark == TOY_TRAIN:
         if data.path is not None:
-            raise DataError(f"data.path: toy benchmark '{data.benchmark}' is generated, no path")
-        return toy_training_examples(data.benchmark, data.limit or DEFAULT_TOY_TRAINING_SIZE, seed)
+            raise DataError(f"data.path: '{TOY_TRAIN}' is generated, it takes no path")
+        return toy_training_examples(data.limit or DEFAULT_TOY_TRAINING_SIZE)
     return load_benchmark(data.benchmark, data.path, data.limit)
-
-
-def toy_training_examples(name: str, n: int, seed: int) -> list[Example]:
-    """`n` problems of the toy world's training split (disjoint from the eval problems)."""
-    from cft_rl.toy.problems import DIFFICULTIES, training_problems
-
-    return [
-        Example(
-            id=f"{name}-train-{index}",
-            question=problem.question,
-            answer=str(problem.answer),
-            solution=problem.solution,
-            source=name,
-        )
-        for index, problem in enumerate(training_problems(seed, 0, n, DIFFICULTIES[name]))
-    ]
 
 
 def encode_prompts(

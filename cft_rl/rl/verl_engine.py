@@ -48,7 +48,7 @@ def run_verl(config: GrpoConfig) -> list[str]:
         )
     out_dir = Path(config.output_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    examples = training_examples(config.data, config.seed)
+    examples = training_examples(config.data)
     train_path = write_verl_parquet(examples, config.data.template, out_dir / TRAIN_PARQUET)
     overrides = verl_overrides(config, train_path, out_dir)
     compose_verl_config(overrides)
