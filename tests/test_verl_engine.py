@@ -72,6 +72,7 @@ def real_recipe(out: Path, train: Path, *overrides: str):
     return config, parquet, compose_verl_config(verl_overrides(config, parquet, out))
 
 
+@pytest.mark.filterwarnings("ignore:Disabled critic")  # GRPO has no critic: expected
 def test_real_recipe_overrides_compose_and_pass_verl_validation(
     tmp_path, gsm8k_train, verl_validate
 ):
