@@ -1,6 +1,6 @@
 """The transformers backend: our own batched decoding loop over a KV cache.
 
-Why not `model.generate`: we want (1) per-sample random streams, so a sample does not
+Why not `model.generate`: we want (1) per-sample RNG streams, so a sample does not
 depend on which batch it landed in, (2) raw log-probabilities of the top-k tokens,
 (3) rows that finish to leave the batch at once instead of decoding padding, and
 (4) a prompt's n samples to share one prefill.
@@ -11,7 +11,6 @@ prompts are left padded, positions count real tokens only.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -105,12 +104,12 @@ class HFBackend:
         logits = out.logits[row_slots, -1, :]
         attention_mask = attention_mask[row_slots]
         next_position = positions[row_slots, -1] + 1
-        rngs = None if params.greedy else [self._rng(prompts, row, params) for row in rows]
+        generators = None if params.greedy else [self._generator(prompts, r, params) for r in rows]
 
         budget = [self._budget(len(prompts[row.prompt_index]), params) for row in rows]
         active = list(range(len(rows)))
         while True:
-            chosen = self._choose(logits, params, rngs, active)
+            chosen = self._choose(logits, params, generators, active)
             if params.top_logprobs:
                 top_values, top_ids = logits.float().log_softmax(-1).topk(params.top_logprobs)
             still_active = []
@@ -151,26 +150,22 @@ class HFBackend:
             logits = out.logits[:, -1, :]
             next_position = next_position + 1
 
-    def _choose(self, logits: torch.Tensor, params, rngs, active: list[int]) -> list[int]:
+    def _choose(self, logits: torch.Tensor, params, generators, active: list[int]) -> list[int]:
         """Next token of each active row: argmax, or a draw from the tempered, top-p
-        truncated distribution by inverting its CDF at a uniform from the row's own RNG
-        (one vectorised search instead of a multinomial call per row)."""
+        truncated distribution with that row's own generator."""
         if params.greedy:
             return logits.argmax(-1).tolist()
         probs = (logits.float() / params.temperature).softmax(-1)
         if params.top_p < 1.0:
             probs = _top_p_filter(probs, params.top_p)
-        cdf = probs.double().cumsum(-1)
-        uniforms = torch.tensor(
-            [rngs[row_index].random() for row_index in active], device=cdf.device
-        )
-        targets = (uniforms.to(cdf.dtype) * cdf[:, -1]).unsqueeze(1)
-        # right=True: the first token whose CDF exceeds the target (never a zero-probability one)
-        tokens = torch.searchsorted(cdf, targets, right=True).squeeze(1)
-        return tokens.clamp(max=probs.shape[-1] - 1).tolist()
+        return [
+            int(torch.multinomial(probs[local], 1, generator=generators[row_index]))
+            for local, row_index in enumerate(active)
+        ]
 
-    def _rng(self, prompts, row: _Row, params: SamplingParams) -> random.Random:
-        return random.Random(sample_seed(params.seed, prompts[row.prompt_index], row.sample_index))
+    def _generator(self, prompts, row: _Row, params: SamplingParams) -> torch.Generator:
+        seed = sample_seed(params.seed, prompts[row.prompt_index], row.sample_index)
+        return torch.Generator(device=self.device).manual_seed(seed)
 
     def _budget(self, prompt_length: int, params: SamplingParams) -> int:
         if self.max_length is None:
