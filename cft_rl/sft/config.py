@@ -1,0 +1,128 @@
+"""Recipe schema of `cft-rl sft` (every key and its reasoning: docs/sft.md)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from cft_rl.config import ModelSpec, Section
+from cft_rl.sft.losses import LossConfig
+
+
+class SftData(Section):
+    """What is trained on."""
+
+    # identify: the dataset of `cft-rl identify` (self-generated, verified answers with
+    #   critical masks); `path` is its output_dir or its parquet file.
+    # examples: questions with worked solutions (`benchmark`: "toy-train" or a registry name
+    #   whose files carry solutions, e.g. gsm8k with path=.../gsm8k/train.jsonl), templated
+    #   with `template`; no masks, so only losses that need none (sft, dft, numbers_only).
+    format: Literal["identify", "examples"] = "identify"
+    path: str | None = None
+    benchmark: str | None = None
+    template: str = "toy"
+    limit: int | None = Field(default=None, ge=1)
+    # Responses that do not end with an end-of-sequence token get one (supervised, never
+    # critical), so that a model trained on them learns to stop.
+    append_eos: bool = True
+    # Longer examples (prompt + response tokens) are left out and counted; null: no limit.
+    max_length: int | None = Field(default=None, ge=2)
+    # Examples on which the loss selects no token (e.g. no critical token) only cost compute.
+    drop_unsupervised: bool = True
+
+
+class OptimSettings(Section):
+    """AdamW with linear warm-up, then a constant, linear or cosine schedule."""
+
+    lr: float = Field(default=1e-5, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(default=1e-8, gt=0)
+    # Steps of linear warm-up from 0; `warmup_ratio` (of all steps) is used when this is null.
+    warmup_steps: int | None = Field(default=None, ge=0)
+    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    schedule: Literal["constant", "linear", "cosine"] = "cosine"
+    # The decaying schedules end at lr * min_lr_ratio.
+    min_lr_ratio: float = Field(default=0.0, ge=0, le=1)
+    # Gradient-norm clipping (DeepSpeed `gradient_clipping`); 0 disables it.
+    max_grad_norm: float = Field(default=1.0, ge=0)
+    # DeepSpeed "torch_adam": torch's AdamW instead of DeepSpeed's fused or CPU Adam, which
+    # compile C++/CUDA extensions on first use.
+    torch_adam: bool = True
+
+
+class TrainSettings(Section):
+    """Batching and length of the run. Global batch = micro_batch_size x
+    gradient_accumulation_steps x data-parallel ranks (examples per optimizer step)."""
+
+    epochs: float = Field(default=3.0, gt=0)
+    # Stop after this many optimizer steps (the schedule is laid out over them); null: epochs.
+    max_steps: int | None = Field(default=None, ge=1)
+    micro_batch_size: int = Field(default=8, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    gradient_checkpointing: bool = False
+    # DeepSpeed JSON config (ZeRO stage and engine settings): recipes/deepspeed/zero{0,1,2,3}.json.
+    # Batch sizes, optimizer, scheduler, clipping and precision come from this recipe.
+    deepspeed_config: str = "recipes/deepspeed/zero0.json"
+
+
+class LoraSettings(Section):
+    """LoRA adapters through peft; the export merges them into the weights."""
+
+    enabled: bool = False
+    r: int = Field(default=16, ge=1)
+    alpha: float = Field(default=32.0, gt=0)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+class CheckpointSettings(Section):
+    """Resumable DeepSpeed checkpoints and Hugging Face exports in output_dir."""
+
+    # Every this many optimizer steps, and at the end; 0: only at the end.
+    every_steps: int = Field(default=0, ge=0)
+    # Newest checkpoints kept (each holds a DeepSpeed checkpoint and an HF export).
+    keep: int = Field(default=2, ge=1)
+
+
+class WandbSettings(Section):
+    enabled: bool = False
+    project: str = "cft-rl"
+    name: str | None = None
+    # offline: written under output_dir/wandb, `wandb sync` uploads it later.
+    mode: Literal["online", "offline"] = "offline"
+
+
+class LoggingSettings(Section):
+    # Progress bar (rank 0); metrics.jsonl is always written.
+    progress: bool = True
+    tensorboard: bool = False
+    wandb: WandbSettings = WandbSettings()
+
+
+class SftConfig(Section):
+    """`cft-rl sft`: CFT (or a baseline loss) with DeepSpeed."""
+
+    output_dir: str = "runs/toy-cft"
+    seed: int = 0
+    model: ModelSpec = ModelSpec()
+    # rho1 only: the reference model whose per-token loss the excess loss subtracts.
+    reference_model: ModelSpec | None = None
+    data: SftData = SftData()
+    loss: LossConfig = LossConfig()
+    optim: OptimSettings = OptimSettings()
+    train: TrainSettings = TrainSettings()
+    lora: LoraSettings = LoraSettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="after")
+    def _data_source_given(self) -> SftConfig:
+        if self.data.format == "identify" and self.data.path is None:
+            raise ValueError("data.path: the output_dir or parquet file of `cft-rl identify`")
+        if self.data.format == "examples" and self.data.benchmark is None:
+            raise ValueError("data.benchmark: 'toy-train' or a benchmark name (with data.path)")
+        if self.loss.name == "rho1" and self.reference_model is None:
+            raise ValueError("reference_model: loss 'rho1' needs a reference model")
+        return self

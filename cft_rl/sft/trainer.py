@@ -1,0 +1,197 @@
+"""`cft-rl sft`: train on the tokens the loss selects, with DeepSpeed; resumable.
+
+Each optimizer step: the step's micro-batches for this rank (cft_rl.sft.plan), the step
+normaliser (total loss weight over the micro-batches and all ranks) before the first
+forward, then forward/backward per micro-batch with loss = loss_sum / normaliser. DeepSpeed
+averages gradients over ranks and, by default, divides each backward by the number of
+accumulation steps; the trainer asks for no such division (scale_wrt_gas=False) and
+multiplies by the number of ranks, so the step's gradient is that of
+sum(w * token loss) / sum(w) over all of its tokens, however the step is split.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cft_rl.sft.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    publish_export,
+    read_state,
+    save_checkpoint,
+)
+from cft_rl.sft.config import SftConfig
+from cft_rl.sft.data import TrainingSet, build_training_set, collate
+from cft_rl.sft.engine import Topology, build_engine, init_distributed
+from cft_rl.sft.losses import all_reduce_sum, step_normalizer
+from cft_rl.sft.metrics import MetricsSinks
+from cft_rl.sft.model import load_trainable_model
+from cft_rl.sft.plan import StepPlan
+
+RUN_INFO = "run_info.json"
+# Sections a resumed run may change: they do not change what is computed.
+RESUMABLE_CHANGES = ("output_dir", "logging", "checkpoint")
+
+
+def run_sft(config: SftConfig) -> Path:
+    """Train (or resume, or only re-export a finished run); returns OUT/hf_model."""
+    from cft_rl.modeling import load_tokenizer
+
+    topology = init_distributed()
+    tokenizer = load_tokenizer(config.model)
+    training = build_training_set(config, tokenizer)
+    plan = StepPlan(
+        num_examples=len(training.examples),
+        micro_batch_size=config.train.micro_batch_size,
+        accumulation_steps=config.train.gradient_accumulation_steps,
+        world_size=topology.world_size,
+        seed=config.seed,
+        epochs=config.train.epochs,
+        max_steps=config.train.max_steps,
+    )
+    out = Path(config.output_dir)
+    settings = _resume_settings(config, topology.world_size)
+    latest = latest_checkpoint(out)
+    if latest is not None:
+        _check_same_run(latest, settings)
+
+    _seed_everything(config.seed)  # LoRA's initial weights
+    model = load_trainable_model(config.model, config.lora, config.train.gradient_checkpointing)
+    engine = build_engine(config, model, plan.total_steps, topology.world_size)
+    start = 0
+    if latest is not None:
+        start = load_checkpoint(engine, latest, topology.rank)["step"]
+    if topology.rank == 0:
+        _write_run_info(out, training, plan, topology, start)
+    sinks = MetricsSinks(config, start, plan.total_steps) if topology.rank == 0 else None
+    trainer = _Trainer(config, engine, training, plan, topology, tokenizer.pad_token_id)
+    try:
+        for step in range(start, plan.total_steps):
+            record = trainer.train_step(step)
+            if sinks is not None:
+                sinks.write(record)
+            done = step + 1
+            every = config.checkpoint.every_steps
+            if done == plan.total_steps or (every and done % every == 0):
+                latest = save_checkpoint(
+                    engine, tokenizer, out, done, settings, config.checkpoint.keep, topology.rank
+                )
+    finally:
+        if sinks is not None:
+            sinks.close()
+    if topology.rank == 0:
+        publish_export(latest, out)
+    torch.distributed.barrier()
+    return out / "hf_model"
+
+
+class _Trainer:
+    def __init__(
+        self,
+        config: SftConfig,
+        engine,
+        training: TrainingSet,
+        plan: StepPlan,
+        topology: Topology,
+        pad_id: int,
+    ) -> None:
+        self.config, self.engine, self.training, self.plan = config, engine, training, plan
+        self.topology, self.pad_id = topology, pad_id
+
+    def micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]:
+        examples = self.training.examples
+        return [
+            collate([examples[i] for i in indices], self.pad_id)
+            for indices in self.plan.micro_batches(step, self.topology.rank)
+        ]
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        """One optimizer step (0-based `step`); returns its metrics, summed over ranks."""
+        started = time.perf_counter()
+        engine = self.engine
+        batches = self.micro_batches(step)
+        normalizer = step_normalizer(self.config.loss, batches)
+        lr = engine.get_lr()[0]
+        totals = torch.zeros(3, dtype=torch.float64)  # loss, tokens, supervised tokens
+        grad_norm = None
+        for index, batch in enumerate(batches):
+            batch = {key: value.to(engine.device) for key, value in batch.items()}
+            loss_sum, _, num_tokens = engine(batch)
+            loss = loss_sum / normalizer.to(loss_sum.device)
+            engine.backward(loss * self.topology.world_size, scale_wrt_gas=False)
+            if index == len(batches) - 1 and engine.zero_optimization_stage() == 0:
+                # ZeRO-0 does not report the norm: gradients are complete (reduced) here
+                grad_norm = _gradient_norm(engine.module)
+            engine.step()
+            totals += torch.tensor(
+                [loss.item(), batch["attention_mask"].sum().item(), num_tokens.item()],
+                dtype=torch.float64,
+            )
+        loss_total, tokens, supervised = all_reduce_sum(totals).tolist()
+        seconds = time.perf_counter() - started
+        if grad_norm is None:
+            grad_norm = engine.get_global_grad_norm()
+        return {
+            "step": step + 1,
+            "epoch": round(self.plan.epoch_of(step + 1), 4),
+            "loss": loss_total,
+            "lr": lr,
+            "grad_norm": None if grad_norm is None else float(grad_norm),
+            "loss_weight": float(normalizer),
+            "tokens": int(tokens),
+            "supervised_tokens": int(supervised),
+            "step_s": seconds,
+            "tokens_per_s": tokens / seconds,
+            "supervised_tokens_per_s": supervised / seconds,
+        }
+
+
+def _gradient_norm(module: torch.nn.Module) -> float:
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _resume_settings(config: SftConfig, world_size: int) -> dict[str, Any]:
+    """What a checkpoint records and a resumed run must match."""
+    settings = config.model_dump(mode="json", exclude=set(RESUMABLE_CHANGES))
+    return {"settings": settings, "world_size": world_size}
+
+
+def _check_same_run(checkpoint: Path, current: dict[str, Any]) -> None:
+    from cft_rl.rl.checkpoint import check_resume_settings
+
+    saved = read_state(checkpoint)
+    check_resume_settings(checkpoint, {k: saved.get(k) for k in current}, current)
+
+
+def _write_run_info(
+    out: Path, training: TrainingSet, plan: StepPlan, topology: Topology, start: int
+) -> None:
+    info = {
+        "data": training.source,
+        "examples": len(training.examples),
+        "dropped_too_long": training.dropped_too_long,
+        "dropped_unsupervised": training.dropped_unsupervised,
+        "global_batch": plan.global_batch,
+        "steps_per_epoch": plan.steps_per_epoch,
+        "total_steps": plan.total_steps,
+        "world_size": topology.world_size,
+        "resumed_from_step": start,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RUN_INFO).write_text(json.dumps(info, indent=1))
+    if start == plan.total_steps:
+        print(f"{out}: training already finished at step {start}; refreshing the export")
