@@ -23,6 +23,11 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "cft_rl.critical.runner:run_identify",
         "correct set + critical tokens by counterfactual perturbation",
     ),
+    "sft": (
+        "cft_rl.sft.config:SftConfig",
+        "cft_rl.sft.trainer:run_sft",
+        "CFT (or an SFT/DFT/... baseline) with DeepSpeed, resumable",
+    ),
     "eval": (
         "cft_rl.eval.config:EvalConfig",
         "cft_rl.eval.runner:run_eval",
