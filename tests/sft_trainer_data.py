@@ -68,12 +68,13 @@ def tiny_setup(tmp_path: Path, count: int = 16) -> tuple[Path, Path]:
     return model, data
 
 
-def tiny_config(model: Path, data: Path, out: Path, **overrides) -> SftConfig:
-    """A short run: 4 steps of 4 examples, constant lr, no progress bar."""
+def tiny_config(model_dir: Path, identify_dir: Path | None, out: Path, **overrides) -> SftConfig:
+    """A short run: 4 steps of 4 examples, constant lr, no progress bar. Overrides: a section
+    replaces the default one, `section__key` sets one key."""
     values = {
         "output_dir": str(out),
-        "model": {"path": str(model)},
-        "data": {"format": "identify", "path": str(data)},
+        "model": {"path": str(model_dir)},
+        "data": {"format": "identify", "path": str(identify_dir)},
         "loss": {"name": "cft"},
         "optim": {"lr": 3e-3, "schedule": "constant", "max_grad_norm": 0.0},
         "train": {
