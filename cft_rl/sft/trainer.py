@@ -43,6 +43,7 @@ def run_sft(config: SftConfig) -> Path:
     """Train (or resume, or only re-export a finished run); returns OUT/hf_model."""
     from cft_rl.modeling import load_tokenizer
 
+    _quiet_libraries()
     topology = init_distributed()
     tokenizer = load_tokenizer(config.model)
     training = build_training_set(config, tokenizer)
@@ -150,6 +151,17 @@ class _Trainer:
             "tokens_per_s": tokens / seconds,
             "supervised_tokens_per_s": supervised / seconds,
         }
+
+
+def _quiet_libraries() -> None:
+    """Our progress bar and metrics replace DeepSpeed's info logs and transformers' bars."""
+    import logging
+
+    from deepspeed.utils import logger
+    from transformers.utils import logging as transformers_logging
+
+    logger.setLevel(logging.WARNING)
+    transformers_logging.disable_progress_bar()
 
 
 def _gradient_norm(module: torch.nn.Module) -> float:
