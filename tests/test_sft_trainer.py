@@ -246,16 +246,18 @@ def test_lora_export_merges_adapters(setup, tmp_path):
     }
 
 
-def test_tensorboard_and_offline_wandb(setup, tmp_path):
+def test_warmup_logging_tensorboard_and_offline_wandb(setup, tmp_path):
     model, data = setup
     config = tiny_config(
         model,
         data,
         tmp_path,
-        train__max_steps=2,
+        train__max_steps=3,
+        optim__warmup_steps=2,
         logging={"progress": True, "tensorboard": True, "wandb": {"enabled": True}},
     )
     run_sft(config)
+    assert [r["lr"] for r in metrics(tmp_path)] == pytest.approx([1.5e-3, 3e-3, 3e-3])
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert list((tmp_path / "wandb").glob("offline-run-*"))
 

@@ -120,15 +120,15 @@ class _Trainer:
         normalizer = step_normalizer(self.config.loss, batches)
         lr = engine.get_lr()[0]
         totals = torch.zeros(3, dtype=torch.float64)  # loss, tokens, supervised tokens
-        grad_norm = None
+        own_norm = None
         for index, batch in enumerate(batches):
             batch = {key: value.to(engine.device) for key, value in batch.items()}
             loss_sum, _, num_tokens = engine(batch)
             loss = loss_sum / normalizer.to(loss_sum.device)
             engine.backward(loss * self.topology.world_size, scale_wrt_gas=False)
             if index == len(batches) - 1 and engine.zero_optimization_stage() == 0:
-                # ZeRO-0 does not report the norm: gradients are complete (reduced) here
-                grad_norm = _gradient_norm(engine.module)
+                # ZeRO-0 (fp32) does not report the norm; its gradients are complete here
+                own_norm = _gradient_norm(engine.module)
             engine.step()
             totals += torch.tensor(
                 [loss.item(), batch["attention_mask"].sum().item(), num_tokens.item()],
@@ -136,8 +136,9 @@ class _Trainer:
             )
         loss_total, tokens, supervised = all_reduce_sum(totals).tolist()
         seconds = time.perf_counter() - started
+        grad_norm = engine.get_global_grad_norm()
         if grad_norm is None:
-            grad_norm = engine.get_global_grad_norm()
+            grad_norm = own_norm
         return {
             "step": step + 1,
             "epoch": round(self.plan.epoch_of(step + 1), 4),
