@@ -24,6 +24,7 @@ from cft_rl.errors import UserError
 from cft_rl.sft import trainer as trainer_module
 from cft_rl.sft.config import SftConfig
 from cft_rl.sft.data import collate, example_fields, load_examples
+from cft_rl.sft.engine import LAUNCHER_ENV
 from cft_rl.sft.losses import selected_token_loss, step_normalizer
 from cft_rl.sft.plan import StepPlan
 from cft_rl.sft.trainer import run_sft
@@ -208,7 +209,7 @@ def test_two_processes_equal_one(setup, baseline, tmp_path):
     )
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    env = {key: value for key, value in os.environ.items() if key not in _LAUNCHER_ENV}
+    env = {key: value for key, value in os.environ.items() if key not in LAUNCHER_ENV}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", *TORCHRUN_ARGS.split(), str(recipe)],
         env={**env, "OMP_NUM_THREADS": "1"},
@@ -222,8 +223,6 @@ def test_two_processes_equal_one(setup, baseline, tmp_path):
 
 
 TORCHRUN_ARGS = "--standalone --nproc_per_node 2 -m cft_rl.cli sft --recipe"
-# set by run_sft's one-process group in this test process; a launcher must set its own
-_LAUNCHER_ENV = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}
 
 
 def test_lora_export_merges_adapters(setup, tmp_path):

@@ -12,6 +12,8 @@ import json
 import math
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,13 +44,21 @@ class Topology:
     local_rank: int
 
 
-def init_distributed() -> Topology:
-    """Join the launcher's process group, or make a one-process group."""
+LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextmanager
+def process_group() -> Iterator[Topology]:
+    """The launcher's process group (or one the caller made); else a one-process group made
+    here. That group stays for the life of the process (DeepSpeed keeps state about it), but
+    the environment variables set for it are restored on exit, so that processes started
+    later (another launcher, tests) do not inherit them."""
     import deepspeed
     import torch.distributed as dist
     from deepspeed.accelerator import get_accelerator
 
-    if "RANK" not in os.environ:
+    saved = {key: os.environ.get(key) for key in LAUNCHER_ENV}
+    if "RANK" not in os.environ:  # no launcher; DeepSpeed's engine reads these too
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
@@ -58,7 +68,14 @@ def init_distributed() -> Topology:
         accelerator.set_device(local_rank)
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend=accelerator.communication_backend_name())
-    return Topology(dist.get_rank(), dist.get_world_size(), local_rank)
+    try:
+        yield Topology(dist.get_rank(), dist.get_world_size(), local_rank)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _free_port() -> int:

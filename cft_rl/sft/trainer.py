@@ -28,7 +28,7 @@ from cft_rl.sft.checkpoint import (
 )
 from cft_rl.sft.config import SftConfig
 from cft_rl.sft.data import TrainingSet, build_training_set, collate
-from cft_rl.sft.engine import Topology, build_engine, init_distributed
+from cft_rl.sft.engine import Topology, build_engine, process_group
 from cft_rl.sft.losses import all_reduce_sum, step_normalizer
 from cft_rl.sft.metrics import MetricsSinks
 from cft_rl.sft.model import load_trainable_model
@@ -41,10 +41,14 @@ RESUMABLE_CHANGES = ("output_dir", "logging", "checkpoint")
 
 def run_sft(config: SftConfig) -> Path:
     """Train (or resume, or only re-export a finished run); returns OUT/hf_model."""
+    _quiet_libraries()
+    with process_group() as topology:
+        return _train(config, topology)
+
+
+def _train(config: SftConfig, topology: Topology) -> Path:
     from cft_rl.modeling import load_tokenizer
 
-    _quiet_libraries()
-    topology = init_distributed()
     tokenizer = load_tokenizer(config.model)
     training = build_training_set(config, tokenizer)
     plan = StepPlan(
