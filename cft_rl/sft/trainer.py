@@ -41,16 +41,17 @@ RESUMABLE_CHANGES = ("output_dir", "logging", "checkpoint")
 
 def run_sft(config: SftConfig) -> Path:
     """Train (or resume, or only re-export a finished run); returns OUT/hf_model."""
-    _quiet_libraries()
-    with process_group() as topology:
-        return _train(config, topology)
-
-
-def _train(config: SftConfig, topology: Topology) -> Path:
     from cft_rl.modeling import load_tokenizer
 
+    _quiet_libraries()
+    # data errors surface before the (slow, on first use) distributed start-up
     tokenizer = load_tokenizer(config.model)
     training = build_training_set(config, tokenizer)
+    with process_group() as topology:
+        return _train(config, topology, tokenizer, training)
+
+
+def _train(config: SftConfig, topology: Topology, tokenizer, training: TrainingSet) -> Path:
     plan = StepPlan(
         num_examples=len(training.examples),
         micro_batch_size=config.train.micro_batch_size,
