@@ -187,6 +187,17 @@ def test_crash_then_rerun_resumes_from_last_valid_checkpoint(
     ]
 
 
+def test_rerun_of_a_finished_run_only_refreshes_the_export(setup, baseline, tmp_path):
+    import shutil
+
+    model, data = setup
+    shutil.copytree(baseline, tmp_path, dirs_exist_ok=True)
+    shutil.rmtree(tmp_path / "hf_model")
+    run_sft(baseline_config(model, data, tmp_path))
+    assert json.loads((tmp_path / "run_info.json").read_text())["resumed_from_step"] == 4
+    assert_same_run(tmp_path, baseline, exact=True)
+
+
 def test_resume_refuses_changed_settings(setup, baseline, tmp_path):
     import shutil
 
