@@ -77,9 +77,9 @@ def baseline(setup, tmp_path_factory):
     return out
 
 
-def baseline_config(model, data, out, **overrides) -> SftConfig:
+def baseline_config(model_dir, identify_dir, out, **overrides) -> SftConfig:
     settings = {"optim__max_grad_norm": 1e6, "checkpoint__every_steps": 2, **overrides}
-    return tiny_config(model, data, out, **settings)
+    return tiny_config(model_dir, identify_dir, out, **settings)
 
 
 def test_golden_losses_and_complete_outputs(baseline):
@@ -154,6 +154,27 @@ def test_zero_stages_train_and_export_the_same_weights(setup, baseline, tmp_path
     )
     run_sft(config)
     assert_same_run(tmp_path, baseline)
+
+
+def test_bf16_with_zero2_tracks_fp32_and_exports_bf16(setup, baseline, tmp_path):
+    """DeepSpeed's bf16 (bf16 weights, fp32 master copy in the ZeRO optimizer) on the CPU
+    accelerator: the same run as the fp32 baseline to within bf16 rounding."""
+    model, data = setup
+    config = baseline_config(
+        model,
+        data,
+        tmp_path,
+        model={"path": str(model), "dtype": "bfloat16"},
+        train__deepspeed_config=str(REPO / "recipes/deepspeed/zero2.json"),
+    )
+    run_sft(config)
+    losses = [r["loss"] for r in metrics(tmp_path)]
+    assert losses == pytest.approx([r["loss"] for r in metrics(baseline)], rel=2e-3)
+    weights = exported(tmp_path)
+    assert {value.dtype for value in weights.values()} == {torch.bfloat16}
+    reference = exported(baseline)
+    for name, value in weights.items():
+        torch.testing.assert_close(value.float(), reference[name], atol=2e-2, rtol=2e-2)
 
 
 def test_crash_then_rerun_resumes_from_last_valid_checkpoint(
