@@ -17,7 +17,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 from sft_trainer_data import REPO, arithmetic_records, tiny_config, tiny_setup
-from transformers import AutoModelForCausalLM
+from tiny_lm import char_tokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cft_rl.config import ConfigError, load_config
 from cft_rl.errors import UserError
@@ -90,7 +91,8 @@ def test_golden_losses_and_complete_outputs(baseline):
     assert (info["examples"], info["total_steps"], info["global_batch"]) == (16, 4, 4)
     model = AutoModelForCausalLM.from_pretrained(baseline / "hf_model")
     assert model.generation_config.eos_token_id == 1
-    assert (baseline / "hf_model" / "chat_template.jinja").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(baseline / "hf_model")
+    assert tokenizer.chat_template == char_tokenizer().chat_template
 
 
 def test_first_step_gradient_norm_equals_direct_computation(setup, baseline):
