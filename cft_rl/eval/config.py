@@ -41,6 +41,9 @@ class EvalConfig(Section):
     ks: list[int] = []
     seed: int = 0
     verifier: VerifierSettings = VerifierSettings()
+    # torch threads on CPU (null: torch's default). For small models on a small or busy
+    # machine 1 is fastest: idle-waiting OpenMP threads cost more than they give.
+    cpu_threads: int | None = Field(default=None, ge=1)
     output_dir: str = "runs/eval"
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -41,6 +42,8 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)
+    if config.cpu_threads is not None:
+        torch.set_num_threads(config.cpu_threads)
     backend = make_backend(config.model, config.generation)
     results = []
     with (
