@@ -1,20 +1,27 @@
 """The toy tokenizer: byte-level BPE trained on toy problems, one digit per token.
 
-Numbers are split into single digits (a leading space may stay attached to the first
-one), so the model does arithmetic digit by digit instead of memorising multi-digit
-tokens. Saved as a Hugging Face fast tokenizer with a chat template:
-`<|user|>question<|end|><|assistant|>solution<|end|>`.
+Numbers are split into single digits, so the model does arithmetic digit by digit instead
+of memorising multi-digit tokens. Saved as a Hugging Face fast tokenizer with a chat
+template: `<|user|>question<|end|><|assistant|>solution<|end|>`.
+
+The normaliser and pre-tokeniser are exactly those of Qwen2's tokenizer (which already
+splits digits): transformers 5 loads the tokenizer of any `qwen2` model directory with
+that pipeline whatever tokenizer.json says, so any other choice would tokenise
+differently at inference than in training.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 USER, ASSISTANT, SYSTEM, END, PAD = "<|user|>", "<|assistant|>", "<|system|>", "<|end|>", "<|pad|>"
-SPECIAL_TOKENS = [PAD, END, USER, ASSISTANT, SYSTEM]
+# Never produced (byte-level BPE covers every input); named so that Qwen2's tokenizer class
+# does not add its default unknown token on loading and grow the vocabulary past the model's.
+UNK = "<|endoftext|>"
+SPECIAL_TOKENS = [PAD, END, USER, ASSISTANT, SYSTEM, UNK]
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -33,14 +40,17 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}" + ASSISTANT + "{% endif %}"
 )
 
-# Pieces BPE may merge within: one digit (with an optional leading space), a word, a run of
-# punctuation, or whitespace. Digits never merge with each other.
-PRE_TOKEN_PATTERN = r" ?\d| ?[A-Za-z]+| ?[^\sA-Za-z\d]+|\s+"
+# Qwen2's pre-tokenisation: pieces BPE may merge within. `\p{N}` alone: one digit per piece.
+PRE_TOKEN_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Train byte-level BPE on `texts` (it may stop below `vocab_size` on templated text)."""
     tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(PRE_TOKEN_PATTERN), behavior="isolated"),
@@ -60,6 +70,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         tokenizer_object=tokenizer,
         eos_token=END,
         pad_token=PAD,
+        unk_token=UNK,
         additional_special_tokens=[USER, ASSISTANT, SYSTEM],
         padding_side="left",
     )
