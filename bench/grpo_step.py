@@ -3,8 +3,10 @@
 Both get the same model, the same questions in the same order, the same group size,
 completion budget, sampling temperature and micro-batching (one optimizer step per RL step,
 gradients accumulated over micro-batches of the same size), the same reward (the pooled
-verifier) and no reference model. Each runs `--warmup` untimed steps, then `--steps` timed
-ones; the median step time and its parts are printed, and the ratio TRL / local.
+verifier), float32 without gradient checkpointing (TRL's defaults, bf16 autocast and
+checkpointing, are turned off) and no reference model. Each runs `--warmup` untimed steps,
+then `--steps` timed ones; the median step time and its parts are printed, and the ratio
+TRL / local.
 
     .venv/bin/python bench/grpo_step.py                       # toy model, 8 x 8, 128 tokens
     .venv/bin/python bench/grpo_step.py --model PATH --prompts 4 --n 8 --max-new-tokens 256
@@ -142,6 +144,10 @@ def run_trl(args: argparse.Namespace, scorer: VerifierScorer) -> list[dict[str, 
             temperature=1.0,
             beta=0.0,
             loss_type="dapo",  # token-mean over the whole batch, as the local engine's default
+            # TRL defaults to bf16 autocast and gradient checkpointing; the local engine runs
+            # float32 without recomputation. Same arithmetic on both sides:
+            bf16=False,
+            gradient_checkpointing=False,
             learning_rate=args.lr,
             max_steps=config.steps,
             shuffle_dataset=False,
