@@ -51,6 +51,8 @@ class Workbench:
             from cft_rl.generation import make_backend
 
             self.backend = make_backend(self.config.model, self.config.generation)
+            if hasattr(self.backend, "close"):  # vLLM: free the engine when done
+                self._owned.append(self.backend)
         return self.backend
 
     def get_engine(self) -> Engine:
