@@ -153,7 +153,7 @@ def test_report_groups_seeds_and_summarises(tmp_path):
     assert rows[0].startswith("| cft (2 seeds) | 2 | 3 |")
     # entropy first 10% (one step): mean 1.1 over seeds, range [1.0, 1.2]
     assert "1.100 [1.000, 1.200]" in rows[0]
-    assert rows[1].startswith("| sft | 1 | 3 |") and "0.100" in rows[1]
+    assert rows[1].startswith("| sft-seed0 | 1 | 3 |") and "0.100" in rows[1]
 
 
 def test_report_names_a_folder_that_is_not_a_grpo_run(tmp_path, capsys):

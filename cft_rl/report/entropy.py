@@ -76,11 +76,14 @@ def load_run(run_dir: str) -> Run:
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
-    """Runs with the same recipe apart from the seed, in order of first appearance."""
+    """Runs with the same recipe apart from the seed, in order of first appearance. A group of
+    several seeds is named after its first folder without a seed suffix ("cft-seed1" -> "cft")."""
     groups: dict[str, Group] = {}
     for run in runs:
-        groups.setdefault(run.group_key, Group(_SEED_SUFFIX.sub("", run.label) or run.label))
-        groups[run.group_key].runs.append(run)
+        groups.setdefault(run.group_key, Group(run.label)).runs.append(run)
+    for group in groups.values():
+        if len(group.runs) > 1:
+            group.label = _SEED_SUFFIX.sub("", group.label) or group.label
     labels = [g.label for g in groups.values()]
     for group in groups.values():
         if labels.count(group.label) > 1:  # same name, different recipes: use the folders
