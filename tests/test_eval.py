@@ -107,3 +107,14 @@ def test_ks_beyond_n_samples_name_the_key():
 def test_default_ks_are_powers_of_two_and_n():
     config = load_config(EvalConfig, RECIPE, ["n_samples=12"])
     assert config.pass_ks() == [1, 2, 4, 8, 12]
+
+
+def test_resuming_on_changed_data_is_refused(first_run, tmp_path, capsys):
+    out, _ = first_run
+    shutil.copytree(out, tmp_path / "run")
+    log_path = tmp_path / "run" / "generations" / "toy.jsonl"
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    records[0]["reference"] = "-1"  # as if problem toy-0 had been another problem
+    log_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["eval", "--recipe", RECIPE, f"output_dir={tmp_path / 'run'}", *SMALL]) == 2
+    assert "other reference answers" in capsys.readouterr().err

@@ -29,6 +29,7 @@ from rich.text import Text
 
 from cft_rl.data import DataError, Example, load_benchmark
 from cft_rl.data.prompts import format_prompt
+from cft_rl.errors import UserError
 from cft_rl.eval.config import SUMMARY_JSON, SUMMARY_MD, BenchmarkSpec, EvalConfig
 from cft_rl.eval.log import GREEDY, GenerationLog
 from cft_rl.eval.passk import mean_pass_at_k
@@ -114,6 +115,7 @@ class _BenchmarkEval:
         n = self.config.n_samples
         batch = self.config.generation.batch_size
         share = 1 / (n + 1)
+        _check_same_references(examples, log, [GREEDY, *range(n)])
         todo = [e for e in examples if not log.has(e.id, GREEDY)]
         for start in range(0, len(todo), batch):
             chunk = todo[start : start + batch]
@@ -227,6 +229,24 @@ def _check_unique_ids(spec: BenchmarkSpec, examples: list[Example]) -> None:
     repeated = [problem_id for problem_id, count in counts.items() if count > 1]
     if repeated:
         raise DataError(f"benchmark '{spec.name}': problem ids repeat: {repeated[:5]}")
+
+
+def _check_same_references(examples: list[Example], log: GenerationLog, samples: list) -> None:
+    """Generations are matched to problems by id: refuse a log written for other problems."""
+    stale = sorted(
+        {
+            e.id
+            for e in examples
+            for s in samples
+            if log.has(e.id, s) and log.records[(e.id, s)]["reference"] != e.answer
+        }
+    )
+    if stale:
+        raise UserError(
+            f"{log.path}: problems {stale[:3]} have other reference answers than the benchmark "
+            "gives now (the data changed since these generations were written); "
+            "use another output_dir"
+        )
 
 
 def _progress(console: Console) -> Progress:
