@@ -7,10 +7,12 @@ The model answers toy training questions greedily; on the first --responses corr
 answers, every position is perturbed (2 alternatives, greedy continuations) by
   naive     one continuation at a time, the whole prefix recomputed by model.generate,
             decoded to EOS or the length cap;
-  padded    the cached engine: one forward over prompt + response, continuations batched
-            from slices of its KV cache (left-padded), each stopped when its answer is done;
-  grouped   the cached engine, one batch per position (equal prefixes, no padding).
-All three share the alternatives' ranking and the answer-deduplicating judge, so the
+  shared    the cached engine: one forward over prompt + response, all continuations in
+            one batch whose rows share that KV cache (each keeps only its own new tokens),
+            each stopped when its answer is done;
+  padded    the same, each row with a left-padded copy of its prefix's cache;
+  grouped   padded, one batch per position (equal prefixes, no padding).
+All share the alternatives' ranking and the answer-deduplicating judge, so the
 ratio is the decoding's. The masks must be identical; where they differ the bench says
 whether a numerical near tie (top-2 logit gap below --near-tie) explains it.
 """
@@ -60,6 +62,7 @@ def main() -> None:
         settings = CounterfactualSettings()
         engines: dict[str, Engine] = {
             "naive": NaiveEngine(model, pad_id=backend.pad_id),
+            "shared": CachedEngine(model, ContinuationSampling(), batching="shared"),
             "padded": CachedEngine(model, ContinuationSampling(), batching="padded"),
             "grouped": CachedEngine(model, ContinuationSampling(), batching="grouped"),
         }
@@ -130,7 +133,7 @@ def report(engines, results, seconds, responses) -> None:
             )
         )
     print()
-    for name in ("padded", "grouped"):
+    for name in ("shared", "padded", "grouped"):
         print(f"speed-up {name} vs naive: {seconds['naive'] / seconds[name]:.1f}x")
         compare_masks(results["naive"], results[name], name)
 

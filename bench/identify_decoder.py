@@ -1,5 +1,5 @@
 """The counterfactual decoder alone, on a random Qwen2 of a chosen size (CPU or GPU):
-the cached engine (padded and grouped batches) vs the naive model.generate loop on the
+the cached engine (shared, padded and grouped batches) vs the naive model.generate loop on the
 same continuations, continuation by continuation.
 
     .venv/bin/python bench/identify_decoder.py [--device cuda] [--dtype bfloat16]
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--naive-probes", type=int, default=24)
     parser.add_argument("--near-tie", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batchings", nargs="+", default=["padded", "grouped"])
+    parser.add_argument("--batchings", nargs="+", default=["shared", "padded", "grouped"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -44,7 +44,10 @@ def frequent_token(model, tokenizer, prompt, response):
     return Counter(t for c in decoded for t in c.token_ids).most_common(1)[0][0]
 
 
-@pytest.mark.parametrize(("batching", "rows"), [("padded", 256), ("padded", 5), ("grouped", 3)])
+@pytest.mark.parametrize(
+    ("batching", "rows"),
+    [("shared", 256), ("shared", 5), ("padded", 256), ("padded", 5), ("grouped", 3)],
+)
 def test_cached_greedy_equals_naive_generate(world, batching, rows):
     tokenizer, model, prompt, response = world
     eos = frequent_token(model, tokenizer, prompt, response)

@@ -92,7 +92,7 @@ class RuleLM(torch.nn.Module):
         self.tokenizer = tokenizer
         self.vocab_size = len(tokenizer)
         self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the module a device
-        self.config = SimpleNamespace(max_position_embeddings=4096)
+        self.config = SimpleNamespace(max_position_embeddings=4096, _attn_implementation="sdpa")
         self.generation_config = SimpleNamespace(eos_token_id=tokenizer.eos_token_id)
         self.calls = 0
         self._memo: dict[tuple[int, ...], torch.Tensor] = {}
@@ -105,29 +105,35 @@ class RuleLM(torch.nn.Module):
         past_key_values=None,
         use_cache=False,
         logits_to_keep=0,
+        shared_prefix=None,
         **_,
     ):
         self.calls += 1
         cache = past_key_values if past_key_values is not None else DynamicCache()
         past = cache.get_seq_length()
-        history = cache.layers[0].keys[:, 0, :, 0].long() if past else input_ids[:, :0]
-        tokens = torch.cat([history, input_ids], dim=1)
+        own = cache.layers[0].keys[:, 0, :, 0].long() if past else input_ids[:, :0]
+        tokens = torch.cat([own, input_ids], dim=1)
         mask = attention_mask if attention_mask is not None else torch.ones_like(tokens)
         as_keys = input_ids.float()[:, None, :, None]
         cache.update(as_keys, as_keys.clone(), 0)
-        logits = torch.stack(
-            [
+        logits = []
+        for b in range(input_ids.shape[0]):
+            # Shared-prefix layout: the row's prefix is the first n_b shared cache entries.
+            prefix = []
+            if shared_prefix is not None:
+                keys = shared_prefix.keys_values[0][0]
+                prefix = keys[0, : int(shared_prefix.lengths[b]), 0].long().tolist()
+            visible = tokens[b][mask[b] > 0].tolist()
+            seen = len(visible) - input_ids.shape[1]
+            logits.append(
                 torch.stack(
                     [
-                        self._scores(
-                            tuple(tokens[b, : past + j + 1][mask[b, : past + j + 1] > 0].tolist())
-                        )
+                        self._scores(tuple(prefix + visible[: seen + j + 1]))
                         for j in range(input_ids.shape[1])
                     ]
                 )
-                for b in range(input_ids.shape[0])
-            ]
-        )
+            )
+        logits = torch.stack(logits)
         if logits_to_keep:
             logits = logits[:, -logits_to_keep:]
         return SimpleNamespace(logits=logits, past_key_values=cache)

@@ -59,9 +59,10 @@ class DecoderSettings(Section):
     # backend: each continuation is a prompt for the generation backend (vLLM with prefix
     # caching). auto: cached for generation.backend hf, backend for vllm.
     engine: Literal["auto", "cached", "backend"] = "auto"
-    # cached engine: padded puts continuations of different prefix lengths into one left-padded
-    # batch; grouped decodes the continuations of one position (equal prefixes) together.
-    batching: Literal["padded", "grouped"] = "padded"
+    # cached engine: shared: the rows of a batch share the response's KV cache (each keeps
+    # only its new tokens'); padded: each row gets a left-padded copy of its prefix's cache;
+    # grouped: padded, one position (equal prefixes, no padding) per batch.
+    batching: Literal["shared", "padded", "grouped"] = "shared"
     # cached engine: at most this many continuations decoded at once.
     max_batch_rows: int = Field(default=256, ge=1)
     # A greedy step whose top-2 logit gap is below this is a near tie: batching or padding

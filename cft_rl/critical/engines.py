@@ -4,7 +4,8 @@
 alternatives' ranking at every position and the KV cache; a continuation from position
 t reuses the first len(prompt) + t entries of that cache (attention is causal, so the
 prefix's keys and values do not depend on what follows), and many continuations are
-decoded as one left-padded batch. Rows leave the batch as soon as their answer is complete.
+decoded as one batch (cft_rl.critical.kv_cache: rows share the prefill's cache, or each
+gets a left-padded copy). A row stops as soon as its answer is complete.
 
 `BackendEngine` (any generation backend, vLLM in practice): every continuation is a
 prompt (prompt + y_<t + a) for the backend, whose prefix caching shares the prefill.
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from cft_rl.critical.alternatives import rank_candidates
+from cft_rl.critical.kv_cache import PaddedBatch, SharedPrefixBatch
 from cft_rl.critical.probes import AnswerStops, Continuation, Probe
 from cft_rl.errors import UserError
 from cft_rl.generation.types import GenerationBackend, SamplingParams, sample_seed
@@ -72,7 +74,7 @@ class CachedEngine:
         model: torch.nn.Module,
         sampling: ContinuationSampling,
         max_batch_rows: int = 256,
-        batching: str = "padded",
+        batching: str = "shared",
     ) -> None:
         self.model = model
         self.sampling = sampling
@@ -117,7 +119,7 @@ class CachedEngine:
         return results
 
     def _batches(self, todo: list[int], probes: Sequence[Probe]) -> list[list[int]]:
-        """Padded: sorted by prefix length, so a batch pads little. Grouped: one position
+        """Sorted by prefix length (a padded batch pads little); grouped: one position
         (equal prefixes, no padding) per batch."""
         todo = sorted(todo, key=lambda i: probes[i].position)
         if self.batching == "grouped":
@@ -138,76 +140,77 @@ class CachedEngine:
         stops: AnswerStops,
         results: list[Continuation],
     ) -> None:
-        from transformers import DynamicCache
-
         prefix_lengths = torch.tensor(
             [len(ranked.prompt_ids) + p.position for p in probes], device=self.device
         )
-        width = int(prefix_lengths.max())
-        # Row i holds its prefix right-aligned: column j is cache position j - (width - n_i).
-        source = (
-            torch.arange(width, device=self.device)[None, :] - (width - prefix_lengths)[:, None]
-        )
-        attention_mask = (source >= 0).long()
-        source = source.clamp(min=0)
-        cache = DynamicCache(
-            [
-                (keys[0][:, source].transpose(0, 1), values[0][:, source].transpose(0, 1))
-                for keys, values in ranked.keys_values
-            ]
-        )
+        layout = SharedPrefixBatch if self.batching == "shared" else PaddedBatch
+        batch = layout(ranked.keys_values, prefix_lengths, reserve=max(caps) + 1)
         tokens = torch.tensor([p.token_id for p in probes], device=self.device)
-        positions = prefix_lengths.clone()
+        positions = prefix_lengths
         generators = None if self.sampling.greedy else [self._generator(ranked, p) for p in probes]
-        active = list(range(len(probes)))
-        while active:
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(active), 1)], 1)
-            out = self.model(
-                input_ids=tokens[:, None],
-                attention_mask=attention_mask,
-                position_ids=positions[:, None],
-                past_key_values=cache,
-                use_cache=True,
-            )
-            cache = out.past_key_values
-            chosen, margins = self._choose(out.logits[:, -1, :], generators, active)
-            self.stats.generated_tokens += len(active)
-            keep = []
-            for local, row in enumerate(active):
-                result = results[row]
-                result.token_ids.append(chosen[local])
-                result.min_margin = min(result.min_margin, margins[local])
-                finished = (
-                    chosen[local] in stops.eos_ids
-                    or len(result.token_ids) >= caps[row]
-                    or stops.completes(probes[row], result.token_ids)
+        # rows[j]: the probe that row j of the batch decodes, None once it has finished.
+        # Finished rows ride along until a quarter of the batch has finished: selecting
+        # rows copies the cache, so doing it at every finish would cost more than it saves.
+        rows: list[int | None] = list(range(len(probes)))
+        with batch.attention(self.model):
+            while any(row is not None for row in rows):
+                out = self.model(
+                    input_ids=tokens[:, None],
+                    position_ids=positions[:, None],
+                    use_cache=True,
+                    **batch.step_inputs(),
                 )
-                if not finished:
-                    keep.append(local)
-            if len(keep) < len(active):
-                if not keep:
-                    break
-                index = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(index)
-                attention_mask = attention_mask[index]
-                positions = positions[index]
-                active = [active[i] for i in keep]
-                attention_mask = _trim_left_padding(cache, attention_mask)
-            tokens = torch.tensor([chosen[i] for i in keep], device=self.device)
-            positions = positions + 1
+                chosen, margins = self._choose(out.logits[:, -1, :], generators, rows)
+                for j, row in enumerate(rows):
+                    if row is not None and self._record(
+                        results[row], chosen[j], margins[j], caps[row], stops, probes[row]
+                    ):
+                        rows[j] = None
+                live = [j for j, row in enumerate(rows) if row is not None]
+                if live and len(live) <= 0.75 * len(rows):
+                    index = torch.tensor(live, device=self.device)
+                    batch.select(index)
+                    rows = [rows[j] for j in live]
+                    chosen = [chosen[j] for j in live]
+                    positions = positions[index]
+                tokens = torch.tensor(chosen, device=self.device)
+                positions = positions + 1
+
+    def _record(
+        self,
+        result: Continuation,
+        token: int,
+        margin: float,
+        cap: int,
+        stops: AnswerStops,
+        probe: Probe,
+    ) -> bool:
+        """Append a decoded token; True when the continuation is finished."""
+        result.token_ids.append(token)
+        result.min_margin = min(result.min_margin, margin)
+        self.stats.generated_tokens += 1
+        return (
+            token in stops.eos_ids
+            or len(result.token_ids) >= cap
+            or stops.completes(probe, result.token_ids)
+        )
 
     def _choose(
-        self, logits: torch.Tensor, generators: list[torch.Generator] | None, active: list[int]
+        self,
+        logits: torch.Tensor,
+        generators: list[torch.Generator] | None,
+        rows: list[int | None],
     ) -> tuple[list[int], list[float]]:
-        """Next token per active row and, when greedy, the gap between its top two logits."""
+        """Next token per batch row and, when greedy, the gap between its top two logits.
+        A finished row (None) gets a placeholder and draws nothing from any generator."""
         logits = logits.float()
         if generators is None:
             top = logits.topk(2, dim=-1).values
             return logits.argmax(-1).tolist(), (top[:, 0] - top[:, 1]).tolist()
         probs = (logits / self.sampling.temperature).softmax(-1)
         chosen = [
-            int(torch.multinomial(probs[local], 1, generator=generators[row]))
-            for local, row in enumerate(active)
+            0 if row is None else int(torch.multinomial(probs[j], 1, generator=generators[row]))
+            for j, row in enumerate(rows)
         ]
         return chosen, [math.inf] * len(chosen)
 
@@ -284,14 +287,3 @@ def _full_attention_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
             "DynamicCache; use decoder.engine=backend for this model"
         )
     return [(layer.keys, layer.values) for layer in layers]
-
-
-def _trim_left_padding(cache, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Drop leading cache columns that are padding in every remaining row."""
-    first = int(attention_mask.any(0).int().argmax())
-    if first == 0:
-        return attention_mask
-    for layer in cache.layers:
-        layer.keys = layer.keys[:, :, first:]
-        layer.values = layer.values[:, :, first:]
-    return attention_mask[:, first:]
