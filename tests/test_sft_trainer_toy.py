@@ -3,7 +3,8 @@
 Toy training problems with their reference solutions as responses, written as an identify
 dataset whose critical tokens are the digits; three steps each of `sft` and `cft`. The pinned
 values belong to one build of the toy model (keyed by the sha256 of its weights): after a
-rebuild, re-pin with `.venv/bin/python tests/test_sft_trainer_toy.py` and check the change.
+rebuild, re-pin with `.venv/bin/python tests/test_sft_trainer_toy.py [MODEL_DIR]` and check
+the change.
 """
 
 from __future__ import annotations
@@ -26,20 +27,20 @@ torch.set_num_threads(1)
 
 # sha256 of cft_rl/toy/model/model.safetensors -> loss name -> the 3 step losses
 GOLDEN: dict[str, dict[str, list[float]]] = {
-    # interim build d42d517 (250 steps)
-    "494a8eb7f6855a3608d7fc97257a042b68fcf51413e8241c7d1b2b77b88f1feb": {
-        "sft": [1.0393612384796143, 1.3599952459335327, 1.2001168727874756],
-        "cft": [1.762138843536377, 2.277963638305664, 2.0621273517608643],
+    # the 1900-step build (greedy 0.89 on toy)
+    "ec86785d98f6ea81c7be861f3e5d85bfd3ee84960e2bab9e6c767d114c7fe5be": {
+        "sft": [0.19261381030082703, 0.2073410451412201, 0.2296288162469864],
+        "cft": [0.02988237887620926, 0.05320898815989494, 0.07780729234218597],
     },
 }
 
 
-def toy_weights_hash() -> str:
-    return hashlib.sha256((TOY_MODEL_DIR / "model.safetensors").read_bytes()).hexdigest()
+def weights_hash(model_dir: Path) -> str:
+    return hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
 
 
-def toy_records(count: int) -> list[dict]:
-    tokenizer = load_tokenizer(ModelSpec(path="toy"))
+def toy_records(model_dir: Path, count: int) -> list[dict]:
+    tokenizer = load_tokenizer(ModelSpec(path=str(model_dir)))
     records = []
     for index, example in enumerate(toy_training_examples(count)):
         messages = [{"role": "user", "content": example.question}]
@@ -68,13 +69,13 @@ def toy_records(count: int) -> list[dict]:
     return records
 
 
-def toy_losses(tmp_path: Path, loss: str) -> list[float]:
+def toy_losses(tmp_path: Path, loss: str, model_dir: Path = TOY_MODEL_DIR) -> list[float]:
     data = tmp_path / "identify"
     if not data.exists():
-        write_identify_dataset(data, records=toy_records(24))
+        write_identify_dataset(data, records=toy_records(model_dir, 24))
     out = tmp_path / loss
     config = tiny_config(
-        TOY_MODEL_DIR,
+        model_dir,
         data,
         out,
         loss={"name": loss},
@@ -92,7 +93,7 @@ def toy_losses(tmp_path: Path, loss: str) -> list[float]:
 
 @pytest.mark.parametrize("loss", ["sft", "cft"])
 def test_golden_losses_on_the_toy_model(tmp_path, loss):
-    weights = toy_weights_hash()
+    weights = weights_hash(TOY_MODEL_DIR)
     assert weights in GOLDEN, (
         f"no golden losses for this toy model build (sha256 {weights}); "
         "re-pin: .venv/bin/python tests/test_sft_trainer_toy.py"
@@ -101,8 +102,10 @@ def test_golden_losses_on_the_toy_model(tmp_path, loss):
 
 
 if __name__ == "__main__":
+    # optional argument: a toy model directory other than the shipped one (e.g. a new build)
     import tempfile
 
+    model_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else TOY_MODEL_DIR
     with tempfile.TemporaryDirectory() as directory:
-        losses = {name: toy_losses(Path(directory), name) for name in ("sft", "cft")}
-    print(f'    "{toy_weights_hash()}": {json.dumps(losses)},', file=sys.stdout)
+        losses = {name: toy_losses(Path(directory), name, model_dir) for name in ("sft", "cft")}
+    print(f'    "{weights_hash(model_dir)}": {json.dumps(losses)},')
