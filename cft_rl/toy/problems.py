@@ -84,14 +84,16 @@ class Difficulty:
     kind_weights: tuple[float, float, float] = (0.45, 0.35, 0.2)
 
 
-# The in-distribution numbers are kept small enough that the tiny model learns its carries
-# in a 15-minute CPU build (a sweep found amounts up to 99 needed about twice the steps).
+# The in-distribution amounts are kept below 50 so that the tiny model learns its carries
+# within a 15-minute CPU build. `toy-hard` has one more step than the longest `toy` problem
+# and larger start counts and amounts; it was chosen among a few such variants as the one
+# that leaves the shipped model around 20% (see docs/toy.md).
 DIFFICULTIES: dict[str, Difficulty] = {
     "toy": Difficulty(
         steps=(2, 3), start=(1, 99), amount=(1, 49), bag_count=(2, 9), bag_size=(2, 9)
     ),
     "toy-hard": Difficulty(
-        steps=(4, 5), start=(50, 199), amount=(10, 99), bag_count=(2, 9), bag_size=(5, 12)
+        steps=(4, 4), start=(1, 149), amount=(1, 59), bag_count=(2, 9), bag_size=(2, 9)
     ),
 }
 
