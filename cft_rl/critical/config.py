@@ -80,6 +80,9 @@ class IdentifyConfig(Section):
     data: IdentifyData = IdentifyData()
     counterfactual: CounterfactualSettings = CounterfactualSettings()
     decoder: DecoderSettings = DecoderSettings()
+    # torch threads on CPU (null: torch's default). For small models on a small or busy
+    # machine 1 is fastest: idle-waiting OpenMP threads cost more than they give.
+    cpu_threads: int | None = Field(default=None, ge=1)
     verifier_workers: int = Field(default=2, ge=1)
     verifier_timeout_s: float = Field(default=5.0, gt=0)
     # Split one run into num_shards independent jobs (SLURM array, one per GPU); the last
@@ -100,7 +103,14 @@ class IdentifyConfig(Section):
         """The settings that determine the dataset (not where or how fast it is computed):
         a resumed or sharded run must match them."""
         settings = self.model_dump(mode="json")
-        for key in ("output_dir", "verifier_workers", "shard_index", "num_shards", "merge_only"):
+        for key in (
+            "output_dir",
+            "cpu_threads",
+            "verifier_workers",
+            "shard_index",
+            "num_shards",
+            "merge_only",
+        ):
             settings.pop(key)
         settings["generation"].pop("gpu_memory_utilization")
         settings["decoder"].pop("max_batch_rows")

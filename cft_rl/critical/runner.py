@@ -103,6 +103,10 @@ class Workbench:
 def run_identify(config: IdentifyConfig, workbench: Workbench | None = None) -> Path:
     """Run this shard (unless merge_only), then merge if every shard is done."""
     out_dir = Path(config.output_dir)
+    if config.cpu_threads is not None:
+        import torch
+
+        torch.set_num_threads(config.cpu_threads)
     if not config.merge_only:
         check_settings(out_dir, config.result_settings())
         examples = load_questions(config.data)
