@@ -26,8 +26,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The whole pipeline on the embedded toy model: critical tokens, CFT and the SFT baseline,
+# GRPO from the CFT export, evaluation of every model, and the reports. Outputs in runs/.
+CFT_RL := $(BIN)/cft-rl
+DEMO_EVAL := benchmarks='[{name: toy, limit: 100, template: toy}, {name: toy-hard, limit: 50, template: toy}]' n_samples=4
+
 demo: setup
-	$(BIN)/cft-rl eval --recipe recipes/toy/eval.yaml
+	$(CFT_RL) identify --recipe recipes/toy/identify.yaml
+	$(CFT_RL) report tokens runs/toy-identify
+	$(CFT_RL) sft --recipe recipes/toy/cft.yaml
+	$(CFT_RL) sft --recipe recipes/toy/sft.yaml
+	$(CFT_RL) grpo --recipe recipes/toy/grpo.yaml model.path=runs/toy-cft/hf_model
+	$(CFT_RL) eval --recipe recipes/toy/eval.yaml $(DEMO_EVAL) output_dir=runs/toy-eval/base
+	$(CFT_RL) eval --recipe recipes/toy/eval.yaml $(DEMO_EVAL) output_dir=runs/toy-eval/sft \
+		model.path=runs/toy-sft/hf_model
+	$(CFT_RL) eval --recipe recipes/toy/eval.yaml $(DEMO_EVAL) output_dir=runs/toy-eval/cft \
+		model.path=runs/toy-cft/hf_model
+	$(CFT_RL) eval --recipe recipes/toy/eval.yaml $(DEMO_EVAL) output_dir=runs/toy-eval/cft-grpo \
+		model.path=runs/toy-grpo/hf_model
+	$(CFT_RL) report passk runs/toy-eval/base runs/toy-eval/sft runs/toy-eval/cft \
+		runs/toy-eval/cft-grpo --out runs/toy-report
+	$(CFT_RL) report entropy runs/toy-grpo --out runs/toy-report
 
 lint: setup
 	$(BIN)/ruff check .
