@@ -122,6 +122,27 @@ def test_a_step_learns_from_the_reward_and_logs_metrics(model_dir, train_file, t
     assert records[0]["pg_clipfrac"] <= 0.5
 
 
+def test_validation_asks_the_same_questions_with_the_same_seeds(model_dir, train_file, tmp_path):
+    validation = {"benchmark": "gsm8k", "path": str(train_file), "limit": 6, "n": 3, "every": 2}
+    curves = {}
+    for lr in (1e-12, 3e-2):  # a frozen policy, and one that climbs the digit reward
+        out = tmp_path / f"lr{lr}"
+        config = make_config(model_dir, train_file, out, optim__lr=lr, validation=validation)
+        run_local(config, scorer=digit_share)
+        records = read_jsonl(out / "validation.jsonl")
+        assert [(r["step"], r["samples"]) for r in records] == [(0, 18), (2, 18), (4, 18)]
+        metrics = read_jsonl(out / "metrics.jsonl")
+        assert [r.get("val_reward_mean") for r in metrics] == [
+            None,
+            records[1]["reward_mean"],
+            None,
+            records[2]["reward_mean"],
+        ]
+        curves[lr] = [r["reward_mean"] for r in records]
+    assert len(set(curves[1e-12])) == 1  # unchanged policy, same questions and seeds
+    assert curves[3e-2][0] == curves[1e-12][0] and curves[3e-2][-1] > curves[3e-2][0]
+
+
 @pytest.mark.parametrize("mode", list(algos.LOSS_AGG_MODES))
 def test_micro_batching_does_not_change_the_gradient(model_dir, train_file, tmp_path, mode):
     """TRL-style invariance: 8 sequences as 8 x 1, 3 + 3 + 2 or 1 x 8 give one gradient."""

@@ -22,12 +22,15 @@ PNG_NAME = "entropy.png"
 TABLE_NAME = "entropy.md"
 METRICS = "metrics.jsonl"
 PROBE = "probe.jsonl"
+VALIDATION = "validation.jsonl"
 EVENTS = "collapse_events.jsonl"
 
-# (panel title, file, key) of each curve drawn; probe panels only when some run has them.
+# (panel title, file, key) of each curve drawn; the first two always, the others when some
+# run has them.
 PANELS = [
     ("policy entropy on rollouts (nats)", METRICS, "entropy"),
-    ("reward mean", METRICS, "reward_mean"),
+    ("reward mean (training questions)", METRICS, "reward_mean"),
+    ("reward mean (fixed validation questions)", VALIDATION, "reward_mean"),
     ("probe entropy, critical tokens", PROBE, "entropy_critical"),
     ("probe entropy, non-critical tokens", PROBE, "entropy_noncritical"),
 ]
@@ -70,7 +73,7 @@ def load_run(run_dir: str) -> Run:
     metrics_path = path / METRICS
     if not metrics_path.is_file():
         raise UserError(f"{metrics_path} not found: is {run_dir} the output_dir of `cft-rl grpo`?")
-    series = {METRICS: _read_series(metrics_path), PROBE: _read_series(path / PROBE)}
+    series = {name: _read_series(path / name) for name in (METRICS, PROBE, VALIDATION)}
     events = len(_read_records(path / EVENTS))
     return Run(path, _label(path), series, events, _group_key(path))
 
@@ -97,9 +100,9 @@ def summary_table(groups: list[Group]) -> str:
     """Markdown: per group, start and end values (mean over seeds, min-max in brackets)."""
     lines = [
         "| run | seeds | steps | reward first 10% | reward last 10% | entropy first 10% "
-        "| entropy last 10% | probe H critical start -> end | probe H other start -> end "
-        "| collapse events |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| entropy last 10% | validation reward start -> end | probe H critical start -> end "
+        "| probe H other start -> end | collapse events |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for group in groups:
         steps = [max((s for s, _ in r.series[METRICS].get("reward_mean", [])), default=0)
@@ -109,15 +112,17 @@ def summary_table(groups: list[Group]) -> str:
             for part in ("first", "last"):
                 cells.append(_spread([_window_mean(r.series[METRICS].get(key, []), part)
                                       for r in group.runs]))  # fmt: skip
-        for key in ("entropy_critical", "entropy_noncritical"):
-            start = _spread([_end(r.series[PROBE].get(key, []), 0) for r in group.runs])
-            end = _spread([_end(r.series[PROBE].get(key, []), -1) for r in group.runs])
+        for file, key in ((VALIDATION, "reward_mean"), (PROBE, "entropy_critical"),
+                          (PROBE, "entropy_noncritical")):  # fmt: skip
+            start = _spread([_end(r.series[file].get(key, []), 0) for r in group.runs])
+            end = _spread([_end(r.series[file].get(key, []), -1) for r in group.runs])
             cells.append(f"{start} -> {end}" if start != "-" else "-")
         cells.append(str(sum(r.events for r in group.runs)))
         lines.append("| " + " | ".join(cells) + " |")
     notes = (
         "\nfirst/last 10%: mean over the first/last tenth of the steps. With several seeds: "
-        "mean [min, max] over seeds. Probe: entropy of the policy on the fixed CFT responses "
+        "mean [min, max] over seeds. Validation: the same held-out questions and sampling "
+        "seeds at every point. Probe: entropy of the policy on the fixed CFT responses "
         "(teacher-forced) at critical and other tokens.\n"
     )
     return "\n".join(lines) + "\n" + notes
@@ -129,10 +134,17 @@ def _plot(groups: list[Group], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    has_probe = any(r.series[PROBE] for g in groups for r in g.runs)
-    panels = PANELS if has_probe else PANELS[:2]
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
-    for axis, (title, file, key) in zip(axes[0], panels, strict=True):
+    panels = PANELS[:2] + [
+        (title, file, key)
+        for title, file, key in PANELS[2:]
+        if any(r.series[file].get(key) for g in groups for r in g.runs)
+    ]
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.4 * rows), squeeze=False)
+    for axis in axes.flat[len(panels) :]:
+        axis.set_visible(False)
+    for axis, (title, file, key) in zip(axes.flat, panels, strict=False):
         for index, group in enumerate(groups):
             steps, mean, low, high = _band([r.series[file].get(key, []) for r in group.runs])
             if not steps:

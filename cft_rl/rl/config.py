@@ -131,6 +131,24 @@ class ProbeSettings(Section):
     micro_batch_size: int = Field(default=16, ge=1)
 
 
+class ValidationSettings(Section):
+    """Reward on fixed held-out questions, before the first step and every `every` steps.
+
+    The training reward is measured on each step's fresh questions, so it moves with their
+    difficulty as much as with the policy; this curve asks the same questions with the same
+    sampling seeds every time. Local engine only. `benchmark`: a cft_rl.data benchmark (e.g.
+    "toy" for the toy world's held-out problems); null turns validation off.
+    """
+
+    benchmark: str | None = None
+    path: str | None = None
+    limit: int = Field(default=64, ge=1)
+    template: str = "toy"
+    # Samples per question, at the rollout temperature, top_p and budget.
+    n: int = Field(default=4, ge=1)
+    every: int = Field(default=10, ge=1)
+
+
 class VerlSettings(Section):
     """Only for engine: verl (launch settings that have no local counterpart)."""
 
@@ -170,6 +188,7 @@ class GrpoConfig(Section):
     keep_checkpoints: int = Field(default=2, ge=1)
     monitor: EntropyMonitorSettings = EntropyMonitorSettings()
     probe: ProbeSettings = ProbeSettings()
+    validation: ValidationSettings = ValidationSettings()
     verifier: VerifierSettings = VerifierSettings()
     # Local engine on CPU: torch threads (null: torch's default). On a busy or small machine 1
     # is often fastest for small models: idle-waiting OpenMP threads cost more than they give.

@@ -7,7 +7,8 @@ reference's, when there is one), then take PPO-clipped updates over mini-batches
 accumulated over micro-batches whose losses sum to the mini-batch loss.
 
 Outputs in output_dir: metrics.jsonl (one record per step, names of
-cft_rl.rl.entropy_monitor.METRIC_NAMES plus timings), probe.jsonl, collapse_events.jsonl,
+cft_rl.rl.entropy_monitor.METRIC_NAMES plus timings), probe.jsonl, validation.jsonl,
+collapse_events.jsonl,
 checkpoints/step_N (exact resume), hf_model/ (the final policy) and entropy.png.
 """
 
@@ -24,6 +25,7 @@ from typing import Any
 
 import torch
 
+from cft_rl.data import load_benchmark
 from cft_rl.generation import FINISH_LENGTH, SamplingParams
 from cft_rl.generation.hf import HFBackend
 from cft_rl.modeling import load_causal_lm, load_tokenizer
@@ -45,6 +47,7 @@ from cft_rl.rl.sequences import pad_rows, token_stats
 
 METRICS = "metrics.jsonl"
 PROBE = "probe.jsonl"
+VALIDATION = "validation.jsonl"
 EVENTS = "collapse_events.jsonl"
 
 # responses (texts), references -> one reward per response
@@ -125,10 +128,12 @@ class LocalGrpo:
         self.monitor = EntropyMonitor(config.monitor, config.algorithm.entropy_coeff)
         self.metrics = StepLog(self.out_dir / METRICS)
         self.probe_log = StepLog(self.out_dir / PROBE)
+        self.validation_log = StepLog(self.out_dir / VALIDATION)
         self.events = StepLog(self.out_dir / EVENTS)
         self.probe = (
             load_probe_set(config.probe.path, config.probe.limit) if config.probe.path else None
         )
+        self.validation = self._validation_set()
 
     # -----------------------------------------------------------------------------------------
     # The run
@@ -136,13 +141,12 @@ class LocalGrpo:
     def run(self) -> Path:
         config = self.config
         start = self._resume()
-        if start == 0 and self.probe is not None:
-            self._run_probe(0)
+        if start == 0:
+            self._periodic(0)
         last_saved = start
         for step in range(start + 1, config.steps + 1):
             record = self.train_step(step)
-            if self.probe is not None and step % config.probe.every == 0:
-                record.update(self._run_probe(step))
+            record.update(self._periodic(step))
             self.metrics.append(record)
             print(_summary_line(record, config.steps), flush=True)
             for event in self.monitor.update(step, record):
@@ -166,7 +170,7 @@ class LocalGrpo:
         """Restore the newest checkpoint, if any; returns its step (0 for a fresh run)."""
         path = latest_checkpoint(self.out_dir)
         if path is None:
-            for log in (self.metrics, self.probe_log, self.events):
+            for log in (self.metrics, self.probe_log, self.validation_log, self.events):
                 log.rewind(0)
             return 0
         state = read_training_state(path)
@@ -174,6 +178,7 @@ class LocalGrpo:
         load_checkpoint(path, self.model, self.optimizer, self.scheduler)
         kept = self.metrics.rewind(state.step)
         self.probe_log.rewind(state.step)
+        self.validation_log.rewind(state.step)
         self.events.rewind(state.step)
         # The monitor's state (history, quiet period, raised coefficient) is a function of the
         # metrics it was fed: replaying them restores it exactly.
@@ -193,13 +198,48 @@ class LocalGrpo:
             self.config.keep_checkpoints,
         )
 
-    def _run_probe(self, step: int) -> dict[str, Any]:
+    def _periodic(self, step: int) -> dict[str, Any]:
+        """The probe and the validation, when due at `step` (0: before training); their
+        results prefixed for the step's metrics record."""
         self.model.eval()
-        result = probe_entropy(
-            self.model, self.probe, self.pad_id, self.config.probe.micro_batch_size
+        found: dict[str, Any] = {}
+        if self.probe is not None and step % self.config.probe.every == 0:
+            result = probe_entropy(
+                self.model, self.probe, self.pad_id, self.config.probe.micro_batch_size
+            )
+            self.probe_log.append({"step": step, **result})
+            found |= {f"probe_{key}": value for key, value in result.items()}
+        if self.validation is not None and step % self.config.validation.every == 0:
+            result = self._validate()
+            self.validation_log.append({"step": step, **result})
+            found |= {f"val_{key}": value for key, value in result.items()}
+        return found
+
+    def _validation_set(self) -> tuple[list[list[int]], list[str]] | None:
+        spec = self.config.validation
+        if spec.benchmark is None:
+            return None
+        examples = load_benchmark(spec.benchmark, spec.path, spec.limit)
+        prompts = encode_prompts(
+            self.tokenizer, examples, spec.template, self.config.data.max_prompt_tokens
         )
-        self.probe_log.append({"step": step, **result})
-        return {f"probe_{key}": value for key, value in result.items()}
+        return prompts, [example.answer for example in examples]
+
+    def _validate(self) -> dict[str, float]:
+        """Mean reward of `n` samples per validation question, with the same seeds each time."""
+        r, spec = self.config.rollout, self.config.validation
+        prompts, references = self.validation
+        params = SamplingParams(
+            max_new_tokens=r.max_new_tokens,
+            temperature=r.temperature,
+            top_p=r.top_p,
+            n=spec.n,
+            seed=step_seed(self.config.seed, 0),  # step 0 is never a training step's seed
+        )
+        results = self.backend.generate(prompts, params)
+        texts = [c.text for completions in results for c in completions]
+        scores = self.scorer(texts, [ref for ref in references for _ in range(spec.n)])
+        return {"reward_mean": sum(scores) / len(scores), "samples": len(scores)}
 
     def _plot(self) -> None:
         from cft_rl.report.entropy import plot_runs
@@ -435,6 +475,8 @@ def _summary_line(record: dict[str, Any], steps: int) -> str:
     )
     if "kl_loss" in record:
         line += f"  kl {record['kl_loss']:.4f}"
+    if "val_reward_mean" in record:
+        line += f"  val reward {record['val_reward_mean']:.3f}"
     if record.get("probe_entropy_critical") is not None:
         line += f"  probe H crit/other {record['probe_entropy_critical']:.3f}"
         line += f"/{record['probe_entropy_noncritical'] or float('nan'):.3f}"
