@@ -41,6 +41,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--micro-batch", type=int, default=16, help="sequences per backward")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
+    # Alternate local and TRL this many times: on a shared machine the load drifts.
+    parser.add_argument("--repeats", type=int, default=1)
     # 1: on a shared 2-core machine a second OpenMP thread slows small models down a lot.
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--lr", type=float, default=1e-6)
@@ -192,15 +194,20 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     scorer = VerifierScorer(num_workers=2, timeout_s=5.0)
+    local, trl, ratios = [], [], []
     try:
-        local = run_local(args, scorer)
-        trl = run_trl(args, scorer)
+        for _ in range(args.repeats):
+            local_steps, trl_steps = run_local(args, scorer), run_trl(args, scorer)
+            ratios.append(median(trl_steps, "step") / median(local_steps, "step"))
+            local += local_steps
+            trl += trl_steps
     finally:
         scorer.close()
     print(
         f"\nmodel {args.model}: {args.prompts} questions x {args.n} responses, "
         f"<= {args.max_new_tokens} new tokens, micro-batch {args.micro_batch}, "
-        f"{args.threads} threads; median of {args.steps} steps after {args.warmup} warm-up"
+        f"{args.threads} threads; median of {args.repeats} x {args.steps} steps, each run "
+        f"after {args.warmup} warm-up step(s)"
     )
     keys = ["step", "generation", "reward", "log-probs (old)", "forward/backward + optimizer",
             "response length"]  # fmt: skip
@@ -210,6 +217,8 @@ def main() -> None:
         print(f"{key:<32}" + "".join(f"{'-':>10}" if c is None else f"{c:>10.2f}" for c in cells))
     ratio = median(trl, "step") / median(local, "step")
     print(f"TRL time per step / local time per step: {ratio:.2f}x")
+    if args.repeats > 1:
+        print("per repeat: " + ", ".join(f"{r:.2f}x" for r in ratios))
 
 
 if __name__ == "__main__":

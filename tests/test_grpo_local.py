@@ -145,21 +145,24 @@ def test_validation_asks_the_same_questions_with_the_same_seeds(model_dir, train
 
 @pytest.mark.parametrize("mode", list(algos.LOSS_AGG_MODES))
 def test_micro_batching_does_not_change_the_gradient(model_dir, train_file, tmp_path, mode):
-    """TRL-style invariance: 8 sequences as 8 x 1, 3 + 3 + 2 or 1 x 8 give one gradient."""
+    """TRL-style invariance: 8 sequences as 8 x 1, 3 + 3 + 2 or 1 x 8 give one gradient; so
+    does the on-policy shortcut (old log-probs = the update's own, detached)."""
     changes = {"kl__use_reference": True, "kl__coef": 0.1, "algorithm__entropy_coeff": 0.01}
     config = make_config(model_dir, train_file, tmp_path, algorithm__loss_agg_mode=mode, **changes)
     trainer = LocalGrpo(config, digit_share)
     rollouts = trainer.generate(step=1)
     scores = torch.tensor(digit_share(rollouts.texts, rollouts.references))
     advantages = algos.compute_advantages("grpo", scores, rollouts.group, torch.ones(16, 1))[:, 0]
-    old, _, ref = trainer.old_log_probs(rollouts)
+    old, entropies, ref = trainer.old_log_probs(rollouts)
     rows = list(range(8))  # one mini-batch: 2 prompts x 4 responses
     gradients = []
-    for micro in (1, 3, 8):
+    for micro, recomputed in ((1, old), (3, old), (8, old), (3, None)):
         trainer.config.batch.micro_batch_size = micro
         trainer.model.zero_grad(set_to_none=True)
-        trainer.backward(rollouts, rows, advantages, old, ref)
+        _, seen = trainer.backward(rollouts, rows, advantages, recomputed, ref)
         gradients.append({n: p.grad.clone() for n, p in trainer.model.named_parameters()})
+        for row in rows:
+            torch.testing.assert_close(seen[row], entropies[row])
     assert any(g.abs().sum() > 0 for g in gradients[0].values())
     for other in gradients[1:]:
         for name, grad in gradients[0].items():

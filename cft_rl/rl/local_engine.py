@@ -263,11 +263,17 @@ class LocalGrpo:
             rollouts.group,
             torch.ones(len(rollouts), 1),
         )[:, 0]
-        old_log_probs, entropies, ref_log_probs = self.old_log_probs(rollouts)
+        # A single update is on-policy: its own forward gives the old log-probs (detached) and
+        # the pre-update entropies, so the separate pass is needed only for later mini-batches.
+        on_policy = config.algorithm.ppo_epochs == 1 and (
+            config.batch.mini_batch == config.batch.prompts_per_step
+        )
+        old_log_probs, entropies, ref_log_probs = self.old_log_probs(rollouts, not on_policy)
         clock.lap("time_logprob_s")
         self.model.train()
-        update = self._update(rollouts, advantages, old_log_probs, ref_log_probs)
+        update, update_entropies = self._update(rollouts, advantages, old_log_probs, ref_log_probs)
         clock.lap("time_update_s")
+        entropies = entropies if entropies is not None else update_entropies
 
         lengths = torch.tensor([len(r) for r in rollouts.responses], dtype=torch.float32)
         mask = (torch.arange(int(lengths.max()))[None, :] < lengths[:, None]).float()
@@ -312,47 +318,58 @@ class LocalGrpo:
         return rollouts
 
     @torch.no_grad()
-    def old_log_probs(self, rollouts: Rollouts):
-        """Per sequence: the sampling policy's log-probs and entropies, and the reference's."""
-        old, entropies, ref = [], [], []
+    def old_log_probs(self, rollouts: Rollouts, policy: bool = True):
+        """Per sequence: the sampling policy's log-probs and entropies (when `policy`), and the
+        reference's (when there is one); None for what is not computed."""
+        old, entropies, ref = {}, {}, {}
         temperature = self.config.rollout.temperature
-        for rows in self._micro_batches(range(len(rollouts))):
+        for rows in self._micro_batches(rollouts, range(len(rollouts))):
             prompts = [rollouts.prompts[i] for i in rows]
             responses = [rollouts.responses[i] for i in rows]
-            stats = token_stats(
-                self.model, prompts, responses, self.pad_id, temperature, with_entropy=True
-            )
-            old += _unpad(stats.log_prob, stats.response_mask)
-            entropies += _unpad(stats.entropy, stats.response_mask)
+            if policy:
+                stats = token_stats(
+                    self.model, prompts, responses, self.pad_id, temperature, with_entropy=True
+                )
+                old |= zip(rows, _unpad(stats.log_prob, stats.response_mask), strict=True)
+                entropies |= zip(rows, _unpad(stats.entropy, stats.response_mask), strict=True)
             if self.reference is not None:
                 ref_stats = token_stats(
                     self.reference, prompts, responses, self.pad_id, temperature
                 )
-                ref += _unpad(ref_stats.log_prob, ref_stats.response_mask)
-        return old, entropies, (ref if self.reference is not None else None)
+                ref |= zip(rows, _unpad(ref_stats.log_prob, ref_stats.response_mask), strict=True)
+        return tuple(
+            [values[i] for i in range(len(rollouts))] if values else None
+            for values in (old, entropies, ref)
+        )
 
-    def _update(self, rollouts, advantages, old_log_probs, ref_log_probs) -> dict[str, float]:
-        """PPO epochs over mini-batches; returns the update's metrics (means over mini-batches)."""
+    def _update(self, rollouts, advantages, old_log_probs, ref_log_probs):
+        """PPO epochs over mini-batches. Returns the update's metrics (means over mini-batches)
+        and the per-sequence entropies seen by the first epoch."""
         config = self.config
         per_mini = config.batch.mini_batch * config.rollout.n
         totals: dict[str, float] = {}
         lr = self.scheduler.get_last_lr()[0]
-        updates = 0
-        for _ in range(config.algorithm.ppo_epochs):
+        updates, entropies = 0, []
+        for epoch in range(config.algorithm.ppo_epochs):
             for start in range(0, len(rollouts), per_mini):
                 rows = list(range(start, min(start + per_mini, len(rollouts))))
                 self.optimizer.zero_grad(set_to_none=True)
-                metrics = self.backward(rollouts, rows, advantages, old_log_probs, ref_log_probs)
+                metrics, seen = self.backward(
+                    rollouts, rows, advantages, old_log_probs, ref_log_probs
+                )
                 metrics["grad_norm"] = self._apply_gradients()
                 for key, value in metrics.items():
                     totals[key] = totals.get(key, 0.0) + value
                 updates += 1
+                entropies += seen if epoch == 0 else []
         self.scheduler.step()
-        return {key: value / updates for key, value in totals.items()} | {"lr": lr}
+        return {key: value / updates for key, value in totals.items()} | {"lr": lr}, entropies
 
     def backward(self, rollouts, rows, advantages, old_log_probs, ref_log_probs):
         """Accumulate the gradient of mini-batch `rows`' loss, one micro-batch at a time (the
-        micro-batch losses sum to the mini-batch loss); returns the loss metrics."""
+        micro-batch losses sum to the mini-batch loss). `old_log_probs` None: the update is
+        on-policy, the old log-probs are this forward's, detached. Returns the loss metrics
+        and each row's token entropies."""
         config, algo = self.config, self.config.algorithm
         device = next(self.model.parameters()).device
         tokens = sum(len(rollouts.responses[i]) for i in rows)
@@ -360,17 +377,23 @@ class LocalGrpo:
         sums = {"pg_loss": 0.0, "kl_loss": 0.0, "entropy_loss": 0.0}
         weighted = {"pg_clipfrac": 0.0, "pg_clipfrac_lower": 0.0, "ppo_kl": 0.0}
         coeff = self.monitor.entropy_coeff
-        for micro in self._micro_batches(rows):
+        entropies = {}
+        for micro in self._micro_batches(rollouts, rows):
             stats = token_stats(
                 self.model,
                 [rollouts.prompts[i] for i in micro],
                 [rollouts.responses[i] for i in micro],
                 self.pad_id,
                 config.rollout.temperature,
-                with_entropy=coeff > 0,
+                with_entropy=True,
+                entropy_grad=coeff > 0,
             )
             mask = stats.response_mask
-            old = pad_rows([old_log_probs[i] for i in micro]).to(device)
+            entropies |= zip(micro, _unpad(stats.entropy, mask), strict=True)
+            if old_log_probs is None:
+                old = stats.log_prob.detach()
+            else:
+                old = pad_rows([old_log_probs[i] for i in micro]).to(device)
             adv = advantages[micro].to(device)[:, None] * mask
             policy = algos.vanilla_policy_loss(
                 stats.log_prob,
@@ -406,7 +429,7 @@ class LocalGrpo:
             sums.pop("entropy_loss")
         if ref_log_probs is None:
             sums.pop("kl_loss")
-        return sums | weighted
+        return sums | weighted, [entropies[row] for row in rows]
 
     def _apply_gradients(self) -> float:
         """Clip and step; returns the gradient norm before clipping."""
@@ -428,8 +451,9 @@ class LocalGrpo:
             **normaliser,
         )
 
-    def _micro_batches(self, rows):
-        rows = list(rows)
+    def _micro_batches(self, rollouts: Rollouts, rows) -> list[list[int]]:
+        """`rows` cut into micro-batches of similar lengths (less padding to compute)."""
+        rows = sorted(rows, key=lambda i: len(rollouts.prompts[i]) + len(rollouts.responses[i]))
         size = self.config.batch.micro_batch_size
         return [rows[start : start + size] for start in range(0, len(rows), size)]
 

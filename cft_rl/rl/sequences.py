@@ -50,9 +50,11 @@ def token_stats(
     pad_id: int,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    entropy_grad: bool = True,
 ) -> TokenStats:
     """Log-probs (and entropies) of `responses` given `prompts` under `model`, with gradient
-    unless called under torch.no_grad(). Logits are divided by `temperature` first, as verl
+    unless called under torch.no_grad(); `entropy_grad=False` keeps the entropies out of the
+    graph (a metric, not a loss term). Logits are divided by `temperature` first, as verl
     does: the policy whose ratio PPO takes is the one the rollouts were sampled from."""
     device = next(model.parameters()).device
     lengths = [len(r) for r in responses]
@@ -81,7 +83,10 @@ def token_stats(
     flat_log_prob = logits.log_softmax(-1).gather(1, targets_t[:, None]).squeeze(1)
     mask = response_mask(lengths, device)
     log_prob = _scatter(flat_log_prob, mask)
-    entropy = _scatter(entropy_from_logits(logits), mask) if with_entropy else None
+    entropy = None
+    if with_entropy:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
+            entropy = _scatter(entropy_from_logits(logits), mask)
     return TokenStats(log_prob, entropy, mask)
 
 
