@@ -25,11 +25,11 @@ import time
 import torch
 
 from cft_rl.config import ModelSpec
-from cft_rl.critical.config import CounterfactualSettings, IdentifyData
+from cft_rl.critical.config import CounterfactualSettings
 from cft_rl.critical.counterfactual import Engine, ResponseCriticality, identify_response
 from cft_rl.critical.engines import CachedEngine, ContinuationSampling
 from cft_rl.critical.naive import NaiveEngine
-from cft_rl.critical.questions import load_questions
+from cft_rl.data import load_benchmark
 from cft_rl.data.prompts import format_prompt
 from cft_rl.generation import SamplingParams
 from cft_rl.generation.hf import HFBackend
@@ -93,7 +93,7 @@ def main() -> None:
 def correct_answers(backend, verifier, args) -> list[tuple[list[int], list[int], str]]:
     """(prompt ids, response ids, reference) of the first correct greedy answers."""
     tokenizer = backend.tokenizer
-    examples = load_questions(IdentifyData(benchmark="toy-train", limit=args.questions))
+    examples = load_benchmark("toy-train", limit=args.questions)
     prompts = [
         tokenizer(format_prompt(tokenizer, e.question, "toy"), add_special_tokens=False).input_ids
         for e in examples

@@ -47,6 +47,6 @@ def load_causal_lm(spec: ModelSpec) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(
-        resolve_model_path(spec.path), torch_dtype=_DTYPES[spec.dtype]
+        resolve_model_path(spec.path), dtype=_DTYPES[spec.dtype]
     )
     return model.to(pick_device(spec.device)).eval()

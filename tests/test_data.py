@@ -39,7 +39,7 @@ EXPECTED_ANSWERS = {
 
 
 def test_registry_has_the_paper_benchmarks_and_the_extras():
-    extras = {"math500", "aime24", "amc23", "toy", "toy-hard"}
+    extras = {"math500", "aime24", "amc23", "toy", "toy-hard", "toy-train"}
     assert len(PAPER_BENCHMARKS) == 11
     assert set(BENCHMARKS) == set(PAPER_BENCHMARKS) | extras
 
@@ -216,7 +216,7 @@ def test_toy_benchmarks_come_from_the_toy_world(monkeypatch):
     import types
 
     module = types.ModuleType("cft_rl.toy.problems")
-    module.eval_examples = lambda name, n: [Example(f"{name}-{i}", "q", "1") for i in range(n)]
+    module.examples = lambda name, n: [Example(f"{name}-{i}", "q", "1") for i in range(n)]
     monkeypatch.setitem(sys.modules, "cft_rl.toy.problems", module)
     assert len(load_benchmark("toy-hard", limit=3)) == 3
     with pytest.raises(DataError, match="generated, it takes no path"):

@@ -11,9 +11,9 @@ import os
 import pytest
 
 from cft_rl.config import GenerationSettings, ModelSpec
+from cft_rl.data import load_benchmark
 from cft_rl.data.prompts import format_prompt
 from cft_rl.generation import FINISH_EOS, SamplingParams, make_backend
-from cft_rl.toy.problems import eval_examples
 
 pytestmark = pytest.mark.vllm
 
@@ -39,7 +39,7 @@ def backends():
 @pytest.fixture(scope="module")
 def prompt_ids(backends):
     tokenizer = backends[0].tokenizer
-    examples = eval_examples("toy", 12) + eval_examples("toy-hard", 4)
+    examples = load_benchmark("toy", limit=12) + load_benchmark("toy-hard", limit=4)
     return [
         tokenizer.encode(format_prompt(tokenizer, e.question, "toy"), add_special_tokens=False)
         for e in examples

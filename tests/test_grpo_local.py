@@ -11,12 +11,11 @@ import torch
 from safetensors.torch import load_file
 from tiny_lm import char_tokenizer, save_tiny_model, tiny_qwen2
 
-from cft_rl.data import DataError, load_benchmark
+from cft_rl.checkpointing import latest_checkpoint
 from cft_rl.rl import algos
-from cft_rl.rl.checkpoint import latest_checkpoint
-from cft_rl.rl.config import GrpoConfig, GrpoData
+from cft_rl.rl.config import GrpoConfig
 from cft_rl.rl.local_engine import LocalGrpo, run_local
-from cft_rl.rl.prompts import PromptSchedule, training_examples
+from cft_rl.rl.prompts import PromptSchedule
 from cft_rl.rl.sequences import token_stats
 
 torch.set_num_threads(1)
@@ -96,15 +95,6 @@ def test_prompt_schedule_is_a_function_of_seed_and_step():
     again = PromptSchedule(num_examples=10, per_step=4, seed=1)
     assert again.indices(3) == schedule.indices(3)  # straight to step 3, as a resumed run does
     assert PromptSchedule(10, 4, seed=2).indices(1) != schedule.indices(1)
-
-
-def test_toy_training_questions_come_from_the_training_split():
-    examples = training_examples(GrpoData(benchmark="toy-train", limit=30))
-    assert len({e.question for e in examples}) == 30
-    heldout = {e.question for e in load_benchmark("toy", limit=200)}
-    assert not heldout & {e.question for e in examples}
-    with pytest.raises(DataError, match="data.path"):
-        training_examples(GrpoData(benchmark="toy-train", path="x.jsonl"))
 
 
 def test_a_step_learns_from_the_reward_and_logs_metrics(model_dir, train_file, tmp_path):

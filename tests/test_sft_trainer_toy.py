@@ -19,7 +19,7 @@ import torch
 from sft_trainer_data import REPO, tiny_config, write_identify_dataset
 
 from cft_rl.config import ModelSpec
-from cft_rl.critical.questions import toy_training_examples
+from cft_rl.data import load_benchmark
 from cft_rl.modeling import TOY_MODEL_DIR, load_tokenizer
 from cft_rl.sft.trainer import run_sft
 
@@ -42,7 +42,7 @@ def weights_hash(model_dir: Path) -> str:
 def toy_records(model_dir: Path, count: int) -> list[dict]:
     tokenizer = load_tokenizer(ModelSpec(path=str(model_dir)))
     records = []
-    for index, example in enumerate(toy_training_examples(count)):
+    for index, example in enumerate(load_benchmark("toy-train", limit=count)):
         messages = [{"role": "user", "content": example.question}]
         prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         response_ids = tokenizer(example.solution, add_special_tokens=False).input_ids

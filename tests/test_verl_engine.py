@@ -16,9 +16,9 @@ from tiny_lm import char_tokenizer
 
 from cft_rl.cli import main
 from cft_rl.config import ConfigError, load_config
-from cft_rl.data import Example
+from cft_rl.data import Example, load_benchmark
 from cft_rl.rl.config import GrpoConfig
-from cft_rl.rl.prompts import encode_prompts, training_examples
+from cft_rl.rl.prompts import encode_prompts
 from cft_rl.rl.verl_engine import (
     REWARD_FILE,
     compose_verl_config,
@@ -67,7 +67,9 @@ def real_recipe(out: Path, train: Path, *overrides: str):
         GrpoConfig, REAL_RECIPE, [f"output_dir={out}", f"data.path={train}", *overrides]
     )
     parquet = write_verl_parquet(
-        training_examples(config.data), config.data.template, out / "train.parquet"
+        load_benchmark(config.data.benchmark, config.data.path, config.data.limit),
+        config.data.template,
+        out / "train.parquet",
     )
     return config, parquet, compose_verl_config(verl_overrides(config, parquet, out))
 

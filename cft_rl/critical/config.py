@@ -16,7 +16,7 @@ class IdentifyData(Section):
     # with `path` naming its training file (e.g. ../shared/benchmarks/gsm8k/train.jsonl).
     benchmark: str = "toy-train"
     path: str | None = None
-    # At most this many questions (toy-train: exactly this many; default 200).
+    # At most this many questions (toy-train: exactly this many; default 500).
     limit: int | None = Field(default=None, ge=1)
     # Prompt template of cft_rl.data.prompts ("toy", "boxed").
     template: str = "toy"

@@ -21,7 +21,6 @@ from cft_rl.critical.config import IdentifyConfig
 from cft_rl.critical.counterfactual import Engine, identify_response
 from cft_rl.critical.dataset import finished_shards, merged_records, write_dataset
 from cft_rl.critical.engines import BackendEngine, CachedEngine, ContinuationSampling
-from cft_rl.critical.questions import load_questions
 from cft_rl.critical.store import (
     DATASET_NAME,
     SUMMARY_NAME,
@@ -30,7 +29,7 @@ from cft_rl.critical.store import (
     write_json,
 )
 from cft_rl.critical.summary import one_line, summarize
-from cft_rl.data import Example
+from cft_rl.data import Example, load_benchmark
 from cft_rl.errors import UserError
 from cft_rl.generation import GenerationBackend, SamplingParams
 
@@ -109,7 +108,7 @@ def run_identify(config: IdentifyConfig, workbench: Workbench | None = None) -> 
         torch.set_num_threads(config.cpu_threads)
     if not config.merge_only:
         check_settings(out_dir, config.result_settings())
-        examples = load_questions(config.data)
+        examples = load_benchmark(config.data.benchmark, config.data.path, config.data.limit)
         files = ShardFiles(out_dir, config.shard_index, config.num_shards)
         workbench = workbench or Workbench(config)
         try:

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cft_rl.checkpointing import changed_settings
 from cft_rl.errors import UserError
 
 DATASET_NAME = "critical_tokens.parquet"
@@ -34,7 +35,7 @@ def check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
     if path.exists():
         recorded = json.loads(path.read_text())
         if recorded != settings:
-            changed = sorted(_differences(recorded, settings))
+            changed = changed_settings(recorded, settings)
             raise RunSettingsError(
                 f"{out_dir} holds results computed with other settings ({', '.join(changed)} "
                 f"differ from {path}); use a new output_dir or the same settings"
@@ -116,15 +117,3 @@ def _write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(text)
     os.replace(temporary, path)
-
-
-def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = set(a) | set(b)
-    found = []
-    for key in keys:
-        left, right = a.get(key), b.get(key)
-        if isinstance(left, dict) and isinstance(right, dict):
-            found += _differences(left, right, f"{prefix}{key}.")
-        elif left != right:
-            found.append(f"{prefix}{key}")
-    return found

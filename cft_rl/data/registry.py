@@ -100,7 +100,8 @@ class FileBenchmark:
 
 @dataclass(frozen=True)
 class ToyBenchmark:
-    """Held-out problems of the embedded toy world, generated on demand (seeded)."""
+    """Problems of the embedded toy world, generated on demand (seeded): held-out ones for
+    "toy" and "toy-hard", training-split ones for "toy-train"."""
 
     name: str
 
@@ -109,9 +110,9 @@ class ToyBenchmark:
     ) -> list[Example]:
         if path is not None:
             raise DataError(f"benchmark '{self.name}' is generated, it takes no path ({path!r})")
-        from cft_rl.toy.problems import eval_examples  # the toy world is optional for real runs
+        from cft_rl.toy.problems import examples  # the toy world is optional for real runs
 
-        return eval_examples(self.name, limit or DEFAULT_TOY_SIZE)
+        return examples(self.name, limit or DEFAULT_TOY_SIZE)
 
 
 def examples_from_records(
@@ -236,6 +237,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         FileBenchmark("amc23", joined_fields("problem"), numeric_answer("answer")),
         ToyBenchmark("toy"),
         ToyBenchmark("toy-hard"),
+        ToyBenchmark("toy-train"),
     ]
 }
 

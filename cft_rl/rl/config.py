@@ -25,7 +25,7 @@ class GrpoData(Section):
 
     benchmark: str = "toy-train"
     path: str | None = None
-    # Number of training questions (toy-train: exactly this many, default 2000).
+    # Number of training questions (toy-train: exactly this many, default 500).
     limit: int | None = Field(default=None, ge=1)
     # Prompt template of cft_rl.data.prompts ("toy": bare question, "boxed": ask for \boxed{}).
     template: str = "toy"

@@ -25,15 +25,14 @@ from typing import Any
 
 import torch
 
+from cft_rl.checkpointing import check_resume_settings, latest_checkpoint
 from cft_rl.data import load_benchmark
 from cft_rl.generation import FINISH_LENGTH, SamplingParams
 from cft_rl.generation.hf import HFBackend
 from cft_rl.modeling import load_causal_lm, load_tokenizer
 from cft_rl.rl import algos
 from cft_rl.rl.checkpoint import (
-    check_resume_settings,
     export_hf,
-    latest_checkpoint,
     load_checkpoint,
     read_training_state,
     save_checkpoint,
@@ -42,7 +41,7 @@ from cft_rl.rl.config import GrpoConfig
 from cft_rl.rl.entropy_monitor import EntropyMonitor
 from cft_rl.rl.jsonl_log import StepLog
 from cft_rl.rl.probe import load_probe_set, probe_entropy
-from cft_rl.rl.prompts import PromptSchedule, encode_prompts, training_examples
+from cft_rl.rl.prompts import PromptSchedule, encode_prompts
 from cft_rl.rl.sequences import pad_rows, token_stats
 
 METRICS = "metrics.jsonl"
@@ -112,7 +111,7 @@ class LocalGrpo:
         if self.reference is not None:
             self.reference.requires_grad_(False)
         self.backend = HFBackend(self.model, self.tokenizer, config.rollout.batch_size)
-        examples = training_examples(config.data)
+        examples = load_benchmark(config.data.benchmark, config.data.path, config.data.limit)
         self.references = [example.answer for example in examples]
         self.prompt_ids = encode_prompts(
             self.tokenizer, examples, config.data.template, config.data.max_prompt_tokens

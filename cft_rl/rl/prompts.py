@@ -1,28 +1,11 @@
-"""Training questions for GRPO, their prompts, and which of them each step samples."""
+"""GRPO training prompts: their token ids, and which of them each step samples."""
 
 from __future__ import annotations
 
 import random
 
-from cft_rl.data import DataError, Example, load_benchmark
+from cft_rl.data import DataError, Example
 from cft_rl.data.prompts import format_prompt
-from cft_rl.rl.config import GrpoData
-
-# Questions drawn from the toy world's training split when a recipe gives no limit.
-DEFAULT_TOY_TRAINING_SIZE = 2000
-
-
-def training_examples(data: GrpoData) -> list[Example]:
-    """The questions to train on: `toy-train` (the toy world's training split, the same
-    questions `cft-rl identify` uses, never held-out ones) or a registry benchmark read from
-    `data.path` (its training file)."""
-    from cft_rl.critical.questions import TOY_TRAIN, toy_training_examples
-
-    if data.benchmark == TOY_TRAIN:
-        if data.path is not None:
-            raise DataError(f"data.path: '{TOY_TRAIN}' is generated, it takes no path")
-        return toy_training_examples(data.limit or DEFAULT_TOY_TRAINING_SIZE)
-    return load_benchmark(data.benchmark, data.path, data.limit)
 
 
 def encode_prompts(

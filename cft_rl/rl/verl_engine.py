@@ -21,13 +21,12 @@ import time
 from pathlib import Path
 
 from cft_rl.config import ConfigError
-from cft_rl.data import DataError, Example
+from cft_rl.data import DataError, Example, load_benchmark
 from cft_rl.data.prompts import TEMPLATES
 from cft_rl.modeling import resolve_model_path
 from cft_rl.rl.config import GrpoConfig
 from cft_rl.rl.entropy_monitor import EntropyMonitor, VerlMetricsReader
 from cft_rl.rl.jsonl_log import StepLog
-from cft_rl.rl.prompts import training_examples
 
 TRAIN_PARQUET = "verl_train.parquet"
 VERL_METRICS = "verl_metrics.jsonl"
@@ -48,7 +47,7 @@ def run_verl(config: GrpoConfig) -> list[str]:
         )
     out_dir = Path(config.output_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    examples = training_examples(config.data)
+    examples = load_benchmark(config.data.benchmark, config.data.path, config.data.limit)
     train_path = write_verl_parquet(examples, config.data.template, out_dir / TRAIN_PARQUET)
     overrides = verl_overrides(config, train_path, out_dir)
     compose_verl_config(overrides)

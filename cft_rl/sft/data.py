@@ -105,14 +105,8 @@ def templated_examples(data: SftData, tokenizer) -> tuple[str, list[TokenizedExa
     from cft_rl.data import load_benchmark
     from cft_rl.data.prompts import format_prompt
 
-    if data.benchmark == "toy-train":
-        from cft_rl.critical.questions import toy_training_examples
-
-        examples = toy_training_examples(data.limit or 1000)
-        source = "toy-train"
-    else:
-        examples = load_benchmark(data.benchmark, data.path, data.limit)
-        source = data.path or data.benchmark
+    examples = load_benchmark(data.benchmark, data.path, data.limit)
+    source = data.path or data.benchmark
     tokenized = []
     for example in examples:
         if not example.solution:

@@ -19,13 +19,8 @@ from typing import Any
 
 import torch
 
-from cft_rl.sft.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    publish_export,
-    read_state,
-    save_checkpoint,
-)
+from cft_rl.checkpointing import check_resume_settings, latest_checkpoint, read_marker
+from cft_rl.sft.checkpoint import load_checkpoint, publish_export, save_checkpoint
 from cft_rl.sft.config import SftConfig
 from cft_rl.sft.data import TrainingSet, build_training_set, collate
 from cft_rl.sft.engine import Topology, build_engine, process_group
@@ -189,9 +184,7 @@ def _resume_settings(config: SftConfig, world_size: int) -> dict[str, Any]:
 
 
 def _check_same_run(checkpoint: Path, current: dict[str, Any]) -> None:
-    from cft_rl.rl.checkpoint import check_resume_settings
-
-    saved = read_state(checkpoint)
+    saved = read_marker(checkpoint)
     check_resume_settings(checkpoint, {k: saved.get(k) for k in current}, current)
 
 

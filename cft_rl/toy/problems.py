@@ -214,10 +214,21 @@ def eval_problems(name: str, n: int) -> list[Problem]:
     return generate_problems(EVAL_SEEDS[name], n, DIFFICULTIES[name], "heldout")
 
 
-def eval_examples(name: str, n: int) -> list[Example]:
-    """Held-out problems of `name` as benchmark examples (reference answer = the `#### N` value)."""
+# `toy-train`: training-split questions for the post-training stages (identify, SFT, GRPO),
+# always the same ones, so identifying and fine-tuning on them never leaks into `toy` eval.
+TOY_TRAIN = "toy-train"
+TOY_TRAIN_SEED = "identify"
+
+
+def examples(name: str, n: int) -> list[Example]:
+    """The first `n` problems of toy benchmark `name` ("toy", "toy-hard" or "toy-train") as
+    benchmark examples (reference answer = the `#### N` value)."""
     from cft_rl.data import Example
 
+    if name == TOY_TRAIN:
+        problems = generate_problems(TOY_TRAIN_SEED, n, DIFFICULTIES["toy"], "train")
+    else:
+        problems = eval_problems(name, n)
     return [
         Example(
             id=f"{name}-{index}",
@@ -226,7 +237,7 @@ def eval_examples(name: str, n: int) -> list[Example]:
             solution=problem.solution,
             source=name,
         )
-        for index, problem in enumerate(eval_problems(name, n))
+        for index, problem in enumerate(problems)
     ]
 
 

@@ -1,0 +1,126 @@
+"""Resumable checkpoint directories, shared by `cft-rl sft` and `cft-rl grpo`.
+
+    OUT/checkpoints/step_000040/                 one checkpoint; what it holds is the trainer's
+    OUT/checkpoints/step_000040/trainer_state.json   step and settings: the marker, written last
+    OUT/hf_model/                                the newest Hugging Face export
+
+A checkpoint is written under `.tmp-step_NNNNNN`, its marker last, and renamed into place.
+Only step_* directories that hold the marker count, so a crash at any moment leaves the
+previous checkpoint as the newest valid one; leftovers are removed by the next `prune`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cft_rl.errors import UserError
+
+CHECKPOINTS = "checkpoints"
+HF_EXPORT = "hf_model"
+MARKER = "trainer_state.json"
+_PREFIX = "step_"
+_TMP_PREFIX = ".tmp-"
+
+
+def checkpoint_dir(out_dir: str | Path, step: int) -> Path:
+    return Path(out_dir) / CHECKPOINTS / f"{_PREFIX}{step:06d}"
+
+
+def temporary_dir(final: Path) -> Path:
+    """Where `final` is written before it is renamed into place."""
+    return final.with_name(_TMP_PREFIX + final.name)
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The valid checkpoint with the highest step, if any."""
+    root = Path(out_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return None
+    return max(_valid(root), key=lambda path: path.name, default=None)
+
+
+def write_marker(checkpoint: Path, state: dict[str, Any]) -> None:
+    """Write the marker durably: once it exists, the checkpoint is trusted."""
+    with open(checkpoint / MARKER, "w") as handle:
+        handle.write(json.dumps(state, indent=1, sort_keys=True))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_marker(checkpoint: Path) -> dict[str, Any]:
+    return json.loads((checkpoint / MARKER).read_text())
+
+
+def prune(root: Path, keep: int) -> None:
+    """Keep the newest `keep` valid checkpoints; drop leftovers of interrupted writes."""
+    valid = sorted(_valid(root))
+    for path in valid[:-keep]:
+        remove(path)
+    for path in root.iterdir():
+        if path.name.startswith(_TMP_PREFIX) or (
+            path.name.startswith(_PREFIX) and not (path / MARKER).exists()
+        ):
+            remove(path)
+
+
+def replace_dir(temporary: Path, final: Path) -> None:
+    """Put the complete directory `temporary` at `final`. The old `final` is renamed aside
+    first, so a crash leaves either the old or the new directory under a known name."""
+    retired = final.with_name(_TMP_PREFIX + final.name + "-old")
+    remove(retired)
+    if final.exists():
+        final.rename(retired)
+    temporary.rename(final)
+    remove(retired)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def changed_settings(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two nested settings dicts, sorted."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        keys = set(saved) | set(current)
+        return sorted(
+            k
+            for key in keys
+            for k in changed_settings(saved.get(key), current.get(key), f"{prefix}{key}.")
+        )
+    return [] if saved == current else [prefix.rstrip(".")]
+
+
+def check_resume_settings(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """A resumed run must be the run it continues: name every setting that changed."""
+    changed = changed_settings(saved, current)
+    if changed:
+        raise UserError(
+            f"{path} was written with different settings ({', '.join(changed)}); use a new "
+            "output_dir or restore those settings"
+        )
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+
+
+def _valid(root: Path) -> list[Path]:
+    return [p for p in root.iterdir() if p.name.startswith(_PREFIX) and (p / MARKER).is_file()]
