@@ -134,6 +134,8 @@ def identify_shard(
         list(range(start, min(start + size, len(examples))))
         for start in range(config.shard_index * size, len(examples), config.num_shards * size)
     ]
+    total = sum(len(chunk) for chunk in chunks)
+    start, done_before = time.perf_counter(), sum(i in results for c in chunks for i in c)
     for chunk in chunks:
         pending = [index for index in chunk if index not in results]
         if not pending:
@@ -146,7 +148,16 @@ def identify_shard(
             record = identify_record(config, greedy[index], workbench)
             files.append_result(record)
             results[index] = record
+        done = sum(i in results for c in chunks for i in c)
+        _report_progress(done, total, done_before, time.perf_counter() - start)
     files.mark_done(summarize([results[i] for chunk in chunks for i in chunk]))
+
+
+def _report_progress(done: int, total: int, done_before: int, seconds: float) -> None:
+    """One stderr line per chunk: a long run shows it is moving and when it should end."""
+    rate = (done - done_before) / seconds if seconds > 0 else 0.0
+    left = f", about {(total - done) / rate:.0f} s left" if rate > 0 and done < total else ""
+    print(f"identify: {done}/{total} questions done, {seconds:.0f} s{left}", file=sys.stderr)
 
 
 def answer_chunk(
