@@ -36,7 +36,8 @@ demo: setup
 	$(CFT_RL) report tokens runs/toy-identify
 	$(CFT_RL) sft --recipe recipes/toy/cft.yaml
 	$(CFT_RL) sft --recipe recipes/toy/sft.yaml
-	$(CFT_RL) grpo --recipe recipes/toy/grpo.yaml model.path=runs/toy-cft/hf_model
+	$(CFT_RL) grpo --recipe recipes/toy/grpo.yaml model.path=runs/toy-cft/hf_model \
+		probe.path=runs/toy-identify
 	$(CFT_RL) eval --recipe recipes/toy/eval.yaml $(DEMO_EVAL) output_dir=runs/toy-eval/base
 	$(CFT_RL) eval --recipe recipes/toy/eval.yaml $(DEMO_EVAL) output_dir=runs/toy-eval/sft \
 		model.path=runs/toy-sft/hf_model
