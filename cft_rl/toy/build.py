@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
 
+from cft_rl.checkpointing import changed_settings
 from cft_rl.errors import UserError
 from cft_rl.toy.config import ToyBuildConfig
 from cft_rl.toy.evaluate import generate_solutions, score
@@ -164,7 +165,7 @@ def _load_state(out: Path, config: ToyBuildConfig) -> dict | None:
         return None
     state = torch.load(path, weights_only=True)
     current = config.model_dump(mode="json", exclude={"output_dir"})
-    changed = _changed_keys(state["config"], current)
+    changed = changed_settings(state["config"], current)
     # Only the evaluation and logging may differ between the interrupted run and this one.
     changed = [k for k in changed if not k.startswith(("eval.", "train.log_every"))]
     if changed:
@@ -173,17 +174,6 @@ def _load_state(out: Path, config: ToyBuildConfig) -> dict | None:
             f"(changed: {', '.join(changed)}); remove the file or use another output_dir"
         )
     return state
-
-
-def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += _changed_keys(a, b, f"{prefix}{key}.")
-        elif a != b:
-            keys.append(f"{prefix}{key}")
-    return keys
 
 
 def _evaluate(model, tokenizer, n: int) -> dict:
