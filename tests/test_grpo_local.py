@@ -115,9 +115,12 @@ def test_a_step_learns_from_the_reward_and_logs_metrics(model_dir, train_file, t
 def test_validation_asks_the_same_questions_with_the_same_seeds(model_dir, train_file, tmp_path):
     validation = {"benchmark": "gsm8k", "path": str(train_file), "limit": 6, "n": 3, "every": 2}
     curves = {}
-    for lr in (1e-12, 3e-2):  # a frozen policy, and one that climbs the digit reward
-        out = tmp_path / f"lr{lr}"
-        config = make_config(model_dir, train_file, out, optim__lr=lr, validation=validation)
+    # A frozen policy (under two run seeds), and one that climbs the digit reward.
+    for lr, seed in ((1e-12, 0), (1e-12, 5), (3e-2, 0)):
+        out = tmp_path / f"lr{lr}-seed{seed}"
+        config = make_config(
+            model_dir, train_file, out, optim__lr=lr, seed=seed, validation=validation
+        )
         run_local(config, scorer=digit_share)
         records = read_jsonl(out / "validation.jsonl")
         assert [(r["step"], r["samples"]) for r in records] == [(0, 18), (2, 18), (4, 18)]
@@ -128,9 +131,12 @@ def test_validation_asks_the_same_questions_with_the_same_seeds(model_dir, train
             None,
             records[2]["reward_mean"],
         ]
-        curves[lr] = [r["reward_mean"] for r in records]
-    assert len(set(curves[1e-12])) == 1  # unchanged policy, same questions and seeds
-    assert curves[3e-2][0] == curves[1e-12][0] and curves[3e-2][-1] > curves[3e-2][0]
+        curves[lr, seed] = [r["reward_mean"] for r in records]
+    frozen = curves[1e-12, 0]
+    assert len(set(frozen)) == 1  # unchanged policy, same questions and seeds
+    assert curves[1e-12, 5] == frozen  # validation draws do not depend on the run's seed
+    climbing = curves[3e-2, 0]
+    assert climbing[0] == frozen[0] and climbing[-1] > climbing[0]
 
 
 @pytest.mark.parametrize("mode", list(algos.LOSS_AGG_MODES))

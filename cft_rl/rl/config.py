@@ -147,6 +147,9 @@ class ValidationSettings(Section):
     # Samples per question, at the rollout temperature, top_p and budget.
     n: int = Field(default=4, ge=1)
     every: int = Field(default=10, ge=1)
+    # Sampling seed, apart from the run's `seed`: runs of other seeds or starting checkpoints
+    # are then measured on the same random draws, which makes their curves comparable.
+    seed: int = 0
 
 
 class VerlSettings(Section):

@@ -233,7 +233,7 @@ class LocalGrpo:
             temperature=r.temperature,
             top_p=r.top_p,
             n=spec.n,
-            seed=step_seed(self.config.seed, 0),  # step 0 is never a training step's seed
+            seed=validation_seed(spec.seed),
         )
         results = self.backend.generate(prompts, params)
         texts = [c.text for completions in results for c in completions]
@@ -459,7 +459,16 @@ class LocalGrpo:
 
 def step_seed(seed: int, step: int) -> int:
     """The sampling seed of one step: a function of the run seed and the step only."""
-    digest = hashlib.blake2b(f"grpo:{seed}:{step}".encode(), digest_size=8).digest()
+    return _seed_from(f"grpo:{seed}:{step}")
+
+
+def validation_seed(seed: int) -> int:
+    """The sampling seed of every validation pass, whatever the run's seed."""
+    return _seed_from(f"grpo-validation:{seed}")
+
+
+def _seed_from(text: str) -> int:
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 62) - 1)
 
 
