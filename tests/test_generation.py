@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from tiny_lm import char_tokenizer, tiny_qwen2
 
 from cft_rl.generation import FINISH_ANSWER, FINISH_EOS, FINISH_LENGTH, SamplingParams
 from cft_rl.generation.hf import HFBackend
 from cft_rl.generation.types import sample_seed
 
-CHARS = "0123456789abcdefghijklmnopqrstuvwxyz #{}\\\n+-=*."
 torch.set_num_threads(1)  # a 2-layer model gains nothing from threads on a shared machine
 
 PROMPTS = ["ab 12", "what is 3+4?\n", "x", "#### 7 and more words here", "qq"]
@@ -19,34 +17,19 @@ PROMPTS = ["ab 12", "what is 3+4?\n", "x", "#### 7 and more words here", "qq"]
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2}
-    for char in CHARS:
-        vocab[char] = len(vocab)
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
-    )
+    return char_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
+    # Peaked distributions (initializer_range 0.2): no near-ties for float noise to flip.
+    return tiny_qwen2(
+        len(tokenizer),
         hidden_size=64,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=128,
         num_hidden_layers=2,
         max_position_embeddings=96,
-        tie_word_embeddings=True,
-        initializer_range=0.2,  # peaked distributions: no near-ties for float noise to flip
-        eos_token_id=1,
-        pad_token_id=0,
+        initializer_range=0.2,
     )
-    return Qwen2ForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +67,13 @@ def test_greedy_matches_argmax_loop_with_padding_and_small_batches(model, tokeni
 
 
 def test_stops_at_eos_and_keeps_it(model, tokenizer, prompt_ids):
-    # Make the third greedy token of the first prompt the end-of-sequence token.
-    steps = reference_greedy(model, prompt_ids[0], 8, eos_ids=set())
-    eos = steps[2][0]
-    assert eos not in [token for token, _ in steps[:2]], "pick a prompt whose 3rd token is new"
+    # Make the first greedy token of the first prompt that is new after step 1 the end token.
+    tokens = [token for token, _ in reference_greedy(model, prompt_ids[0], 8, eos_ids=set())]
+    stop = next(k for k in range(1, 8) if tokens[k] not in tokens[:k])
     backend = HFBackend(model, tokenizer, batch_size=4)
-    backend.eos_ids = {eos}
+    backend.eos_ids = {tokens[stop]}
     [[completion], *_] = backend.generate(prompt_ids, SamplingParams(max_new_tokens=8))
-    assert completion.token_ids == [token for token, _ in steps[:3]]
+    assert completion.token_ids == tokens[: stop + 1]
     assert completion.finish_reason == FINISH_EOS
 
 

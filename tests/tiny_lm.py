@@ -38,22 +38,26 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def tiny_qwen2(vocab_size: int, seed: int = 0, hidden_size: int = 32) -> Qwen2ForCausalLM:
+def tiny_qwen2(
+    vocab_size: int, seed: int = 0, hidden_size: int = 32, **config: object
+) -> Qwen2ForCausalLM:
+    """A random Qwen2 for char_tokenizer's ids; `config` overrides Qwen2Config fields."""
     torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=1,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        eos_token_id=1,
-        pad_token_id=0,
-        bos_token_id=None,
-    )
-    return Qwen2ForCausalLM(config).eval()
+    settings = {
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": 1,
+        "max_position_embeddings": 256,
+        "tie_word_embeddings": True,
+        "eos_token_id": 1,
+        "pad_token_id": 0,
+        "bos_token_id": None,
+        **config,
+    }
+    return Qwen2ForCausalLM(
+        Qwen2Config(vocab_size=vocab_size, hidden_size=hidden_size, **settings)
+    ).eval()
 
 
 def save_tiny_model(directory: str | Path, seed: int = 0) -> Path:
