@@ -46,6 +46,12 @@ def test_malformed_override_is_an_error(bad):
         apply_overrides({}, [bad])
 
 
+def test_override_with_invalid_yaml_names_the_override():
+    bad = "benchmarks=[{name: toy, limit: 5}] n_samples=4"  # two overrides quoted as one
+    with pytest.raises(ConfigError, match=r"override 'benchmarks=.*not valid YAML"):
+        apply_overrides({}, [bad])
+
+
 def test_override_into_a_value_is_an_error():
     with pytest.raises(ConfigError, match="seed is a value"):
         apply_overrides({"seed": 1}, ["seed.x=2"])
