@@ -1,4 +1,5 @@
-"""Resumable checkpoint directories, shared by `cft-rl sft` and `cft-rl grpo`.
+"""Resumable checkpoint directories of `cft-rl sft` and `cft-rl grpo` (and the settings
+comparison that identify and the toy build use too).
 
     OUT/checkpoints/step_000040/                 one checkpoint; what it holds is the trainer's
     OUT/checkpoints/step_000040/trainer_state.json   step and settings: the marker, written last
@@ -47,7 +48,11 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 
 def write_marker(checkpoint: Path, state: dict[str, Any]) -> None:
-    """Write the marker durably: once it exists, the checkpoint is trusted."""
+    """Flush every file of `checkpoint` to disk, then write the marker, durably: once the
+    marker exists, the checkpoint is trusted."""
+    for path in sorted(checkpoint.rglob("*")):
+        if path.is_file():
+            _fsync(path)
     with open(checkpoint / MARKER, "w") as handle:
         handle.write(json.dumps(state, indent=1, sort_keys=True))
         handle.flush()
@@ -78,6 +83,7 @@ def replace_dir(temporary: Path, final: Path) -> None:
     if final.exists():
         final.rename(retired)
     temporary.rename(final)
+    _fsync(final.parent)  # the renames themselves
     remove(retired)
 
 
@@ -108,8 +114,9 @@ def changed_settings(saved: Any, current: Any, prefix: str = "") -> list[str]:
 
 
 def check_resume_settings(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
-    """A resumed run must be the run it continues: name every setting that changed."""
-    changed = changed_settings(saved, current)
+    """A resumed run must be the run it continues: name every setting that changed. Sections
+    the current code no longer records (it found they do not shape the run) are not compared."""
+    changed = changed_settings({key: saved.get(key) for key in current}, current)
     if changed:
         raise UserError(
             f"{path} was written with different settings ({', '.join(changed)}); use a new "
@@ -120,6 +127,14 @@ def check_resume_settings(path: Path, saved: dict[str, Any], current: dict[str, 
 def remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _valid(root: Path) -> list[Path]:

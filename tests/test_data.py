@@ -216,11 +216,13 @@ def test_toy_benchmarks_come_from_the_toy_world(monkeypatch):
     import types
 
     module = types.ModuleType("cft_rl.toy.problems")
-    module.examples = lambda name, n: [Example(f"{name}-{i}", "q", "1") for i in range(n)]
+    module.toy_examples = lambda name, n: [Example(f"{name}-{i}", "q", "1") for i in range(n)]
     monkeypatch.setitem(sys.modules, "cft_rl.toy.problems", module)
     assert len(load_benchmark("toy-hard", limit=3)) == 3
-    with pytest.raises(DataError, match="generated, it takes no path"):
-        load_benchmark("toy", path="somewhere.jsonl")
+    assert len(load_benchmark("toy-train", limit=4)) == 4
+    for name in ("toy", "toy-train"):
+        with pytest.raises(DataError, match=f"'{name}' is generated, it takes no path"):
+            load_benchmark(name, path="somewhere.jsonl")
 
 
 @pytest.mark.parametrize(

@@ -195,6 +195,11 @@ def test_resume_refuses_changed_settings(model_dir, train_file, tmp_path):
     changed = make_config(model_dir, train_file, out, steps=4, optim__lr=1e-3)
     with pytest.raises(Exception, match=r"optim\.lr"):
         LocalGrpo(changed, digit_share).run()
+    # Validation only measures: turning it on when resuming is allowed.
+    validation = {"benchmark": "gsm8k", "path": str(train_file), "limit": 2, "n": 1, "every": 1}
+    measured = make_config(model_dir, train_file, out, steps=3, validation=validation)
+    LocalGrpo(measured, digit_share).run()
+    assert [r["step"] for r in read_jsonl(out / "validation.jsonl")] == [3]
 
 
 def test_kl_to_the_reference_starts_at_zero(model_dir, train_file, tmp_path):

@@ -12,9 +12,9 @@ from cft_rl.toy import build as build_module
 from cft_rl.toy.problems import (
     DIFFICULTIES,
     eval_problems,
-    examples,
     generate_problems,
     split_of,
+    toy_examples,
     training_problems,
 )
 from cft_rl.toy.tokenizer import END, train_tokenizer
@@ -122,19 +122,19 @@ def test_heldout_sets_are_disjoint_from_training_and_deduplicated():
 def test_toy_benchmarks_are_examples():
     from cft_rl.data import Example
 
-    hard = examples("toy-hard", 20)
+    hard = toy_examples("toy-hard", 20)
     assert all(isinstance(e, Example) for e in hard)
     assert [e.answer for e in hard] == [str(p.answer) for p in eval_problems("toy-hard", 20)]
     assert len({e.id for e in hard}) == 20 and {e.source for e in hard} == {"toy-hard"}
     with pytest.raises(ValueError, match="toy-easy"):
-        examples("toy-easy", 3)
+        toy_examples("toy-easy", 3)
 
 
 def test_toy_train_questions_are_training_split_and_never_held_out():
-    train = examples("toy-train", 300)
+    train = toy_examples("toy-train", 300)
     assert len({e.question for e in train}) == 300
-    assert train[:30] == examples("toy-train", 30)  # a smaller limit gives the first ones
-    heldout = {e.question for e in examples("toy", 300) + examples("toy-hard", 300)}
+    assert train[:30] == toy_examples("toy-train", 30)  # a smaller limit gives the first ones
+    heldout = {e.question for e in toy_examples("toy", 300) + toy_examples("toy-hard", 300)}
     assert not heldout & {e.question for e in train}
     assert all(e.solution for e in train)  # the SFT baseline trains on them
 

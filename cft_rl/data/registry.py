@@ -110,9 +110,9 @@ class ToyBenchmark:
     ) -> list[Example]:
         if path is not None:
             raise DataError(f"benchmark '{self.name}' is generated, it takes no path ({path!r})")
-        from cft_rl.toy.problems import examples  # the toy world is optional for real runs
+        from cft_rl.toy.problems import toy_examples  # the toy world is optional for real runs
 
-        return examples(self.name, limit or DEFAULT_TOY_SIZE)
+        return toy_examples(self.name, limit or DEFAULT_TOY_SIZE)
 
 
 def examples_from_records(

@@ -55,8 +55,7 @@ def save_checkpoint(
     trainer = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
     torch.save({**trainer, "rng": rng_state()}, temporary / "trainer.pt")
     write_marker(temporary, {"step": step, "settings": settings})
-    remove(final)
-    temporary.rename(final)
+    replace_dir(temporary, final)
     prune(final.parent, keep)
     return final
 

@@ -201,11 +201,12 @@ class GrpoConfig(Section):
     def resume_settings(self) -> dict:
         """The settings a resumed run must share with the run it continues: everything that
         shapes the trajectory (not where it is written, how long it runs or how often it
-        saves, nor speed-only settings)."""
+        saves, nor speed-only settings, nor the probe and validation, which only measure)."""
         settings = self.model_dump(mode="json")
         for key in ("output_dir", "steps", "checkpoint_every", "keep_checkpoints", "dry_run"):
             settings.pop(key)
-        settings.pop("cpu_threads")
+        for key in ("cpu_threads", "probe", "validation"):
+            settings.pop(key)
         speed_only = (
             ("rollout", "batch_size"),
             ("verifier", "num_workers"),
@@ -214,5 +215,4 @@ class GrpoConfig(Section):
         for section, key in speed_only:
             settings[section].pop(key)
         settings.pop("verl")
-        settings["probe"].pop("micro_batch_size")
         return settings

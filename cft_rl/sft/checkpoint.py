@@ -58,8 +58,7 @@ def save_checkpoint(
     dist.barrier()
     if rank == 0:
         write_marker(temporary, {"step": step, **state})
-        remove(final)
-        temporary.rename(final)
+        replace_dir(temporary, final)
         prune(final.parent, keep)
     dist.barrier()
     return final

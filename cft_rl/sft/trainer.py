@@ -60,7 +60,7 @@ def _train(config: SftConfig, topology: Topology, tokenizer, training: TrainingS
     settings = _resume_settings(config, topology.world_size)
     latest = latest_checkpoint(out)
     if latest is not None:
-        _check_same_run(latest, settings)
+        check_resume_settings(latest, read_marker(latest), settings)
 
     _seed_everything(config.seed)  # LoRA's initial weights
     model = load_trainable_model(config.model, config.lora, config.train.gradient_checkpointing)
@@ -181,11 +181,6 @@ def _resume_settings(config: SftConfig, world_size: int) -> dict[str, Any]:
     """What a checkpoint records and a resumed run must match."""
     settings = config.model_dump(mode="json", exclude=set(RESUMABLE_CHANGES))
     return {"settings": settings, "world_size": world_size}
-
-
-def _check_same_run(checkpoint: Path, current: dict[str, Any]) -> None:
-    saved = read_marker(checkpoint)
-    check_resume_settings(checkpoint, {k: saved.get(k) for k in current}, current)
 
 
 def _write_run_info(

@@ -217,10 +217,11 @@ def eval_problems(name: str, n: int) -> list[Problem]:
 # `toy-train`: training-split questions for the post-training stages (identify, SFT, GRPO),
 # always the same ones, so identifying and fine-tuning on them never leaks into `toy` eval.
 TOY_TRAIN = "toy-train"
+# Named after the first stage that used it; changing it changes every stage's questions.
 TOY_TRAIN_SEED = "identify"
 
 
-def examples(name: str, n: int) -> list[Example]:
+def toy_examples(name: str, n: int) -> list[Example]:
     """The first `n` problems of toy benchmark `name` ("toy", "toy-hard" or "toy-train") as
     benchmark examples (reference answer = the `#### N` value)."""
     from cft_rl.data import Example
