@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cft_rl.errors import UserError
 
@@ -36,6 +36,11 @@ class Section(BaseModel):
     """Base of every recipe section: unknown keys are errors, types are strict-ish."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# torch threads on CPU (null: torch's default). For small models on a small or busy machine
+# 1 is often fastest: idle-waiting OpenMP threads cost more than they give.
+CpuThreads = Annotated[int | None, Field(ge=1)]
 
 
 class ModelSpec(Section):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cft_rl.config import GenerationSettings, ModelSpec, Section
+from cft_rl.config import CpuThreads, GenerationSettings, ModelSpec, Section
 
 
 class IdentifyData(Section):
@@ -80,9 +80,7 @@ class IdentifyConfig(Section):
     data: IdentifyData = IdentifyData()
     counterfactual: CounterfactualSettings = CounterfactualSettings()
     decoder: DecoderSettings = DecoderSettings()
-    # torch threads on CPU (null: torch's default). For small models on a small or busy
-    # machine 1 is fastest: idle-waiting OpenMP threads cost more than they give.
-    cpu_threads: int | None = Field(default=None, ge=1)
+    cpu_threads: CpuThreads = None  # local engine only
     verifier_workers: int = Field(default=2, ge=1)
     verifier_timeout_s: float = Field(default=5.0, gt=0)
     # Split one run into num_shards independent jobs (SLURM array, one per GPU); the last

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from cft_rl.config import GenerationSettings, ModelSpec, Section
+from cft_rl.config import CpuThreads, GenerationSettings, ModelSpec, Section
 
 # written into output_dir by `cft-rl eval`, read by `cft-rl report passk`
 SUMMARY_JSON = "summary.json"
@@ -41,9 +41,7 @@ class EvalConfig(Section):
     ks: list[int] = []
     seed: int = 0
     verifier: VerifierSettings = VerifierSettings()
-    # torch threads on CPU (null: torch's default). For small models on a small or busy
-    # machine 1 is fastest: idle-waiting OpenMP threads cost more than they give.
-    cpu_threads: int | None = Field(default=None, ge=1)
+    cpu_threads: CpuThreads = None  # local engine only
     output_dir: str = "runs/eval"
 
     @model_validator(mode="after")

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cft_rl.config import ModelSpec, Section
+from cft_rl.config import CpuThreads, ModelSpec, Section
 from cft_rl.eval.config import VerifierSettings
 from cft_rl.rl.algos import KL_PENALTY_NAMES, LOSS_AGG_MODES
 from cft_rl.rl.entropy_monitor import EntropyMonitorSettings
@@ -193,9 +193,7 @@ class GrpoConfig(Section):
     probe: ProbeSettings = ProbeSettings()
     validation: ValidationSettings = ValidationSettings()
     verifier: VerifierSettings = VerifierSettings()
-    # Local engine on CPU: torch threads (null: torch's default). On a busy or small machine 1
-    # is often fastest for small models: idle-waiting OpenMP threads cost more than they give.
-    cpu_threads: int | None = Field(default=None, ge=1)
+    cpu_threads: CpuThreads = None  # local engine only
     verl: VerlSettings = VerlSettings()
 
     def resume_settings(self) -> dict:
