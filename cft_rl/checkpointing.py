@@ -12,10 +12,12 @@ previous checkpoint as the newest valid one; leftovers are removed by the next `
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +113,17 @@ def changed_settings(saved: Any, current: Any, prefix: str = "") -> list[str]:
             for k in changed_settings(saved.get(key), current.get(key), f"{prefix}{key}.")
         )
     return [] if saved == current else [prefix.rstrip(".")]
+
+
+def data_fingerprint(chunks: Iterable[bytes]) -> str:
+    """A short hash of what a run trains on. Recorded with its settings, it stops a resumed
+    run from continuing on other data (an edited file, or a default number of questions
+    that changed), which its step-indexed data order would follow without notice."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(len(chunk).to_bytes(8, "little"))
+        digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def check_resume_settings(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:

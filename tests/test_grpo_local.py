@@ -190,14 +190,21 @@ def test_resume_equals_uninterrupted(model_dir, train_file, tmp_path, capsys):
 
 
 def test_resume_refuses_changed_settings(model_dir, train_file, tmp_path):
-    out = tmp_path / "run"
-    run_local(make_config(model_dir, train_file, out, steps=2), scorer=digit_share)
-    changed = make_config(model_dir, train_file, out, steps=4, optim__lr=1e-3)
+    out, data = tmp_path / "run", tmp_path / "train.jsonl"
+    data.write_text(train_file.read_text())
+    run_local(make_config(model_dir, data, out, steps=2), scorer=digit_share)
+    changed = make_config(model_dir, data, out, steps=4, optim__lr=1e-3)
     with pytest.raises(Exception, match=r"optim\.lr"):
         LocalGrpo(changed, digit_share).run()
+    # The same settings, but the training file was edited: refused too.
+    original = data.read_text()
+    data.write_text(original.replace('"1+1?"', '"1+2?"'))
+    with pytest.raises(Exception, match="training_questions"):
+        LocalGrpo(make_config(model_dir, data, out, steps=4), digit_share).run()
+    data.write_text(original)
     # Validation only measures: turning it on when resuming is allowed.
-    validation = {"benchmark": "gsm8k", "path": str(train_file), "limit": 2, "n": 1, "every": 1}
-    measured = make_config(model_dir, train_file, out, steps=3, validation=validation)
+    validation = {"benchmark": "gsm8k", "path": str(data), "limit": 2, "n": 1, "every": 1}
+    measured = make_config(model_dir, data, out, steps=3, validation=validation)
     LocalGrpo(measured, digit_share).run()
     assert [r["step"] for r in read_jsonl(out / "validation.jsonl")] == [3]
 

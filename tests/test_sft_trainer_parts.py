@@ -146,3 +146,19 @@ def test_collate_pads_right_and_stacks_scalars():
     batch = collate(items, pad_id=0)
     assert batch["input_ids"].tolist() == [[3, 4, 5], [6, 0, 0]]
     assert batch["example_seed"].tolist() == [7, 8]
+
+
+def test_resume_settings_record_the_training_data(setup, tmp_path):
+    """A resumed run must train on the same data: one changed label changes the record."""
+    from cft_rl.sft.trainer import _resume_settings
+
+    model, data = setup
+    config = tiny_config(model, data, tmp_path / "out")
+    training = build_training_set(config, load_tokenizer(ModelSpec(path=str(model))))
+    recorded = _resume_settings(config, 1, training)
+    assert _resume_settings(config, 1, training) == recorded
+    changed = {key: value.clone() for key, value in training.examples[0].items()}
+    key = sorted(changed)[-1]
+    changed[key].view(-1)[-1] += 1
+    training.examples[0] = changed
+    assert _resume_settings(config, 1, training)["training_data"] != recorded["training_data"]

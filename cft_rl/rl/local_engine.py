@@ -15,6 +15,7 @@ checkpoints/step_N (exact resume), hf_model/ (the final policy) and entropy.png.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 import time
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 
-from cft_rl.checkpointing import check_resume_settings, latest_checkpoint
+from cft_rl.checkpointing import check_resume_settings, data_fingerprint, latest_checkpoint
 from cft_rl.data import load_benchmark
 from cft_rl.generation import FINISH_LENGTH, SamplingParams
 from cft_rl.generation.hf import HFBackend
@@ -117,6 +118,11 @@ class LocalGrpo:
             self.tokenizer, examples, config.data.template, config.data.max_prompt_tokens
         )
         self.schedule = PromptSchedule(len(examples), config.batch.prompts_per_step, config.seed)
+        questions = data_fingerprint(
+            json.dumps([ids, reference]).encode()
+            for ids, reference in zip(self.prompt_ids, self.references, strict=True)
+        )
+        self.resume_settings = {**config.resume_settings(), "training_questions": questions}
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
         )
@@ -173,7 +179,7 @@ class LocalGrpo:
                 log.rewind(0)
             return 0
         state = read_training_state(path)
-        check_resume_settings(path, state.settings, self.config.resume_settings())
+        check_resume_settings(path, state.settings, self.resume_settings)
         load_checkpoint(path, self.model, self.optimizer, self.scheduler)
         kept = self.metrics.rewind(state.step)
         self.probe_log.rewind(state.step)
@@ -193,7 +199,7 @@ class LocalGrpo:
             self.model,
             self.optimizer,
             self.scheduler,
-            self.config.resume_settings(),
+            self.resume_settings,
             self.config.keep_checkpoints,
         )
 

@@ -19,7 +19,12 @@ from typing import Any
 
 import torch
 
-from cft_rl.checkpointing import check_resume_settings, latest_checkpoint, read_marker
+from cft_rl.checkpointing import (
+    check_resume_settings,
+    data_fingerprint,
+    latest_checkpoint,
+    read_marker,
+)
 from cft_rl.sft.checkpoint import load_checkpoint, publish_export, save_checkpoint
 from cft_rl.sft.config import SftConfig
 from cft_rl.sft.data import TrainingSet, build_training_set, collate
@@ -57,7 +62,7 @@ def _train(config: SftConfig, topology: Topology, tokenizer, training: TrainingS
         max_steps=config.train.max_steps,
     )
     out = Path(config.output_dir)
-    settings = _resume_settings(config, topology.world_size)
+    settings = _resume_settings(config, topology.world_size, training)
     latest = latest_checkpoint(out)
     if latest is not None:
         check_resume_settings(latest, read_marker(latest), settings)
@@ -177,10 +182,16 @@ def _seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def _resume_settings(config: SftConfig, world_size: int) -> dict[str, Any]:
+def _resume_settings(config: SftConfig, world_size: int, training: TrainingSet) -> dict[str, Any]:
     """What a checkpoint records and a resumed run must match."""
     settings = config.model_dump(mode="json", exclude=set(RESUMABLE_CHANGES))
-    return {"settings": settings, "world_size": world_size}
+    data = data_fingerprint(
+        chunk
+        for fields in training.examples
+        for key in sorted(fields)
+        for chunk in (key.encode(), fields[key].cpu().numpy().tobytes())
+    )
+    return {"settings": settings, "world_size": world_size, "training_data": data}
 
 
 def _write_run_info(
