@@ -111,6 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"cft-rl {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Every stage writes its results as it goes: nothing finished is lost.
+        print(
+            f"\ncft-rl {args.command}: interrupted; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 

@@ -25,6 +25,27 @@ def resolve_model_path(path: str) -> str:
     return path
 
 
+def from_pretrained(loader, path: str, **kwargs):
+    """`loader.from_pretrained` on `path` (a `ModelSpec.path`), with a missing directory or a
+    failed load as a UserError that names the path instead of a traceback."""
+    resolved = resolve_model_path(path)
+    local = Path(resolved)
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise UserError(f"model.path {path}: a directory without config.json, not a model")
+    # A hub name is "name" or "org/name"; a path with more parts, or one that starts with
+    # "/", "." or "~", can only be a local directory.
+    if not local.exists() and (resolved.startswith(("/", ".", "~")) or resolved.count("/") > 1):
+        raise UserError(
+            f"model.path {path}: no such directory (an export of `cft-rl sft` or "
+            "`cft-rl grpo` is OUT/hf_model: has that stage run?)"
+        )
+    try:
+        return loader.from_pretrained(resolved, **kwargs)
+    except OSError as err:
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        raise UserError(f"model.path {path}: could not be loaded ({lines[0]})") from None
+
+
 def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -35,7 +56,7 @@ def load_tokenizer(spec: ModelSpec):
     """The tokenizer of `spec`, with left padding (batched generation needs it)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(spec.path))
+    tokenizer = from_pretrained(AutoTokenizer, spec.path)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -46,7 +67,5 @@ def load_causal_lm(spec: ModelSpec) -> torch.nn.Module:
     """The model of `spec` in eval mode on its device."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
-        resolve_model_path(spec.path), dtype=_DTYPES[spec.dtype]
-    )
+    model = from_pretrained(AutoModelForCausalLM, spec.path, dtype=_DTYPES[spec.dtype])
     return model.to(pick_device(spec.device)).eval()

@@ -17,9 +17,9 @@ def load_trainable_model(spec: ModelSpec, lora: LoraSettings, gradient_checkpoin
     wrapped with LoRA adapters when `lora.enabled`."""
     from transformers import AutoModelForCausalLM
 
-    from cft_rl.modeling import resolve_model_path
+    from cft_rl.modeling import from_pretrained
 
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(spec.path), dtype=torch.float32)
+    model = from_pretrained(AutoModelForCausalLM, spec.path, dtype=torch.float32)
     model.config.use_cache = False
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

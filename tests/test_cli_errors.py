@@ -1,0 +1,54 @@
+"""What a user sees when a model path is wrong or a run is interrupted: one line, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cft_rl import cli
+from cft_rl.config import ModelSpec
+from cft_rl.errors import UserError
+from cft_rl.modeling import load_causal_lm, load_tokenizer
+
+EVAL_RECIPE = str(Path(__file__).resolve().parents[1] / "recipes" / "toy" / "eval.yaml")
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/no/such/model", "no such directory"),
+        ("runs/not-run-yet/hf_model", "has that stage run"),
+        ("./model", "no such directory"),
+    ],
+)
+def test_a_missing_model_directory_is_named(path, message):
+    for load in (load_tokenizer, load_causal_lm):
+        with pytest.raises(UserError, match=rf"model.path {path}: .*{message}"):
+            load(ModelSpec(path=path))
+
+
+def test_a_directory_that_is_no_model_is_named(tmp_path):
+    with pytest.raises(UserError, match="without config.json"):
+        load_tokenizer(ModelSpec(path=str(tmp_path)))
+
+
+def test_interrupt_says_how_to_resume(monkeypatch, capsys, tmp_path):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run_stage", interrupted)
+    code = cli.main(["eval", "--recipe", EVAL_RECIPE, f"output_dir={tmp_path}"])
+    assert code == 130
+    assert "interrupted; rerun the same command to resume" in capsys.readouterr().err
+
+
+def test_a_missing_model_through_the_cli_is_one_line(capsys, tmp_path):
+    code = cli.main(
+        ["eval", "--recipe", EVAL_RECIPE, "model.path=/no/such/model", f"output_dir={tmp_path}"]
+    )
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "cft-rl eval: error: model.path /no/such/model: no such directory (an export of "
+        "`cft-rl sft` or `cft-rl grpo` is OUT/hf_model: has that stage run?)"
+    ]
