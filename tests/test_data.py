@@ -136,7 +136,9 @@ def test_unknown_benchmark_suggests_the_closest():
 def test_malformed_line_names_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"question": "q", "answer": "1"}\n\n{"question": "q", "answer": \n')
-    with pytest.raises(DataError, match=r"bad\.jsonl line 3: malformed JSON"):
+    with pytest.raises(
+        DataError, match=r"bad\.jsonl line 3: malformed JSON \(Expecting value at column 29\)"
+    ):
         load_jsonl_examples(path, "question", "answer")
 
 

@@ -80,7 +80,7 @@ def _read_jsonl(path: Path) -> Iterable[Record]:
                 continue
             where = f"{path} line {number}"
             try:
-                value = json.loads(line)
+                value = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as e:
                 raise DataError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
             yield _as_record(value, where)
