@@ -45,15 +45,19 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     console = Console(stderr=True)
     if config.cpu_threads is not None:
         torch.set_num_threads(config.cpu_threads)
+    # Every benchmark is read first: a bad name or file fails before the model loads.
+    benchmarks = [
+        (spec, load_benchmark(spec.name, spec.path, spec.limit)) for spec in config.benchmarks
+    ]
+    for spec, examples in benchmarks:
+        _check_unique_ids(spec, examples)
     backend = make_backend(config.model, config.generation)
     results = []
     with (
         Verifier(config.verifier.num_workers, config.verifier.timeout_s) as verifier,
         _progress(console) as progress,
     ):
-        for spec in config.benchmarks:
-            examples = load_benchmark(spec.name, spec.path, spec.limit)
-            _check_unique_ids(spec, examples)
+        for spec, examples in benchmarks:
             evaluator = _BenchmarkEval(config, spec, backend, verifier)
             log = evaluator.open_log(out / "generations")
             task = progress.add_task(

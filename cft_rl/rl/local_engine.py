@@ -105,6 +105,7 @@ class LocalGrpo:
             torch.set_num_threads(config.cpu_threads)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
+        examples = load_benchmark(config.data.benchmark, config.data.path, config.data.limit)
         self.tokenizer = load_tokenizer(config.model)
         self.pad_id = self.tokenizer.pad_token_id
         self.model = load_causal_lm(config.model)
@@ -112,7 +113,6 @@ class LocalGrpo:
         if self.reference is not None:
             self.reference.requires_grad_(False)
         self.backend = HFBackend(self.model, self.tokenizer, config.rollout.batch_size)
-        examples = load_benchmark(config.data.benchmark, config.data.path, config.data.limit)
         self.references = [example.answer for example in examples]
         self.prompt_ids = encode_prompts(
             self.tokenizer, examples, config.data.template, config.data.max_prompt_tokens
