@@ -92,7 +92,8 @@ def _train(config: SftConfig, topology: Topology, tokenizer, training: TrainingS
         if sinks is not None:
             sinks.close()
     if topology.rank == 0:
-        publish_export(latest, out)
+        export = publish_export(latest, out)
+        print(f"model after step {read_marker(latest)['step']} exported to {export}", flush=True)
     torch.distributed.barrier()
     return out / "hf_model"
 
