@@ -80,7 +80,7 @@ class IdentifyConfig(Section):
     data: IdentifyData = IdentifyData()
     counterfactual: CounterfactualSettings = CounterfactualSettings()
     decoder: DecoderSettings = DecoderSettings()
-    cpu_threads: CpuThreads = None  # local engine only
+    cpu_threads: CpuThreads = None
     verifier_workers: int = Field(default=2, ge=1)
     verifier_timeout_s: float = Field(default=5.0, gt=0)
     # Split one run into num_shards independent jobs (SLURM array, one per GPU); the last

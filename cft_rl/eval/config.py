@@ -41,7 +41,7 @@ class EvalConfig(Section):
     ks: list[int] = []
     seed: int = 0
     verifier: VerifierSettings = VerifierSettings()
-    cpu_threads: CpuThreads = None  # local engine only
+    cpu_threads: CpuThreads = None
     output_dir: str = "runs/eval"
 
     @model_validator(mode="after")
