@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from cft_rl.config import load_config, save_resolved
+from cft_rl.config import ConfigError, load_config, save_resolved
 from cft_rl.errors import UserError
+
+# The first line of every shipped recipe: "# cft-rl <command> --recipe <its path>".
+RECIPE_HEADER = re.compile(r"^# cft-rl (toy \w+|\w+) --recipe (\S+)")
 
 # stage name -> ("module:SchemaClass", "module:run_function", help text)
 STAGES: dict[str, tuple[str, str, str]] = {
@@ -90,10 +95,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_stage(schema_path: str, runner_path: str, args: argparse.Namespace) -> None:
-    config = load_config(_resolve(schema_path), args.recipe, args.overrides)
+    command = f"toy {args.toy_command}" if args.command == "toy" else args.command
+    _check_recipe_is_for(command, args.recipe)
+    try:
+        config = load_config(_resolve(schema_path), args.recipe, args.overrides)
+    except ConfigError as err:
+        if args.recipe is None:
+            raise ConfigError(f"{err}\n(no --recipe given; recipes/ has one per stage)") from None
+        raise
     runner: Callable[[Any], Any] = _resolve(runner_path)
     save_resolved(config, config.output_dir)
     runner(config)
+
+
+def _check_recipe_is_for(command: str, recipe: str | None) -> None:
+    """A shipped recipe names its command; running it with another one is a slip."""
+    if recipe is None or not Path(recipe).is_file():
+        return  # load_config names a missing recipe
+    with open(recipe, encoding="utf-8") as handle:
+        match = RECIPE_HEADER.match(handle.readline())
+    if match and match[1] != command:
+        raise UserError(f"{recipe} is a recipe for `cft-rl {match[1]}`, not `cft-rl {command}`")
 
 
 def main(argv: list[str] | None = None) -> int:

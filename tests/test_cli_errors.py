@@ -59,3 +59,14 @@ def test_eval_reads_its_benchmarks_before_the_model(capsys, tmp_path):
     args = ["benchmarks=[{name: gsm8kk}]", "model.path=/no/such/model", f"output_dir={tmp_path}"]
     assert cli.main(["eval", "--recipe", EVAL_RECIPE, *args]) == 2
     assert "unknown benchmark 'gsm8kk'; did you mean 'gsm8k'?" in capsys.readouterr().err
+
+
+def test_a_recipe_run_with_the_wrong_command_is_refused(capsys):
+    assert cli.main(["identify", "--recipe", EVAL_RECIPE]) == 2
+    assert "is a recipe for `cft-rl eval`, not `cft-rl identify`" in capsys.readouterr().err
+
+
+def test_a_stage_without_its_recipe_says_so(capsys):
+    assert cli.main(["eval"]) == 2
+    err = capsys.readouterr().err
+    assert "benchmarks" in err and "no --recipe given" in err

@@ -5,17 +5,15 @@ Convention: the first line of each recipe is the command that runs it, e.g.
 """
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 
-from cft_rl.cli import STAGES, TOY_COMMANDS, _resolve
+from cft_rl.cli import RECIPE_HEADER, STAGES, TOY_COMMANDS, _resolve
 from cft_rl.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
-HEADER = re.compile(r"^# cft-rl (toy \w+|\w+) --recipe (\S+)")
 
 
 def schema_path(command: str) -> str:
@@ -31,14 +29,14 @@ def test_there_are_recipes():
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_recipe_header_names_its_command_and_itself(recipe):
     first_line = recipe.read_text().splitlines()[0]
-    match = HEADER.match(first_line)
+    match = RECIPE_HEADER.match(first_line)
     assert match, f"{recipe}: first line must be '# cft-rl <command> --recipe <path>'"
     assert match.group(2) == str(recipe.relative_to(ROOT))
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_recipe_validates(recipe):
-    command = HEADER.match(recipe.read_text().splitlines()[0]).group(1)
+    command = RECIPE_HEADER.match(recipe.read_text().splitlines()[0]).group(1)
     load_config(_resolve(schema_path(command)), recipe, [])
 
 
