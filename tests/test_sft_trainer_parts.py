@@ -162,3 +162,17 @@ def test_resume_settings_record_the_training_data(setup, tmp_path):
     changed[key].view(-1)[-1] += 1
     training.examples[0] = changed
     assert _resume_settings(config, 1, training)["training_data"] != recorded["training_data"]
+
+
+def test_progress_is_a_plain_line_per_step_in_a_log_file(setup, tmp_path, capsys):
+    from cft_rl.sft.metrics import MetricsSinks
+
+    model, data = setup
+    config = tiny_config(model, data, tmp_path / "out", logging__progress=True)
+    sinks = MetricsSinks(config, resumed_step=0, total_steps=4)
+    record = {"step": 1, "loss": 0.5, "lr": 1e-3, "tokens_per_s": 100.0}
+    sinks.write({**record, "supervised_tokens_per_s": 40.0})
+    sinks.close()
+    assert capsys.readouterr().err.splitlines() == [
+        "sft step 1/4  loss 0.5000  lr 1.00e-03  100 tok/s (40 supervised)"
+    ]

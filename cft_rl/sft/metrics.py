@@ -1,8 +1,10 @@
 """Where each optimizer step's metrics go (rank 0 only): metrics.jsonl (always), a progress
-bar, TensorBoard and Weights & Biases (both off by default; W&B offline-capable)."""
+bar (a plain line per step when stderr is not a terminal, e.g. a log file), TensorBoard and
+Weights & Biases (both off by default; W&B offline-capable)."""
 
 from __future__ import annotations
 
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -30,8 +32,12 @@ class MetricsSinks:
         out = Path(config.output_dir)
         self.log = StepLog(out / METRICS)
         self.log.rewind(resumed_step)
+        self.total_steps = total_steps
+        self.lines = config.logging.progress and not sys.stderr.isatty()
         self.progress = (
-            _progress_bar(resumed_step, total_steps) if config.logging.progress else None
+            _progress_bar(resumed_step, total_steps)
+            if config.logging.progress and not self.lines
+            else None
         )
         self.tensorboard = None
         if config.logging.tensorboard:
@@ -49,6 +55,14 @@ class MetricsSinks:
                 self.tensorboard.add_scalar(f"train/{key}", value, step)
         if self.wandb is not None:
             self.wandb.log({f"train/{key}": value for key, value in scalars.items()}, step=step)
+        if self.lines:
+            print(
+                f"sft step {step}/{self.total_steps}  loss {record['loss']:.4f}  "
+                f"lr {record['lr']:.2e}  {record['tokens_per_s']:.0f} tok/s "
+                f"({record['supervised_tokens_per_s']:.0f} supervised)",
+                file=sys.stderr,
+                flush=True,
+            )
         if self.progress is not None:
             self.progress.update(
                 self.progress.task_ids[0],
