@@ -127,9 +127,13 @@ def data_fingerprint(chunks: Iterable[bytes]) -> str:
 
 
 def check_resume_settings(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
-    """A resumed run must be the run it continues: name every setting that changed. Sections
-    the current code no longer records (it found they do not shape the run) are not compared."""
-    changed = changed_settings({key: saved.get(key) for key in current}, current)
+    """A resumed run must be the run it continues: name every setting that changed. Only the
+    top-level entries both record are compared: one the code no longer records does not shape
+    the run, and a checkpoint from an older version cannot be checked for what it lacks."""
+    shared = set(saved) & set(current)
+    changed = changed_settings(
+        {key: saved[key] for key in shared}, {key: current[key] for key in shared}
+    )
     if changed:
         raise UserError(
             f"{path} was written with different settings ({', '.join(changed)}); use a new "

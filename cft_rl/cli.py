@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -100,7 +101,7 @@ def _run_stage(schema_path: str, runner_path: str, args: argparse.Namespace) -> 
     try:
         config = load_config(_resolve(schema_path), args.recipe, args.overrides)
     except ConfigError as err:
-        if args.recipe is None:
+        if args.recipe is None and "Field required" in str(err):
             raise ConfigError(f"{err}\n(no --recipe given; recipes/ has one per stage)") from None
         raise
     runner: Callable[[Any], Any] = _resolve(runner_path)
@@ -134,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cft-rl {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        # Every stage writes its results as it goes: nothing finished is lost.
+        # Every stage writes its results as it goes: nothing finished is lost. Under torchrun
+        # every rank is interrupted; one of them says so.
+        if os.environ.get("RANK", "0") != "0":
+            return 130
         print(
             f"\ncft-rl {args.command}: interrupted; rerun the same command to resume",
             file=sys.stderr,

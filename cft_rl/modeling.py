@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,10 +24,10 @@ def resolve_model_path(path: str) -> str:
                 f"the toy model is missing from {TOY_MODEL_DIR}: run `cft-rl toy build`"
             )
         return str(TOY_MODEL_DIR)
-    return path
+    return os.path.expanduser(path)
 
 
-def from_pretrained(loader, path: str, **kwargs):
+def from_pretrained(loader: type, path: str, **kwargs: Any) -> Any:
     """`loader.from_pretrained` on `path` (a `ModelSpec.path`), with a missing directory or a
     failed load as a UserError that names the path instead of a traceback."""
     resolved = resolve_model_path(path)
@@ -41,7 +43,7 @@ def from_pretrained(loader, path: str, **kwargs):
         )
     try:
         return loader.from_pretrained(resolved, **kwargs)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: not a valid hub id either
         lines = str(err).strip().splitlines() or [type(err).__name__]
         raise UserError(f"model.path {path}: could not be loaded ({lines[0]})") from None
 

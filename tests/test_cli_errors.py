@@ -28,6 +28,14 @@ def test_a_missing_model_directory_is_named(path, message):
             load(ModelSpec(path=path))
 
 
+def test_a_model_under_the_home_directory_loads(tmp_path, monkeypatch):
+    from tiny_lm import save_tiny_model
+
+    save_tiny_model(tmp_path / "models" / "tiny")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_tokenizer(ModelSpec(path="~/models/tiny")).eos_token == "<eos>"
+
+
 def test_a_directory_that_is_no_model_is_named(tmp_path):
     with pytest.raises(UserError, match="without config.json"):
         load_tokenizer(ModelSpec(path=str(tmp_path)))

@@ -207,6 +207,13 @@ def test_resume_refuses_changed_settings(model_dir, train_file, tmp_path):
     measured = make_config(model_dir, data, out, steps=3, validation=validation)
     LocalGrpo(measured, digit_share).run()
     assert [r["step"] for r in read_jsonl(out / "validation.jsonl")] == [3]
+    # A checkpoint from before the data hash was recorded resumes (unchecked for it).
+    marker = latest_checkpoint(out) / "trainer_state.json"
+    state = json.loads(marker.read_text())
+    del state["settings"]["training_questions"]
+    marker.write_text(json.dumps(state))
+    LocalGrpo(make_config(model_dir, data, out, steps=4), digit_share).run()
+    assert latest_checkpoint(out).name == "step_000004"
 
 
 def test_kl_to_the_reference_starts_at_zero(model_dir, train_file, tmp_path):

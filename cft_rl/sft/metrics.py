@@ -33,10 +33,10 @@ class MetricsSinks:
         self.log = StepLog(out / METRICS)
         self.log.rewind(resumed_step)
         self.total_steps = total_steps
-        self.lines = config.logging.progress and not sys.stderr.isatty()
+        self.plain_lines = config.logging.progress and not sys.stderr.isatty()
         self.progress = (
             _progress_bar(resumed_step, total_steps)
-            if config.logging.progress and not self.lines
+            if config.logging.progress and not self.plain_lines
             else None
         )
         self.tensorboard = None
@@ -55,7 +55,7 @@ class MetricsSinks:
                 self.tensorboard.add_scalar(f"train/{key}", value, step)
         if self.wandb is not None:
             self.wandb.log({f"train/{key}": value for key, value in scalars.items()}, step=step)
-        if self.lines:
+        if self.plain_lines:
             print(
                 f"sft step {step}/{self.total_steps}  loss {record['loss']:.4f}  "
                 f"lr {record['lr']:.2e}  {record['tokens_per_s']:.0f} tok/s "

@@ -27,7 +27,7 @@ from cft_rl.checkpointing import (
 )
 from cft_rl.sft.checkpoint import load_checkpoint, publish_export, save_checkpoint
 from cft_rl.sft.config import SftConfig
-from cft_rl.sft.data import TrainingSet, build_training_set, collate
+from cft_rl.sft.data import DERIVED_FIELDS, TrainingSet, build_training_set, collate
 from cft_rl.sft.engine import Topology, build_engine, process_group
 from cft_rl.sft.losses import all_reduce_sum, step_normalizer
 from cft_rl.sft.metrics import MetricsSinks
@@ -186,10 +186,13 @@ def _seed_everything(seed: int) -> None:
 def _resume_settings(config: SftConfig, world_size: int, training: TrainingSet) -> dict[str, Any]:
     """What a checkpoint records and a resumed run must match."""
     settings = config.model_dump(mode="json", exclude=set(RESUMABLE_CHANGES))
+    # Only what was read: derived fields (a reference model's log-probs) are recomputed on
+    # resume and may differ in the last bits on other hardware.
+    derived = set(DERIVED_FIELDS.values())
     data = data_fingerprint(
         chunk
         for fields in training.examples
-        for key in sorted(fields)
+        for key in sorted(set(fields) - derived)
         for chunk in (key.encode(), fields[key].cpu().numpy().tobytes())
     )
     return {"settings": settings, "world_size": world_size, "training_data": data}
