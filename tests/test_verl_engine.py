@@ -166,6 +166,26 @@ def test_dry_run_prints_the_command_and_launches_nothing(tmp_path, gsm8k_train, 
     assert not (tmp_path / "metrics.jsonl").exists()
 
 
+def test_a_relaunch_keeps_the_first_launchs_settings_and_data(
+    tmp_path, gsm8k_train, monkeypatch, capsys
+):
+    """verl resumes from its checkpoints whatever it is given: we check before launching."""
+    from cft_rl.rl import verl_engine
+
+    monkeypatch.setattr(verl_engine, "follow", lambda *args: 0)  # verl itself needs GPUs
+    data, out = tmp_path / "train.jsonl", tmp_path / "run"
+    data.write_text(gsm8k_train.read_text())
+    args = ["grpo", "--recipe", str(REAL_RECIPE), f"output_dir={out}", f"data.path={data}"]
+    assert main(args) == 0 and (out / "verl_run.json").is_file()
+    assert main(args) == 0  # the same run again: verl resumes
+    assert main([*args, "optim.lr=2e-6"]) == 2
+    assert "optim.lr" in capsys.readouterr().err
+    data.write_text(gsm8k_train.read_text().replace("What is 7 + 7?", "What is 7 + 8?"))
+    assert main(args) == 2
+    assert "training_questions" in capsys.readouterr().err
+    assert main([*args, "dry_run=true"]) == 2  # a dry run is checked too
+
+
 def _fake_verl(script: str) -> list[str]:
     """A process that writes verl file-logger records to $VERL_FILE_LOGGER_PATH."""
     prelude = "import json, os, sys, time\npath = os.environ['VERL_FILE_LOGGER_PATH']\n"

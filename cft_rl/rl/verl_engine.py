@@ -11,6 +11,7 @@ the run. With `dry_run: true` it prints the command and launches nothing.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import shlex
@@ -20,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from cft_rl.checkpointing import check_resume_settings, data_fingerprint
 from cft_rl.config import ConfigError
 from cft_rl.data import DataError, Example, load_benchmark
 from cft_rl.data.prompts import TEMPLATES
@@ -33,6 +35,9 @@ VERL_METRICS = "verl_metrics.jsonl"
 METRICS = "metrics.jsonl"
 EVENTS = "collapse_events.jsonl"
 COMMAND_FILE = "verl_command.sh"
+# The settings and training questions of the first launch: verl resumes from its own
+# checkpoints whatever it is given, so a later launch is checked against this first.
+RUN_RECORD = "verl_run.json"
 REWARD_FILE = Path(__file__).resolve().parents[2] / "reward" / "score.py"
 # verl's names of our estimators: Dr. GRPO is GRPO without the std division.
 _ESTIMATORS = {"grpo": ("grpo", True), "dr_grpo": ("grpo", False), "rloo": ("rloo", True)}
@@ -48,6 +53,10 @@ def run_verl(config: GrpoConfig) -> list[str]:
     out_dir = Path(config.output_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     examples = load_benchmark(config.data.benchmark, config.data.path, config.data.limit)
+    settings = run_settings(config, examples)
+    record = out_dir / RUN_RECORD
+    if record.is_file():
+        check_resume_settings(record, json.loads(record.read_text()), settings)
     train_path = write_verl_parquet(examples, config.data.template, out_dir / TRAIN_PARQUET)
     overrides = verl_overrides(config, train_path, out_dir)
     compose_verl_config(overrides)
@@ -62,6 +71,8 @@ def run_verl(config: GrpoConfig) -> list[str]:
     if config.dry_run:
         print(f"dry run: nothing launched (command saved in {out_dir / COMMAND_FILE})")
         return command
+    if not record.is_file():
+        record.write_text(json.dumps(settings, indent=1, sort_keys=True))
     returncode = follow(config, command, {**os.environ, **env}, out_dir)
     from cft_rl.report.entropy import plot_runs
 
@@ -70,6 +81,15 @@ def run_verl(config: GrpoConfig) -> list[str]:
     if returncode != 0:
         raise RuntimeError(f"verl exited with status {returncode}")
     return command
+
+
+def run_settings(config: GrpoConfig, examples: list[Example]) -> dict:
+    """What a relaunch into the same output_dir must share with the first launch: the
+    recipe's trajectory-shaping settings and a hash of the prompts and answers."""
+    questions = data_fingerprint(
+        json.dumps([e.id, e.question, config.data.template, e.answer]).encode() for e in examples
+    )
+    return {**config.resume_settings(), "training_questions": questions}
 
 
 def write_verl_parquet(examples: list[Example], template: str, path: Path) -> Path:
