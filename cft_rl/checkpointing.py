@@ -7,7 +7,7 @@ comparison that identify and the toy build use too).
 
 A checkpoint is written under `.tmp-step_NNNNNN`, its marker last, and renamed into place.
 Only step_* directories that hold the marker count, so a crash at any moment leaves the
-previous checkpoint as the newest valid one; leftovers are removed by the next `prune`.
+previous checkpoint as the newest valid one; leftovers are removed by the next commit.
 """
 
 from __future__ import annotations
@@ -49,7 +49,17 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return max(_valid(root), key=lambda path: path.name, default=None)
 
 
-def write_marker(checkpoint: Path, state: dict[str, Any]) -> None:
+def commit_checkpoint(temporary: Path, state: dict[str, Any], keep: int) -> Path:
+    """Publish the complete checkpoint written in `temporary` (see `temporary_dir`): marker
+    last, then renamed into place, then only the newest `keep` kept. Returns its path."""
+    final = temporary.with_name(temporary.name.removeprefix(_TMP_PREFIX))
+    _write_marker(temporary, state)
+    replace_dir(temporary, final)
+    _prune(final.parent, keep)
+    return final
+
+
+def _write_marker(checkpoint: Path, state: dict[str, Any]) -> None:
     """Flush every file of `checkpoint` to disk, then write the marker, durably: once the
     marker exists, the checkpoint is trusted."""
     for path in sorted(checkpoint.rglob("*")):
@@ -65,7 +75,7 @@ def read_marker(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / MARKER).read_text())
 
 
-def prune(root: Path, keep: int) -> None:
+def _prune(root: Path, keep: int) -> None:
     """Keep the newest `keep` valid checkpoints; drop leftovers of interrupted writes."""
     valid = sorted(_valid(root))
     for path in valid[:-keep]:

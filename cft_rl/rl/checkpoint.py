@@ -17,14 +17,13 @@ from safetensors.torch import load_model, save_model
 from cft_rl.checkpointing import (
     HF_EXPORT,
     checkpoint_dir,
-    prune,
+    commit_checkpoint,
     read_marker,
     remove,
     replace_dir,
     rng_state,
     set_rng_state,
     temporary_dir,
-    write_marker,
 )
 from cft_rl.errors import UserError
 
@@ -47,17 +46,13 @@ def save_checkpoint(
     keep: int,
 ) -> Path:
     """Write step `step`'s checkpoint, then keep only the newest `keep` of them."""
-    final = checkpoint_dir(out_dir, step)
-    temporary = temporary_dir(final)
+    temporary = temporary_dir(checkpoint_dir(out_dir, step))
     remove(temporary)
     temporary.mkdir(parents=True)
     save_model(model, str(temporary / "model.safetensors"))
     trainer = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
     torch.save({**trainer, "rng": rng_state()}, temporary / "trainer.pt")
-    write_marker(temporary, {"step": step, "settings": settings})
-    replace_dir(temporary, final)
-    prune(final.parent, keep)
-    return final
+    return commit_checkpoint(temporary, {"step": step, "settings": settings}, keep)
 
 
 def read_training_state(path: Path) -> TrainingState:

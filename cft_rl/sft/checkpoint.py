@@ -26,14 +26,13 @@ import torch
 from cft_rl.checkpointing import (
     HF_EXPORT,
     checkpoint_dir,
-    prune,
+    commit_checkpoint,
     read_marker,
     remove,
     replace_dir,
     rng_state,
     set_rng_state,
     temporary_dir,
-    write_marker,
 )
 from cft_rl.sft.export import export_hf
 
@@ -57,9 +56,7 @@ def save_checkpoint(
     export_hf(engine.module.model, tokenizer, temporary / HF_EXPORT, rank)
     dist.barrier()
     if rank == 0:
-        write_marker(temporary, {"step": step, **state})
-        replace_dir(temporary, final)
-        prune(final.parent, keep)
+        commit_checkpoint(temporary, {"step": step, **state}, keep)
     dist.barrier()
     return final
 
