@@ -135,7 +135,8 @@ def identify_shard(
         for start in range(config.shard_index * size, len(examples), config.num_shards * size)
     ]
     total = sum(len(chunk) for chunk in chunks)
-    start, done_before = time.perf_counter(), sum(i in results for c in chunks for i in c)
+    done_before = done = sum(i in results for chunk in chunks for i in chunk)
+    start = time.perf_counter()
     for chunk in chunks:
         pending = [index for index in chunk if index not in results]
         if not pending:
@@ -148,7 +149,7 @@ def identify_shard(
             record = identify_record(config, greedy[index], workbench)
             files.append_result(record)
             results[index] = record
-        done = sum(i in results for c in chunks for i in c)
+        done += len(pending)
         _report_progress(done, total, done_before, time.perf_counter() - start)
     files.mark_done(summarize([results[i] for chunk in chunks for i in chunk]))
 
