@@ -8,8 +8,8 @@ accumulated over micro-batches whose losses sum to the mini-batch loss.
 
 Outputs in output_dir: metrics.jsonl (one record per step, names of
 cft_rl.rl.entropy_monitor.METRIC_NAMES plus timings), probe.jsonl, validation.jsonl,
-collapse_events.jsonl,
-checkpoints/step_N (exact resume), hf_model/ (the final policy) and entropy.png.
+collapse_events.jsonl, checkpoints/step_N (exact resume), hf_model/ (the final policy) and
+entropy.png.
 """
 
 from __future__ import annotations
