@@ -39,7 +39,8 @@ EXPECTED_ANSWERS = {
 
 
 def test_registry_has_the_paper_benchmarks_and_the_extras():
-    extras = {"math500", "aime24", "amc23", "toy", "toy-hard", "toy-train"}
+    toy = {f"{d}{s}" for d in ("toy", "toy-hard", "toy-long") for s in ("", "-val", "-train")}
+    extras = {"math500", "aime24", "amc23", *toy}
     assert len(PAPER_BENCHMARKS) == 11
     assert set(BENCHMARKS) == set(PAPER_BENCHMARKS) | extras
 
@@ -214,15 +215,19 @@ def test_generic_loader_reads_any_answer_style(tmp_path):
 
 
 def test_toy_benchmarks_come_from_the_toy_world(monkeypatch):
-    import sys
-    import types
+    import cft_rl.data.registry as registry
 
-    module = types.ModuleType("cft_rl.toy.problems")
-    module.toy_examples = lambda name, n: [Example(f"{name}-{i}", "q", "1") for i in range(n)]
-    monkeypatch.setitem(sys.modules, "cft_rl.toy.problems", module)
+    asked = []
+
+    def fake(name, n):
+        asked.append((name, n))
+        return [Example(f"{name}-{i}", "q", "1") for i in range(n)]
+
+    monkeypatch.setattr(registry, "toy_examples", fake)
     assert len(load_benchmark("toy-hard", limit=3)) == 3
-    assert len(load_benchmark("toy-train", limit=4)) == 4
-    for name in ("toy", "toy-train"):
+    assert len(load_benchmark("toy-long-val", limit=4)) == 4
+    assert asked == [("toy-hard", 3), ("toy-long-val", 4)]
+    for name in ("toy", "toy-train", "toy-long-val"):
         with pytest.raises(DataError, match=f"'{name}' is generated, it takes no path"):
             load_benchmark(name, path="somewhere.jsonl")
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from cft_rl.data.registry import toy_examples
 from cft_rl.toy import build as build_module
 from cft_rl.toy.problems import (
     DIFFICULTIES,
     eval_problems,
     generate_problems,
     split_of,
-    toy_examples,
     training_problems,
 )
 from cft_rl.toy.tokenizer import END, train_tokenizer
@@ -297,3 +297,29 @@ def _interrupted_at_step(step: int):
 def test_head_dim_below_32_is_refused(tmp_path, capsys):
     assert _build(tmp_path, "model.num_heads=4") == 2
     assert "head dimension" in capsys.readouterr().err
+
+
+def test_every_difficulty_has_test_validation_and_training_sets_apart():
+    from cft_rl.toy.problems import VALIDATION_DISJOINT_FROM, validation_problems
+
+    for name in DIFFICULTIES:
+        test = eval_problems(name, VALIDATION_DISJOINT_FROM)
+        validation = validation_problems(name, 200)
+        assert all(split_of(p) == "heldout" for p in validation)
+        assert len({p.question for p in validation}) == 200
+        assert not {p.arithmetic() for p in validation} & {p.arithmetic() for p in test}
+        train = toy_examples(f"{name}-train", 200)
+        heldout = {p.question for p in test + validation}
+        assert not heldout & {e.question for e in train}
+        assert [e.source for e in toy_examples(f"{name}-val", 3)] == [f"{name}-val"] * 3
+
+
+def test_toy_long_is_toy_with_more_steps():
+    long = eval_problems("toy-long", 300)
+    assert {len(p.events) for p in long} == {3, 4}
+    assert all(1 <= p.start <= 99 for p in long)
+    # toy-train keeps its questions: the seed predates the naming scheme
+    assert (
+        toy_examples("toy-train", 5)[0].question
+        == generate_problems("identify", 1, DIFFICULTIES["toy"], "train")[0].question
+    )

@@ -28,6 +28,7 @@ from cft_rl.data.readers import (
     unchanged,
 )
 from cft_rl.data.records import SUFFIXES, Record, read_records, records_from_rows
+from cft_rl.toy.problems import toy_benchmark_names, toy_problems
 
 ROOT_ENV = "CFT_RL_BENCHMARK_ROOT"
 HUB_PREFIX = "hub:"
@@ -100,8 +101,9 @@ class FileBenchmark:
 
 @dataclass(frozen=True)
 class ToyBenchmark:
-    """Problems of the embedded toy world, generated on demand (seeded): held-out ones for
-    "toy" and "toy-hard", training-split ones for "toy-train"."""
+    """Problems of the embedded toy world, generated on demand (seeded): held-out test
+    problems ("toy", "toy-hard", "toy-long"), held-out validation problems ("toy-val", ...)
+    and training-split problems ("toy-train", ...); see cft_rl.toy.problems."""
 
     name: str
 
@@ -110,9 +112,21 @@ class ToyBenchmark:
     ) -> list[Example]:
         if path is not None:
             raise DataError(f"benchmark '{self.name}' is generated, it takes no path ({path!r})")
-        from cft_rl.toy.problems import toy_examples  # the toy world is optional for real runs
-
         return toy_examples(self.name, limit or DEFAULT_TOY_SIZE)
+
+
+def toy_examples(name: str, n: int) -> list[Example]:
+    """The first `n` problems of toy benchmark `name` as examples (answer: the `#### N` value)."""
+    return [
+        Example(
+            id=f"{name}-{index}",
+            question=problem.question,
+            answer=str(problem.answer),
+            solution=problem.solution,
+            source=name,
+        )
+        for index, problem in enumerate(toy_problems(name, n))
+    ]
 
 
 def examples_from_records(
@@ -235,9 +249,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             HubSource("HuggingFaceH4/aime_2024", split="train"),
         ),
         FileBenchmark("amc23", joined_fields("problem"), numeric_answer("answer")),
-        ToyBenchmark("toy"),
-        ToyBenchmark("toy-hard"),
-        ToyBenchmark("toy-train"),
+        *(ToyBenchmark(name) for name in toy_benchmark_names()),
     ]
 }
 

@@ -17,10 +17,7 @@ import hashlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    from cft_rl.data import Example
+from typing import Literal
 
 Kind = Literal["add", "sub", "bags"]
 Split = Literal["train", "heldout"]
@@ -95,11 +92,24 @@ DIFFICULTIES: dict[str, Difficulty] = {
     "toy-hard": Difficulty(
         steps=(4, 4), start=(1, 149), amount=(1, 59), bag_count=(2, 9), bag_size=(2, 9)
     ),
+    # `toy`'s numbers with one or two more steps: the shipped model answers about half of
+    # them greedily, like real base models on GSM8K, so self-training has room (docs/toy.md).
+    "toy-long": Difficulty(
+        steps=(3, 4), start=(1, 99), amount=(1, 49), bag_count=(2, 9), bag_size=(2, 9)
+    ),
 }
 
 # Seeds of the evaluation sets; training seeds are free to be anything (the split keeps
 # the two apart), these only make each set reproducible.
-EVAL_SEEDS = {"toy": 1_000_001, "toy-hard": 1_000_002}
+EVAL_SEEDS = {"toy": 1_000_001, "toy-hard": 1_000_002, "toy-long": 1_000_003}
+
+# Every difficulty D is three benchmarks: "D" (held-out test problems), "D-val" (held-out
+# validation problems, for choosing learning rates and checkpoints) and "D-train" (training
+# split, for identify, SFT and GRPO). Validation problems share no arithmetic with the first
+# VALIDATION_DISJOINT_FROM test problems, more than any recipe evaluates.
+VALIDATION_SUFFIX = "-val"
+TRAIN_SUFFIX = "-train"
+VALIDATION_DISJOINT_FROM = 1000
 
 NAMES = (
     "Ava", "Ben", "Cora", "Dan", "Eli", "Fay", "Gus", "Ivy",
@@ -208,38 +218,54 @@ def training_problems(seed: int, chunk: int, n: int, difficulty: Difficulty) -> 
 
 
 def eval_problems(name: str, n: int) -> list[Problem]:
-    """The first `n` held-out problems of benchmark `name` ("toy" or "toy-hard")."""
-    if name not in DIFFICULTIES:
-        raise ValueError(f"unknown toy benchmark {name!r}; known: {sorted(DIFFICULTIES)}")
-    return generate_problems(EVAL_SEEDS[name], n, DIFFICULTIES[name], "heldout")
+    """The first `n` held-out test problems of difficulty `name` (e.g. "toy", "toy-hard")."""
+    return generate_problems(EVAL_SEEDS[_difficulty_name(name)], n, DIFFICULTIES[name], "heldout")
 
 
-# `toy-train`: training-split questions for the post-training stages (identify, SFT, GRPO),
-# always the same ones, so identifying and fine-tuning on them never leaks into `toy` eval.
-TOY_TRAIN = "toy-train"
-# Named after the first stage that used it; changing it changes every stage's questions.
-TOY_TRAIN_SEED = "identify"
+def validation_problems(name: str, n: int) -> list[Problem]:
+    """`n` held-out problems of difficulty `name` that are not among its test problems."""
+    test = {p.arithmetic() for p in eval_problems(name, VALIDATION_DISJOINT_FROM)}
+    rng = random.Random(f"{name}{VALIDATION_SUFFIX}")
+    stream = (
+        p for p in iter_problems(rng, DIFFICULTIES[name], "heldout") if p.arithmetic() not in test
+    )
+    return list(_take(stream, n, unique=True))
 
 
-def toy_examples(name: str, n: int) -> list[Example]:
-    """The first `n` problems of toy benchmark `name` ("toy", "toy-hard" or "toy-train") as
-    benchmark examples (reference answer = the `#### N` value)."""
-    from cft_rl.data import Example
+def training_questions(name: str, n: int) -> list[Problem]:
+    """The first `n` training-split problems of difficulty `name`, always the same ones."""
+    return generate_problems(
+        _TRAIN_SEEDS.get(name, name + TRAIN_SUFFIX), n, DIFFICULTIES[name], "train"
+    )
 
-    if name == TOY_TRAIN:
-        problems = generate_problems(TOY_TRAIN_SEED, n, DIFFICULTIES["toy"], "train")
-    else:
-        problems = eval_problems(name, n)
+
+# The seed of `toy-train`'s questions predates the naming scheme; changing it would change
+# every stage's toy questions. Other difficulties use their benchmark name as the seed.
+_TRAIN_SEEDS = {"toy": "identify"}
+
+
+def toy_benchmark_names() -> list[str]:
+    """Every toy benchmark: each difficulty's test, validation and training sets."""
     return [
-        Example(
-            id=f"{name}-{index}",
-            question=problem.question,
-            answer=str(problem.answer),
-            solution=problem.solution,
-            source=name,
-        )
-        for index, problem in enumerate(problems)
+        f"{name}{suffix}"
+        for name in DIFFICULTIES
+        for suffix in ("", VALIDATION_SUFFIX, TRAIN_SUFFIX)
     ]
+
+
+def toy_problems(name: str, n: int) -> list[Problem]:
+    """The first `n` problems of toy benchmark `name` (see `toy_benchmark_names`)."""
+    if name.endswith(TRAIN_SUFFIX):
+        return training_questions(_difficulty_name(name.removesuffix(TRAIN_SUFFIX)), n)
+    if name.endswith(VALIDATION_SUFFIX):
+        return validation_problems(_difficulty_name(name.removesuffix(VALIDATION_SUFFIX)), n)
+    return eval_problems(name, n)
+
+
+def _difficulty_name(name: str) -> str:
+    if name not in DIFFICULTIES:
+        raise ValueError(f"unknown toy benchmark {name!r}; known: {toy_benchmark_names()}")
+    return name
 
 
 def _take(problems: Iterator[Problem], n: int, unique: bool) -> Iterator[Problem]:
