@@ -17,7 +17,7 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +49,33 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return max(_valid(root), key=lambda path: path.name, default=None)
 
 
-def commit_checkpoint(temporary: Path, state: dict[str, Any], keep: int) -> Path:
+# A checkpoint's score from its marker (higher is better; None: not scored).
+Score = Callable[[dict[str, Any]], float | None]
+
+
+def best_checkpoint(out_dir: str | Path, score: Score) -> Path | None:
+    """The valid checkpoint with the highest score (the earliest on ties), if any is scored."""
+    root = Path(out_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return None
+    scored = [(score(read_marker(p)), p) for p in sorted(_valid(root))]
+    scored = [(value, p) for value, p in scored if value is not None]
+    if not scored:
+        return None
+    top = max(value for value, _ in scored)
+    return next(p for value, p in scored if value == top)
+
+
+def commit_checkpoint(
+    temporary: Path, state: dict[str, Any], keep: int, keep_best: Score | None = None
+) -> Path:
     """Publish the complete checkpoint written in `temporary` (see `temporary_dir`): marker
-    last, then renamed into place, then only the newest `keep` kept. Returns its path."""
+    last, then renamed into place, then only the newest `keep` kept, and the best by
+    `keep_best` when given. Returns its path."""
     final = temporary.with_name(temporary.name.removeprefix(_TMP_PREFIX))
     _write_marker(temporary, state)
     replace_dir(temporary, final)
-    _prune(final.parent, keep)
+    _prune(final.parent, keep, keep_best)
     return final
 
 
@@ -75,11 +95,14 @@ def read_marker(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / MARKER).read_text())
 
 
-def _prune(root: Path, keep: int) -> None:
-    """Keep the newest `keep` valid checkpoints; drop leftovers of interrupted writes."""
+def _prune(root: Path, keep: int, keep_best: Score | None) -> None:
+    """Keep the newest `keep` valid checkpoints (and the best by `keep_best`); drop
+    leftovers of interrupted writes."""
     valid = sorted(_valid(root))
+    best = best_checkpoint(root.parent, keep_best) if keep_best is not None else None
     for path in valid[:-keep]:
-        remove(path)
+        if path != best:
+            remove(path)
     for path in root.iterdir():
         if path.name.startswith(_TMP_PREFIX) or (
             path.name.startswith(_PREFIX) and not (path / MARKER).exists()

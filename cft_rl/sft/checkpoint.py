@@ -25,6 +25,7 @@ import torch
 
 from cft_rl.checkpointing import (
     HF_EXPORT,
+    Score,
     checkpoint_dir,
     commit_checkpoint,
     read_marker,
@@ -40,9 +41,17 @@ DEEPSPEED_TAG = "deepspeed"
 
 
 def save_checkpoint(
-    engine, tokenizer, out_dir: str | Path, step: int, state: dict[str, Any], keep: int, rank: int
+    engine,
+    tokenizer,
+    out_dir: str | Path,
+    step: int,
+    state: dict[str, Any],
+    keep: int,
+    rank: int,
+    keep_best: Score | None = None,
 ) -> Path:
-    """Every rank calls this: DeepSpeed states, RNG, HF export, then the marker and rename."""
+    """Every rank calls this: DeepSpeed states, RNG, HF export, then the marker and rename
+    (pruning keeps the newest `keep` and the best by `keep_best`)."""
     import torch.distributed as dist
 
     final = checkpoint_dir(out_dir, step)
@@ -56,7 +65,7 @@ def save_checkpoint(
     export_hf(engine.module.model, tokenizer, temporary / HF_EXPORT, rank)
     dist.barrier()
     if rank == 0:
-        commit_checkpoint(temporary, {"step": step, **state}, keep)
+        commit_checkpoint(temporary, {"step": step, **state}, keep, keep_best)
     dist.barrier()
     return final
 

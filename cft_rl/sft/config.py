@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from cft_rl.config import ModelSpec, Section
+from cft_rl.eval.config import VerifierSettings
 from cft_rl.sft.losses import LossConfig
 
 
@@ -82,8 +83,27 @@ class CheckpointSettings(Section):
 
     # Every this many optimizer steps, and at the end; 0: only at the end.
     every_steps: int = Field(default=0, ge=0)
-    # Newest checkpoints kept (each holds a DeepSpeed checkpoint and an HF export).
+    # Newest checkpoints kept (each holds a DeepSpeed checkpoint and an HF export); with
+    # export: best, the best-validation checkpoint is kept as well.
     keep: int = Field(default=2, ge=1)
+    # What OUT/hf_model holds at the end: the last checkpoint, or the one with the highest
+    # validation greedy accuracy (earliest on ties; needs `validation`).
+    export: Literal["last", "best"] = "last"
+
+
+class ValidationSettings(Section):
+    """Greedy accuracy (and the loss of reference solutions, where the questions have them)
+    on held-out questions, before training and at every checkpoint (checkpoint.every_steps
+    and the end). For choosing a learning rate or a checkpoint without looking at test sets.
+    `benchmark`: a cft_rl.data benchmark, e.g. "toy-val"; null turns validation off."""
+
+    benchmark: str | None = None
+    path: str | None = None
+    limit: int | None = Field(default=200, ge=1)
+    template: str = "toy"
+    max_new_tokens: int = Field(default=256, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    verifier: VerifierSettings = VerifierSettings()
 
 
 class WandbSettings(Section):
@@ -115,6 +135,7 @@ class SftConfig(Section):
     train: TrainSettings = TrainSettings()
     lora: LoraSettings = LoraSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
+    validation: ValidationSettings = ValidationSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @model_validator(mode="after")
@@ -125,4 +146,6 @@ class SftConfig(Section):
             raise ValueError("data.benchmark: 'toy-train' or a benchmark name (with data.path)")
         if self.loss.name == "rho1" and self.reference_model is None:
             raise ValueError("reference_model: loss 'rho1' needs a reference model")
+        if self.checkpoint.export == "best" and self.validation.benchmark is None:
+            raise ValueError("checkpoint.export: 'best' needs validation.benchmark")
         return self

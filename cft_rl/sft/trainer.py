@@ -11,6 +11,7 @@ sum(w * token loss) / sum(w) over all of its tokens, however the step is split.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -20,11 +21,14 @@ from typing import Any
 import torch
 
 from cft_rl.checkpointing import (
+    best_checkpoint,
     check_resume_settings,
     data_fingerprint,
     latest_checkpoint,
     read_marker,
 )
+from cft_rl.errors import UserError
+from cft_rl.rl.jsonl_log import StepLog
 from cft_rl.sft.checkpoint import load_checkpoint, publish_export, save_checkpoint
 from cft_rl.sft.config import SftConfig
 from cft_rl.sft.data import DERIVED_FIELDS, TrainingSet, build_training_set, collate
@@ -33,10 +37,14 @@ from cft_rl.sft.losses import all_reduce_sum, step_normalizer
 from cft_rl.sft.metrics import MetricsSinks
 from cft_rl.sft.model import load_trainable_model
 from cft_rl.sft.plan import StepPlan
+from cft_rl.sft.validation import VALIDATION, Validator, validation_accuracy
+from reward import Verifier
 
 RUN_INFO = "run_info.json"
-# Sections a resumed run may change: they do not change what is computed.
-RESUMABLE_CHANGES = ("output_dir", "logging", "checkpoint")
+# Which checkpoint OUT/hf_model is, and its validation result.
+EXPORT_INFO = "export.json"
+# Sections a resumed run may change: they do not change what is trained.
+RESUMABLE_CHANGES = ("output_dir", "logging", "checkpoint", "validation")
 
 
 def run_sft(config: SftConfig) -> Path:
@@ -75,9 +83,15 @@ def _train(config: SftConfig, topology: Topology, tokenizer, training: TrainingS
         start = load_checkpoint(engine, latest, topology.rank)["step"]
     if topology.rank == 0:
         _write_run_info(out, training, plan, topology, start)
-    sinks = MetricsSinks(config, start, plan.total_steps) if topology.rank == 0 else None
     trainer = _Trainer(config, engine, training, plan, topology, tokenizer.pad_token_id)
-    try:
+    keep_best = validation_accuracy if config.checkpoint.export == "best" else None
+    with contextlib.ExitStack() as stack:
+        sinks = MetricsSinks(config, start, plan.total_steps) if topology.rank == 0 else None
+        if sinks is not None:
+            stack.callback(sinks.close)
+        validate = _validation(config, engine, tokenizer, topology, start, stack)
+        if start == 0:
+            validate(0)
         for step in range(start, plan.total_steps):
             record = trainer.train_step(step)
             if sinks is not None:
@@ -85,17 +99,67 @@ def _train(config: SftConfig, topology: Topology, tokenizer, training: TrainingS
             done = step + 1
             every = config.checkpoint.every_steps
             if done == plan.total_steps or (every and done % every == 0):
+                state = {**settings, "validation": validate(done)}
                 latest = save_checkpoint(
-                    engine, tokenizer, out, done, settings, config.checkpoint.keep, topology.rank
+                    engine,
+                    tokenizer,
+                    out,
+                    done,
+                    state,
+                    config.checkpoint.keep,
+                    topology.rank,
+                    keep_best,
                 )
-    finally:
-        if sinks is not None:
-            sinks.close()
     if topology.rank == 0:
-        export = publish_export(latest, out)
-        print(f"model after step {read_marker(latest)['step']} exported to {export}", flush=True)
+        chosen = best_checkpoint(out, keep_best) if keep_best is not None else None
+        _export(out, chosen or latest, config.checkpoint.export)
     torch.distributed.barrier()
     return out / "hf_model"
+
+
+def _validation(config: SftConfig, engine, tokenizer, topology: Topology, start: int, stack):
+    """validate(step) -> the validation result on rank 0 (None elsewhere or when off), also
+    appended to OUT/validation.jsonl; ranks wait for rank 0."""
+    spec = config.validation
+    if spec.benchmark is None:
+        return lambda step: None
+    if engine.zero_optimization_stage() == 3:
+        raise UserError(
+            "validation: ZeRO-3 shards the weights over ranks, so they cannot generate on one; "
+            "use ZeRO 0-2 (train.deepspeed_config) or turn validation off"
+        )
+    if topology.rank != 0:
+
+        def wait(step: int) -> None:
+            torch.distributed.barrier()
+
+        return wait
+    verifier = stack.enter_context(Verifier(spec.verifier.num_workers, spec.verifier.timeout_s))
+    validator = Validator(spec, tokenizer, verifier)
+    log = StepLog(Path(config.output_dir) / VALIDATION)
+    log.rewind(start)
+
+    def validate(step: int) -> dict:
+        result = validator(engine.module.model)
+        log.append({"step": step, **result})
+        print(
+            f"validation at step {step}: accuracy {result['accuracy']:.3f} "
+            f"on {result['problems']} questions",
+            flush=True,
+        )
+        torch.distributed.barrier()
+        return result
+
+    return validate
+
+
+def _export(out: Path, checkpoint: Path, select: str) -> None:
+    """Publish `checkpoint` as OUT/hf_model and say which it is in OUT/export.json."""
+    export = publish_export(checkpoint, out)
+    marker = read_marker(checkpoint)
+    info = {"step": marker["step"], "select": select, "validation": marker.get("validation")}
+    (out / EXPORT_INFO).write_text(json.dumps(info, indent=1))
+    print(f"model after step {marker['step']} ({select}) exported to {export}", flush=True)
 
 
 class _Trainer:
@@ -125,7 +189,7 @@ class _Trainer:
         batches = self.micro_batches(step)
         normalizer = step_normalizer(self.config.loss, batches)
         lr = engine.get_lr()[0]
-        totals = torch.zeros(3, dtype=torch.float64)  # loss, tokens, supervised tokens
+        totals = torch.zeros(4, dtype=torch.float64)  # loss, tokens, response, supervised
         own_norm = None
         for index, batch in enumerate(batches):
             batch = {key: value.to(engine.device) for key, value in batch.items()}
@@ -136,11 +200,12 @@ class _Trainer:
                 # ZeRO-0 (fp32) does not report the norm; its gradients are complete here
                 own_norm = _gradient_norm(engine.module)
             engine.step()
+            response = (batch["response_mask"] * batch["attention_mask"]).sum().item()
             totals += torch.tensor(
-                [loss.item(), batch["attention_mask"].sum().item(), num_tokens.item()],
+                [loss.item(), batch["attention_mask"].sum().item(), response, num_tokens.item()],
                 dtype=torch.float64,
             )
-        loss_total, tokens, supervised = all_reduce_sum(totals).tolist()
+        loss_total, tokens, response_tokens, supervised = all_reduce_sum(totals).tolist()
         seconds = time.perf_counter() - started
         grad_norm = engine.get_global_grad_norm()
         if grad_norm is None:
@@ -153,6 +218,7 @@ class _Trainer:
             "grad_norm": None if grad_norm is None else float(grad_norm),
             "loss_weight": float(normalizer),
             "tokens": int(tokens),
+            "response_tokens": int(response_tokens),
             "supervised_tokens": int(supervised),
             "step_s": seconds,
             "tokens_per_s": tokens / seconds,

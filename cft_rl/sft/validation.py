@@ -1,0 +1,101 @@
+"""Validation during `cft-rl sft`: greedy accuracy on held-out questions, scored by the one
+verifier, and the mean token loss of their reference solutions where they have them.
+
+It runs on rank 0 with the weights being trained (ZeRO stages 0-2 keep a full copy on every
+rank), before the first step and at every checkpoint, so that the best-validation
+checkpoint can be exported (`checkpoint.export: best`) and learning rates compared without
+looking at test sets. Results go to OUT/validation.jsonl and into each checkpoint's marker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from cft_rl.data import load_benchmark
+from cft_rl.data.prompts import format_prompt
+from cft_rl.errors import UserError
+from cft_rl.generation import SamplingParams
+from cft_rl.generation.hf import HFBackend
+from cft_rl.sft.config import ValidationSettings
+from cft_rl.sft.data import collate
+from reward import Verifier
+
+VALIDATION = "validation.jsonl"
+# Validation examples scored for the solution loss at once.
+_LOSS_BATCH = 16
+
+
+class Validator:
+    """The validation questions of `spec`, tokenized once; call it with the model."""
+
+    def __init__(self, spec: ValidationSettings, tokenizer, verifier: Verifier) -> None:
+        examples = load_benchmark(spec.benchmark, spec.path, spec.limit)
+        if not examples:
+            raise UserError(f"validation.benchmark '{spec.benchmark}' has no questions")
+        self.spec, self.tokenizer, self.verifier = spec, tokenizer, verifier
+        self.prompts = [
+            tokenizer(
+                format_prompt(tokenizer, e.question, spec.template), add_special_tokens=False
+            )["input_ids"]
+            for e in examples
+        ]
+        self.references = [e.answer for e in examples]
+        # The loss needs every solution; a set without them is validated by accuracy alone.
+        self.solutions = (
+            [tokenizer(e.solution, add_special_tokens=False)["input_ids"] for e in examples]
+            if all(e.solution for e in examples)
+            else None
+        )
+
+    def __call__(self, model: torch.nn.Module) -> dict[str, Any]:
+        was_training = model.training
+        try:
+            backend = HFBackend(model, self.tokenizer, self.spec.batch_size)  # sets eval mode
+            params = SamplingParams(max_new_tokens=self.spec.max_new_tokens)
+            texts = [c[0].text for c in backend.generate(self.prompts, params)]
+            verdicts = self.verifier.verify_batch(texts, self.references)
+            loss = self._solution_loss(model) if self.solutions is not None else None
+        finally:
+            model.train(was_training)
+        return {
+            "accuracy": sum(v.correct for v in verdicts) / len(verdicts),
+            "loss": loss,
+            "problems": len(verdicts),
+        }
+
+    @torch.no_grad()
+    def _solution_loss(self, model: torch.nn.Module) -> float:
+        """Mean cross-entropy per reference-solution token, the same for every method."""
+        device = next(model.parameters()).device
+        total, count = 0.0, 0
+        pairs = list(zip(self.prompts, self.solutions, strict=True))
+        for start in range(0, len(pairs), _LOSS_BATCH):
+            items = [
+                {
+                    "input_ids": torch.tensor(prompt + solution),
+                    "attention_mask": torch.ones(len(prompt) + len(solution), dtype=torch.long),
+                    "response_mask": torch.tensor([0] * len(prompt) + [1] * len(solution)),
+                }
+                for prompt, solution in pairs[start : start + _LOSS_BATCH]
+            ]
+            batch = {
+                k: v.to(device) for k, v in collate(items, self.tokenizer.pad_token_id).items()
+            }
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits[:, :-1]
+            targets = batch["input_ids"][:, 1:]
+            mask = batch["response_mask"][:, 1:].bool()
+            losses = torch.nn.functional.cross_entropy(
+                logits.float().transpose(1, 2), targets, reduction="none"
+            )
+            total += float(losses[mask].sum())
+            count += int(mask.sum())
+        return total / count
+
+
+def validation_accuracy(marker: dict[str, Any]) -> float | None:
+    """The validation accuracy a checkpoint's marker records, if validation ran there."""
+    return (marker.get("validation") or {}).get("accuracy")
