@@ -22,8 +22,10 @@ __all__ = [
     "GenerationSettings",
     "ModelSpec",
     "Section",
+    "apply_mapping",
     "apply_overrides",
     "load_config",
+    "read_recipe",
     "save_resolved",
 ]
 
@@ -67,26 +69,27 @@ SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
 def load_config(schema: type[SchemaT], recipe: str | Path | None, overrides: list[str]) -> SchemaT:
     """Load `recipe` (or start empty), apply `overrides`, validate against `schema`."""
-    data: dict[str, Any] = {}
-    source = "overrides"
-    if recipe is not None:
-        path = Path(recipe)
-        source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"recipe not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"{path}: a recipe must be a mapping of keys, got {type(loaded).__name__}"
-            )
-        data = loaded
-    data = apply_overrides(data, overrides)
-    return validate(schema, data, source)
+    data = read_recipe(recipe) if recipe is not None else {}
+    source = str(recipe) if recipe is not None else "overrides"
+    return validate(schema, apply_overrides(data, overrides), source)
+
+
+def read_recipe(recipe: str | Path) -> dict[str, Any]:
+    """The mapping a YAML recipe holds, or a ConfigError naming the file."""
+    path = Path(recipe)
+    if not path.is_file():
+        raise ConfigError(f"recipe not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"{path}: a recipe must be a mapping of keys, got {type(loaded).__name__}"
+        )
+    return loaded
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -103,16 +106,28 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(
                 f"override {item!r}: the value is not valid YAML ({problem})"
             ) from None
-        node = merged
-        parts = key.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                prefix = ".".join(parts[: depth + 1])
-                raise ConfigError(f"override {item!r}: {prefix} is a value, not a section")
-            node = child
-        node[parts[-1]] = value
+        _set_dotted(merged, key, value, item)
     return merged
+
+
+def apply_mapping(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of `data` with each dotted key of `overrides` set to its (typed) value."""
+    merged = _deep_copy(data)
+    for key, value in overrides.items():
+        _set_dotted(merged, key, value, f"{key}: {value!r}")
+    return merged
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any, item: str) -> None:
+    node = data
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            prefix = ".".join(parts[: depth + 1])
+            raise ConfigError(f"override {item!r}: {prefix} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
 
 
 def validate(schema: type[SchemaT], data: dict[str, Any], source: str) -> SchemaT:
@@ -128,6 +143,8 @@ def validate(schema: type[SchemaT], data: dict[str, Any], source: str) -> Schema
                 lines.append(
                     f"  unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else "")
                 )
+            elif not key:  # a check of the whole config: its message names the keys
+                lines.append(f"  {problem['msg'].removeprefix('Value error, ')}")
             else:
                 lines.append(f"  key '{key}': {problem['msg']} (got {problem.get('input')!r})")
         raise ConfigError("\n".join(lines)) from None
