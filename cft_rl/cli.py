@@ -44,6 +44,11 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "cft_rl.rl.runner:run_grpo",
         "GRPO from a checkpoint (local engine or verl), entropy monitored",
     ),
+    "experiment": (
+        "cft_rl.experiment.config:ExperimentConfig",
+        "cft_rl.experiment.runner:run_experiment",
+        "a grid of the stages above: methods x learning rates x seeds, GRPO, eval, report",
+    ),
 }
 
 # report kind -> ("module:function", help text); each takes a list of run directories.
@@ -54,6 +59,7 @@ REPORTS: dict[str, tuple[str, str]] = {
     ),
     "passk": ("cft_rl.report.passk:report_passk", "pass@k curves of several eval runs"),
     "entropy": ("cft_rl.report.entropy:report_entropy", "entropy and reward curves of GRPO runs"),
+    "compare": ("cft_rl.report.compare:report_compare", "statistics and plots of an experiment"),
 }
 
 TOY_COMMANDS: dict[str, tuple[str, str, str]] = {

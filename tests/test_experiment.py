@@ -1,0 +1,184 @@
+"""`cft-rl experiment`: the grid's cells and learning-rate choice, its errors, and a smoke
+experiment end to end that is killed with SIGKILL halfway and finished by a rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cft_rl.config import ConfigError, load_config
+from cft_rl.errors import UserError
+from cft_rl.experiment.config import ExperimentConfig
+from cft_rl.experiment.grid import Grid
+from cft_rl.experiment.runner import CELL_DONE, CELL_LOG, write_cell_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "recipes/toy/experiment-smoke.yaml"
+
+
+def smoke_config(tmp_path: Path, *overrides: str) -> ExperimentConfig:
+    return load_config(ExperimentConfig, SMOKE, [f"output_dir={tmp_path}", *overrides])
+
+
+def finish(out: Path, name: str, validation_accuracy: float | None = None) -> None:
+    """Make cell `name` look finished (with an sft export's validation result)."""
+    (out / name).mkdir(parents=True, exist_ok=True)
+    (out / name / CELL_DONE).write_text("{}")
+    if validation_accuracy is not None:
+        info = {"step": 2, "select": "best", "validation": {"accuracy": validation_accuracy}}
+        (out / name / "export.json").write_text(json.dumps(info))
+
+
+def grid_of(config: ExperimentConfig) -> Grid:
+    out = Path(config.output_dir)
+    return Grid(config, lambda name: (out / name / CELL_DONE).is_file())
+
+
+# --- the grid -----------------------------------------------------------------------------
+
+
+def test_cells_of_a_method_wait_for_its_learning_rate_sweep(tmp_path):
+    grid = grid_of(smoke_config(tmp_path))
+    names = [cell.name for cell in grid.cells()]
+    sweep = [f"sft/{m}/lr{lr}/seed0" for m in ("sft", "cft") for lr in ("1e-04", "3e-04")]
+    assert names == ["identify", *sweep, "eval/base"]
+    finish(tmp_path, "identify")
+    finish(tmp_path, "sft/cft/lr1e-04/seed0", 0.25)
+    finish(tmp_path, "sft/cft/lr3e-04/seed0", 0.75)
+    finish(tmp_path, "sft/sft/lr1e-04/seed0", 0.5)
+    assert grid.choose_lr(grid.config.method("cft")) == 3e-4
+    assert grid.choose_lr(grid.config.method("sft")) is None  # one sweep run unfinished
+    finish(tmp_path, "sft/sft/lr3e-04/seed0", 0.5)
+    assert grid.choose_lr(grid.config.method("sft")) == 1e-4  # the smaller on ties
+    cells = {cell.name: cell for cell in grid.cells()}
+    assert cells["sft/cft/lr3e-04/seed1"].recipe["optim"]["lr"] == 3e-4
+    assert cells["sft/cft/lr3e-04/seed1"].recipe["seed"] == 1
+    assert cells["sft/cft/lr3e-04/seed0"].info["selected"]
+    assert not cells["sft/cft/lr1e-04/seed0"].info["selected"]
+    grpo = cells["grpo/cft/seed0"]
+    assert grpo.after == ("sft/cft/lr3e-04/seed0",)
+    assert grpo.recipe["model"]["path"] == str(tmp_path / "sft/cft/lr3e-04/seed0/hf_model")
+    assert cells["eval/grpo-cft/seed0"].after == ("grpo/cft/seed0",)
+    assert cells["sft/sft/lr1e-04/seed1"].recipe["data"]["path"] == str(tmp_path / "identify")
+    # every cell is planned: the count printed first is the count run
+    assert sum(grid.planned_counts().values()) == len(cells)
+
+
+def test_a_sweep_without_validation_is_an_error(tmp_path):
+    grid = grid_of(smoke_config(tmp_path))
+    finish(tmp_path, "sft/cft/lr1e-04/seed0")
+    (tmp_path / "sft/cft/lr1e-04/seed0/export.json").write_text(
+        json.dumps({"step": 2, "select": "last", "validation": None})
+    )
+    finish(tmp_path, "sft/cft/lr3e-04/seed0", 0.5)
+    with pytest.raises(ConfigError, match="sweep needs validation"):
+        grid.choose_lr(grid.config.method("cft"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("baseline=sfft", "baseline: no method named 'sfft'"),
+        ("grpo.start_from=[cfft]", "grpo.start_from: no method named 'cfft'"),
+        ("eval.n_samples={cftt: 4}", "eval.n_samples: no group"),
+        ("grpo.seeds=[0,7]", "has no seed"),
+    ],
+)
+def test_a_misspelt_method_is_named(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        smoke_config(tmp_path, override)
+
+
+def test_an_unknown_loss_names_the_method(tmp_path):
+    methods = (
+        "[{name: sft, overrides: {loss.name: sft}}, {name: cft, overrides: {loss.name: cfft}}]"
+    )
+    config = smoke_config(tmp_path, f"methods={methods}")
+    with pytest.raises(ConfigError, match=r"(?s)methods 'cft'.*loss.name.*cfft"):
+        grid_of(config).cells()
+
+
+def test_an_unknown_key_in_overrides_names_the_cell(tmp_path):
+    config = smoke_config(tmp_path, "eval.overrides.n_sample=3")
+    with pytest.raises(ConfigError, match=r"(?s)cell eval/base.*unknown key 'n_sample'"):
+        grid_of(config).cells()
+
+
+def test_a_cell_whose_settings_changed_under_its_directory_is_refused(tmp_path):
+    cell = grid_of(smoke_config(tmp_path)).cells()[1]
+    write_cell_recipe(cell, tmp_path)
+    # nothing ran yet: a changed recipe simply replaces the old one
+    changed = cell.__class__(cell.name, cell.stage, {**cell.recipe, "seed": 5}, cell.after)
+    write_cell_recipe(changed, tmp_path)
+    (tmp_path / cell.name / CELL_LOG).write_text("ran\n")
+    with pytest.raises(UserError, match=rf"cell {cell.name}: .* other settings \(seed\)"):
+        write_cell_recipe(cell, tmp_path)
+
+
+def test_the_shipped_experiment_recipes_plan(tmp_path):
+    """Every cell of the shipped experiments validates against its stage's schema."""
+    for recipe in sorted((REPO / "recipes/toy").glob("experiment*.yaml")):
+        config = load_config(ExperimentConfig, recipe, [f"output_dir={tmp_path / recipe.stem}"])
+        assert grid_of(config).cells(), recipe
+
+
+# --- end to end ---------------------------------------------------------------------------
+
+
+def _experiment(out: Path) -> list[str]:
+    return [sys.executable, "-m", "cft_rl.cli", "experiment", "--recipe", str(SMOKE),
+            f"output_dir={out}"]  # fmt: skip
+
+
+def _processes_writing(out: Path) -> list[int]:
+    """Processes whose command line names `out` (the experiment's children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(out).encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_smoke_experiment_survives_kill_9_and_skips_finished_cells(tmp_path):
+    out = tmp_path / "exp"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(_experiment(out), cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while not list(out.glob("sft/*/*/*/" + CELL_DONE)):  # identify and a first sft cell done
+        assert first.poll() is None, "the experiment ended before it was killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    finished = sorted(str(p.parent.relative_to(out)) for p in out.rglob(CELL_DONE))
+    time.sleep(2)
+    assert _processes_writing(out) == []  # the children died with it
+
+    rerun = subprocess.run(_experiment(out), cwd=REPO, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    for name in finished:  # finished cells were not run again
+        assert (out / name / CELL_LOG).read_text().count("\n=== ") == 1, name
+        assert f"started {name} " not in rerun.stdout
+    plan = json.loads((out / "plan.json").read_text())
+    assert {e["group"] for e in plan["evals"]} == {"base", "sft", "cft", "grpo-cft"}
+    assert all((out / e["dir"] / "summary.json").is_file() for e in plan["evals"])
+    assert len(list(out.rglob(CELL_DONE))) == 14
+    assert "| cft |" in (out / "report/compare.md").read_text()
+
+    again = subprocess.run(_experiment(out), cwd=REPO, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "started" not in again.stdout  # nothing left to run
+    recipe = yaml.safe_load((out / "sft/cft/lr1e-04/seed0/recipe.yaml").read_text())
+    assert recipe["output_dir"] == str(out / "sft/cft/lr1e-04/seed0")
