@@ -19,7 +19,7 @@ def result(name, greedy, passk):
     return {"benchmark": name, "problems": 10, "greedy_accuracy": greedy, "pass_at_k": passk}
 
 
-def test_two_runs_two_benchmarks(tmp_path):
+def test_two_runs_two_benchmarks(tmp_path, capsys):
     write_summary(
         tmp_path / "sft",
         [
@@ -40,7 +40,9 @@ def test_two_runs_two_benchmarks(tmp_path):
     assert "| toy | sft | 10 | 50.0 | 40.0 | 55.0 | 70.0 |" in table
     assert "| toy | cft | 10 | 60.0 | 50.0 | 70.0 | 85.0 |" in table
     assert "| toy-hard | sft | 10 | 10.0 | 5.0 | 9.0 | 15.0 |" in table
-    assert len(table) == 5
+    assert len([line for line in table if line.startswith("|")]) == 5
+    assert table[-1].startswith("One run per model")  # single runs say they are single
+    assert "| toy | cft | 10 | 60.0 |" in capsys.readouterr().out  # and are printed
 
 
 def test_same_folder_names_are_told_apart_by_path(tmp_path):

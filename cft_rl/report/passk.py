@@ -15,6 +15,11 @@ from cft_rl.eval.config import SUMMARY_JSON
 
 PNG_NAME = "passk.png"
 TABLE_NAME = "passk.md"
+ONE_RUN_NOTE = (
+    "One run per model (one training seed, one set of samples): differences of a few points "
+    "are within the noise. Seeds, intervals and paired tests: `cft-rl experiment` and "
+    "`cft-rl report compare` (docs/experiments.md, docs/results.md)."
+)
 
 
 def report_passk(run_dirs: list[str], out: str | None = None) -> None:
@@ -28,7 +33,9 @@ def report_passk(run_dirs: list[str], out: str | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     benchmarks = list(dict.fromkeys(b["benchmark"] for run in runs for b in run["benchmarks"]))
     _plot(runs, benchmarks, out_dir / PNG_NAME)
-    (out_dir / TABLE_NAME).write_text(_table(runs, benchmarks))
+    table = _table(runs, benchmarks)
+    (out_dir / TABLE_NAME).write_text(table)
+    print(table)
     print(f"wrote {out_dir / PNG_NAME} and {out_dir / TABLE_NAME}")
 
 
@@ -105,4 +112,5 @@ def _table(runs: list[dict[str, Any]], benchmarks: list[str]) -> str:
                 *(f"{100 * passk[str(k)]:.1f}" if str(k) in passk else "" for k in ks),
             ]
             lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", ONE_RUN_NOTE]
     return "\n".join(lines) + "\n"
