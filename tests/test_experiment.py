@@ -182,3 +182,16 @@ def test_smoke_experiment_survives_kill_9_and_skips_finished_cells(tmp_path):
     assert again.returncode == 0 and "started" not in again.stdout  # nothing left to run
     recipe = yaml.safe_load((out / "sft/cft/lr1e-04/seed0/recipe.yaml").read_text())
     assert recipe["output_dir"] == str(out / "sft/cft/lr1e-04/seed0")
+
+
+def test_a_method_may_bring_its_own_sft_recipe(tmp_path):
+    methods = (
+        "[{name: sft, overrides: {loss.name: sft}},"
+        " {name: cft, recipe: recipes/toy/cft.yaml, overrides: {train.micro_batch_size: 3}}]"
+    )
+    cells = {c.name: c for c in grid_of(smoke_config(tmp_path, f"methods={methods}")).cells()}
+    cft = cells["sft/cft/lr1e-04/seed0"].recipe
+    assert cft["loss"]["name"] == "cft"  # from its own recipe
+    assert cft["train"]["micro_batch_size"] == 3  # its overrides win over the experiment's
+    assert cft["train"]["max_steps"] == 2  # the experiment's sft.overrides still apply
+    assert cells["sft/sft/lr1e-04/seed0"].recipe["train"]["micro_batch_size"] == 2

@@ -38,10 +38,13 @@ class IdentifyCell(Section):
 
 
 class Method(Section):
-    """One training method: the experiment's `sft` recipe with these overrides."""
+    """One training method: an sft recipe with the experiment's and these overrides."""
 
     # Label in reports and directory name, e.g. "cft".
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    # An sft recipe of its own; null: the experiment's `sft.recipe`. The experiment's
+    # `sft.overrides` apply first either way, then these.
+    recipe: str | None = None
     overrides: dict[str, Any] = {}
     # Seeds of this method; null: the experiment's `seeds`.
     seeds: list[int] | None = Field(default=None, min_length=1)

@@ -222,12 +222,11 @@ class Grid:
         return Cell(name, stage, self._recipes[name], after, info)
 
     def _method_recipe(self, method: Method) -> dict[str, Any]:
-        """The sft recipe with the experiment's and the method's overrides; methods that train
+        """The method's sft recipe with the experiment's and its own overrides; methods that train
         on identify data train on this experiment's identify run."""
         sft = self.config.sft
-        data = apply_mapping(
-            apply_mapping(read_recipe(sft.recipe), sft.overrides), method.overrides
-        )
+        data = read_recipe(method.recipe or sft.recipe)
+        data = apply_mapping(apply_mapping(data, sft.overrides), method.overrides)
         if data.get("data", {}).get("format", "identify") == "identify":
             data = apply_mapping(data, {"data.path": self.identify_dir()})
         rho1 = data.get("loss", {}).get("name") == "rho1"
