@@ -10,7 +10,8 @@ import pytest
 from cft_rl.cli import main
 from cft_rl.errors import UserError
 from cft_rl.report import compare as compare_module
-from cft_rl.report.compare import report_compare, y_limits
+from cft_rl.report.compare import report_compare
+from cft_rl.report.compare_plots import y_limits
 from cft_rl.report.stats import mean_ci, paired_bootstrap, student_t_quantile
 
 # Two-sided 95% Student-t quantiles t(0.975, df) from published tables.

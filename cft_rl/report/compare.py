@@ -1,15 +1,13 @@
-"""`cft-rl report compare EXPERIMENT_DIR`: statistics, plots and a report of an experiment grid.
-
-Reads the plan.json that `cft-rl experiment` writes and every run it names that has
-finished; the others are listed as pending and left out. Writes, into EXPERIMENT_DIR/report
-unless --out says otherwise: compare.md, compare.json (every number of the markdown),
-accuracy.png, passk.png and, when GRPO runs exist, grpo.png.
-
-Eval runs form groups (one run per seed). Per benchmark and group: greedy accuracy and pass@k,
-mean over seeds with a t interval; paired bootstrap differences, per problem, against the
-baseline method and the base model; the diversity of the sampled answers. Besides: the
-learning-rate choice, the share of response tokens each method trains on, the entropy probe
-and the GRPO runs' validation reward and entropy.
+"""`cft-rl report compare EXPERIMENT_DIR`: reads the plan.json that `cft-rl experiment` writes
+and every run it names that has finished (the others are listed as pending and left out), computes
+the statistics of the grid as a plain JSON-able dict, and writes, into EXPERIMENT_DIR/report unless
+--out says otherwise: compare.md (rendered by compare_markdown), compare.json (every number of the
+markdown), accuracy.png, passk.png and, when GRPO runs exist, grpo.png (drawn by compare_plots).
+Eval runs form groups (one run per seed); per benchmark and group: greedy accuracy and pass@k, mean
+over seeds with a t interval; paired bootstrap differences, per problem, against the baseline
+method and the base model; the diversity of the sampled answers; besides: the learning-rate choice,
+the share of response tokens each method trains on, the entropy probe and the GRPO runs'
+validation reward and entropy.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,7 +25,13 @@ from cft_rl.errors import UserError
 from cft_rl.eval.config import SUMMARY_JSON
 from cft_rl.eval.log import GREEDY
 from cft_rl.eval.passk import pass_at_k
-from cft_rl.report.stats import mean_ci, paired_bootstrap, student_t_quantile
+from cft_rl.report.compare_common import BASE, N_BOOT, GrpoRun
+from cft_rl.report.compare_markdown import render_markdown
+from cft_rl.report.compare_plots import plot_accuracy, plot_grpo, plot_passk
+from cft_rl.report.stats import mean_ci, paired_bootstrap
+
+if TYPE_CHECKING:
+    from cft_rl.rl.probe import ProbeSet
 
 PLAN = "plan.json"
 MARKDOWN_NAME = "compare.md"
@@ -36,12 +40,7 @@ ACCURACY_PNG = "accuracy.png"
 PASSK_PNG = "passk.png"
 GRPO_PNG = "grpo.png"
 PROBE_CACHE = "probe_entropy.json"
-BASE = "base"  # the eval group of the model every method starts from
-N_BOOT = 10000
 BOOT_SEED = 0
-MIN_Y_SPAN = 20.0  # percentage points: a y-axis never zooms in further
-MAX_TABLE_KS = 5  # more pass@k columns than this: only k=1 and the largest k
-PAPER_CRITICAL = "under 12%"
 
 # What each entry of these lists of the plan must have.
 PLAN_FIELDS = {
@@ -82,16 +81,6 @@ class EvalRun:
 
     def result(self, benchmark: str) -> dict[str, Any] | None:
         return next((b for b in self.summary["benchmarks"] if b["benchmark"] == benchmark), None)
-
-
-@dataclass
-class GrpoRun:
-    start: str
-    seed: int | None
-    validation: list[tuple[int, float]]  # (step, validation reward mean)
-    entropy: list[tuple[int, float]]  # (step, rollout entropy)
-    probe_critical: list[tuple[int, float]]
-    probe_noncritical: list[tuple[int, float]]
 
 
 def report_compare(run_dirs: list[str], out: str | None = None) -> None:
@@ -520,7 +509,7 @@ class ProbeSource:
         return digest.hexdigest()
 
     @cached_property
-    def probe_set(self):
+    def probe_set(self) -> ProbeSet:
         from cft_rl.rl.probe import load_probe_set
 
         return load_probe_set(self.dataset, limit=None)
@@ -566,7 +555,7 @@ def cached_probe_entropy(run: EvalRun, model: str, source: ProbeSource) -> dict[
     return entropy
 
 
-def compute_probe_entropy(model: str, probe_set) -> dict[str, Any]:
+def compute_probe_entropy(model: str, probe_set: ProbeSet) -> dict[str, Any]:
     import torch
 
     from cft_rl.config import ModelSpec
@@ -579,375 +568,3 @@ def compute_probe_entropy(model: str, probe_set) -> dict[str, Any]:
     return probe_entropy(
         load_causal_lm(spec), probe_set, tokenizer.pad_token_id, micro_batch_size=16
     )
-
-
-# ---- markdown ----
-
-
-def render_markdown(result: dict[str, Any]) -> str:
-    lines = [f"# Experiment comparison: `{result['experiment']}`", ""]
-    lines += _header(result)
-    if result["lr_choice"]:
-        lines += ["", "## Learning-rate choice", "", *_lr_table(result["lr_choice"])]
-    for name, benchmark in result["benchmarks"].items():
-        lines += ["", f"## {name}", ""]
-        lines += _benchmark_table(benchmark["groups"])
-        if benchmark["differences"]:
-            lines += [
-                "",
-                "Paired differences (percentage points; bootstrap over problems and seeds):",
-                "",
-                *_difference_table(benchmark["differences"]),
-            ]
-        if benchmark["diversity"]:
-            lines += ["", "Diversity of the sampled answers (per problem, mean over seeds):", ""]
-            lines += _diversity_table(benchmark["diversity"])
-    if result["token_fraction"]:
-        lines += ["", "## Response tokens trained", "", *_token_table(result["token_fraction"])]
-    if result["probe_entropy"]:
-        lines += ["", "## Entropy probe (nats)", "", *_probe_table(result["probe_entropy"])]
-    if result["grpo"]:
-        lines += ["", "## GRPO", "", *_grpo_table(result["grpo"])]
-    lines += ["", "## Notes", "", *_notes(result)]
-    return "\n".join(lines) + "\n"
-
-
-def _header(result: dict[str, Any]) -> list[str]:
-    entries = result["entries"]
-    lines = [
-        f"{entries['complete']} of {entries['total']} runs complete, "
-        f"{len(result['pending'])} pending."
-    ]
-    if result["baseline"]:
-        lines[0] += f" Baseline: `{result['baseline']}`."
-    if result["pending"]:
-        lines += ["", *(f"- pending: {p['kind']} `{p['dir']}`" for p in result["pending"])]
-    identify = result["identify"]
-    if identify is not None:
-        lines += [
-            "",
-            f"Identify: {identify['kept']} of {identify['questions']} questions kept "
-            f"({_percent(identify['kept_fraction'])}%, greedy answer verified); "
-            f"{identify['critical_tokens']} of {identify['response_tokens']} response tokens "
-            f"critical ({_percent(identify['critical_fraction'])}%; the paper: "
-            f"{PAPER_CRITICAL}).",
-        ]
-    return lines
-
-
-def _lr_table(lr_choice: dict[str, Any]) -> list[str]:
-    lines = ["| method | lr | validation accuracy (%) | |", "|---|---:|---:|---|"]
-    for method, choice in lr_choice.items():
-        chosen = choice.get("chosen")
-        for lr, accuracy in choice.get("validation_accuracy", {}).items():
-            mark = "chosen" if chosen is not None and float(lr) == float(chosen) else ""
-            cell = "-" if accuracy is None else _percent(accuracy)
-            lines.append(f"| {method} | {float(lr):.0e} | {cell} | {mark} |")
-    return lines
-
-
-def table_ks(groups: dict[str, Any]) -> list[str]:
-    """The pass@k columns: all ks when they fit, else k=1 and the largest."""
-    ks = sorted({int(k) for row in groups.values() for k in row["pass_at_k"]})
-    if len(ks) > MAX_TABLE_KS:
-        ks = sorted({ks[0], ks[-1]})
-    return [str(k) for k in ks]
-
-
-def _benchmark_table(groups: dict[str, Any]) -> list[str]:
-    ks = table_ks(groups)
-    header = ["group", "seeds", "greedy accuracy", *(f"pass@{k}" for k in ks)]
-    lines = ["| " + " | ".join(header) + " |", "|---|---:|" + "---:|" * (len(header) - 2)]
-    for group, row in groups.items():
-        cells = [group, str(len(row["seeds"])), _percent_ci(row["greedy_accuracy"])]
-        cells += [_percent_ci(row["pass_at_k"][k]) if k in row["pass_at_k"] else "-" for k in ks]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "In %: mean over seeds [95% t interval, clipped to 0-100]; n=1: a single run, no interval.",
-    ]
-    return lines
-
-
-def _difference_table(differences: list[dict[str, Any]]) -> list[str]:
-    lines = [
-        "| group | against | metric | difference [95% interval] | p | problems |",
-        "|---|---|---|---:|---:|---:|",
-    ]
-    for d in differences:
-        problems = str(d["problems"])
-        if d["problems"] < d["problems_available"]:
-            problems += f" of {d['problems_available']}"
-        cells = [
-            d["group"],
-            d["against"],
-            d["metric"],
-            f"{_signed(d['estimate'])} [{_signed(d['low'])}, {_signed(d['high'])}]",
-            _p_value(d["p_value"]),
-            problems,
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def _diversity_table(table: dict[str, Any]) -> list[str]:
-    lines = ["| group | samples | distinct answers | distinct solutions |", "|---|---:|---:|---:|"]
-    for group, row in table.items():
-        cells = [
-            group,
-            f"{row['samples']['mean']:.0f}",
-            _ci(row["distinct_answers"], "{:.2f}"),
-            _ci(row["distinct_solutions"], "{:.2f}"),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def _token_table(table: dict[str, Any]) -> list[str]:
-    lines = ["| method | runs | response tokens trained (%) |", "|---|---:|---:|"]
-    for method, row in table.items():
-        cell = "unknown" if row["fraction"] is None else _percent_ci(row["fraction"])
-        if row["unknown"] and row["fraction"] is not None:
-            cell += f" ({row['unknown']} runs unknown)"
-        lines.append(f"| {method} | {row['runs']} | {cell} |")
-    lines += [
-        "",
-        "sum of supervised tokens / sum of response tokens over all steps of the runs "
-        "at the chosen learning rate; unknown: runs that did not log response_tokens.",
-    ]
-    return lines
-
-
-def _probe_table(table: dict[str, Any]) -> list[str]:
-    lines = ["| group | critical | non-critical | all |", "|---|---:|---:|---:|"]
-    for group, row in table.items():
-        cells = [
-            _ci(row[k], "{:.3f}")
-            for k in ("entropy_critical", "entropy_noncritical", "entropy_all")
-        ]
-        lines.append("| " + " | ".join([group, *cells]) + " |")
-    lines += [
-        "",
-        "Mean token entropy of each model on the fixed probe responses (teacher-forced), "
-        "mean over seeds [95% t interval].",
-    ]
-    return lines
-
-
-def _grpo_table(table: dict[str, Any]) -> list[str]:
-    lines = [
-        "| start | seeds | steps | validation reward first -> last | rollout entropy, last 10% "
-        "| probe H critical first -> last | probe H non-critical first -> last |",
-        "|---|---:|---:|---|---:|---|---|",
-    ]
-    for start, row in table.items():
-        steps = "-" if row["steps"] is None else str(row["steps"])
-        cells = [
-            start,
-            str(len(row["seeds"])),
-            steps,
-            _first_last(row, "validation_reward"),
-            _ci(row["entropy_last_10pct"], "{:.3f}"),
-            _first_last(row, "probe_entropy_critical"),
-            _first_last(row, "probe_entropy_noncritical"),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "first/last: the first and the last validation or probe point of each run, "
-        "mean over seeds [95% t interval].",
-    ]
-    return lines
-
-
-def _first_last(row: dict[str, Any], name: str) -> str:
-    first, last = row[f"{name}_first"], row[f"{name}_last"]
-    return "-" if first is None else f"{_ci(first, '{:.3f}')} -> {_ci(last, '{:.3f}')}"
-
-
-def _notes(result: dict[str, Any]) -> list[str]:
-    tests = sum(len(b["differences"]) for b in result["benchmarks"].values())
-    return [
-        "- Intervals over seeds are Student-t: with 3 seeds the half-width is "
-        f"{student_t_quantile(0.975, 2):.2f} standard errors, so they are wide.",
-        "- Differences: paired bootstrap over the problems both have (resampled together) and "
-        f"each side's seeds, {N_BOOT} replicates; p is the two-sided bootstrap sign-test "
-        f"p-value, resolution 1/{N_BOOT}.",
-        f"- The {tests} p-values are not corrected for multiple comparisons.",
-    ]
-
-
-def _percent(value: float) -> str:
-    return f"{100 * value:.1f}"
-
-
-def _percent_ci(summary: dict[str, Any]) -> str:
-    scaled = {**summary, **{k: 100 * summary[k] for k in ("mean", "low", "high")}}
-    return _ci(scaled, "{:.1f}")
-
-
-def _ci(summary: dict[str, Any] | None, fmt: str) -> str:
-    if summary is None:
-        return "-"
-    mean = fmt.format(summary["mean"])
-    if summary["n"] == 1:
-        return f"{mean} (n=1)"
-    return f"{mean} [{fmt.format(summary['low'])}, {fmt.format(summary['high'])}]"
-
-
-def _signed(value: float) -> str:
-    return f"{100 * value:+.1f}"
-
-
-def _p_value(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-# ---- plots ----
-
-
-def y_limits(values: list[float], min_span: float = MIN_Y_SPAN) -> tuple[float, float]:
-    """Percent axis limits around `values`: padded, at least `min_span` wide (so that noise
-    does not look like a cliff), inside [0, 100]."""
-    low, high = min(values), max(values)
-    pad = 0.1 * (high - low)
-    low, high = low - pad, high + pad
-    if high - low < min_span:
-        middle = (low + high) / 2
-        low, high = middle - min_span / 2, middle + min_span / 2
-    if low < 0:
-        low, high = 0.0, high - low
-    if high > 100:
-        low, high = max(0.0, low - (high - 100)), 100.0
-    return low, min(high, 100.0)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _panels(count: int, width: float, height: float):
-    plt = _pyplot()
-    columns = max(1, min(3, count))
-    rows = max(1, -(-count // columns))
-    figure, axes = plt.subplots(
-        rows, columns, figsize=(width * columns, height * rows), squeeze=False
-    )
-    for axis in list(axes.flat)[count:]:
-        axis.set_visible(False)
-    return plt, figure, list(axes.flat)
-
-
-def _save(plt, figure, path: Path) -> None:
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
-def plot_accuracy(result: dict[str, Any], path: Path) -> None:
-    """Greedy accuracy per group: mean and 95% interval, seeds as faint dots, base dashed."""
-    benchmarks = result["benchmarks"]
-    colors = {group: f"C{i % 10}" for i, group in enumerate(result["groups"])}
-    plt, figure, axes = _panels(len(benchmarks), max(4.5, 0.8 * len(colors) + 1.5), 3.8)
-    for axis, (name, benchmark) in zip(axes, benchmarks.items(), strict=False):
-        rows = benchmark["groups"]
-        shown: list[float] = []
-        for x, (group, row) in enumerate(rows.items()):
-            summary = {k: 100 * row["greedy_accuracy"][k] for k in ("mean", "low", "high")}
-            seeds = [100 * v for v in row["greedy_accuracy"]["values"]]
-            jitter = np.linspace(-0.12, 0.12, len(seeds)) if len(seeds) > 1 else [0.0]
-            axis.scatter(x + np.asarray(jitter), seeds, s=12, color=colors[group], alpha=0.35)
-            axis.errorbar(
-                [x],
-                [summary["mean"]],
-                yerr=[[summary["mean"] - summary["low"]], [summary["high"] - summary["mean"]]],
-                fmt="o",
-                color=colors[group],
-                capsize=4,
-            )
-            shown += [*seeds, summary["low"], summary["high"]]
-        if BASE in rows:
-            base = 100 * rows[BASE]["greedy_accuracy"]["mean"]
-            axis.axhline(base, color="gray", linestyle="--", linewidth=1, label="base")
-            axis.legend(fontsize="small")
-        if shown:
-            axis.set_ylim(*y_limits(shown))
-        axis.set_xticks(range(len(rows)), list(rows), rotation=30, ha="right")
-        axis.set_title(name)
-        axis.set_ylabel("greedy accuracy (%)")
-        axis.grid(alpha=0.3, axis="y")
-    figure.suptitle("greedy accuracy: mean and 95% t interval over seeds (faint: each seed)")
-    _save(plt, figure, path)
-
-
-def plot_passk(result: dict[str, Any], path: Path) -> None:
-    """pass@k against k per group: mean over seeds with its 95% interval as a band."""
-    benchmarks = result["benchmarks"]
-    colors = {group: f"C{i % 10}" for i, group in enumerate(result["groups"])}
-    plt, figure, axes = _panels(len(benchmarks), 4.5, 3.6)
-    for axis, (name, benchmark) in zip(axes, benchmarks.items(), strict=False):
-        shown: list[float] = []
-        all_ks: set[int] = set()
-        for group, row in benchmark["groups"].items():
-            ks = sorted(int(k) for k in row["pass_at_k"])
-            if len(ks) < 2:
-                continue
-            points = [row["pass_at_k"][str(k)] for k in ks]
-            mean, low, high = ([100 * p[key] for p in points] for key in ("mean", "low", "high"))
-            axis.plot(ks, mean, marker="o", color=colors[group], label=group)
-            axis.fill_between(ks, low, high, color=colors[group], alpha=0.2, linewidth=0)
-            shown += low + high
-            all_ks.update(ks)
-        axis.set_xscale("log", base=2)
-        if all_ks:
-            axis.set_xticks(sorted(all_ks), [str(k) for k in sorted(all_ks)])
-            axis.set_ylim(*y_limits(shown))
-            axis.legend(fontsize="small")
-        axis.set_title(name)
-        axis.set_xlabel("k (samples)")
-        axis.set_ylabel("pass@k (%)")
-        axis.grid(alpha=0.3)
-    figure.suptitle("pass@k: mean over seeds, band: 95% t interval")
-    _save(plt, figure, path)
-
-
-def plot_grpo(runs: list[GrpoRun], path: Path) -> None:
-    """Validation reward and rollout entropy against step, per start method."""
-    starts = list(dict.fromkeys(run.start for run in runs))
-    plt, figure, axes = _panels(2, 5.0, 3.6)
-    for axis, (title, attribute) in zip(
-        axes,
-        (("validation reward", "validation"), ("rollout entropy (nats)", "entropy")),
-        strict=True,
-    ):
-        for index, start in enumerate(starts):
-            curves = [getattr(run, attribute) for run in runs if run.start == start]
-            steps, mean, low, high = band(curves)
-            if not steps:
-                continue
-            color = f"C{index % 10}"
-            seeds = f"{len(curves)} seed{'s' if len(curves) > 1 else ''}"
-            axis.plot(steps, mean, color=color, marker=".", label=f"from {start} ({seeds})")
-            axis.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
-        axis.set_title(f"{title}: mean, band min-max over seeds", fontsize=10)
-        axis.set_xlabel("step")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize="small")
-    _save(plt, figure, path)
-
-
-def band(
-    curves: list[list[tuple[int, float]]],
-) -> tuple[list[int], list[float], list[float], list[float]]:
-    """Steps every non-empty curve has, and the mean, min and max over curves at each."""
-    maps = [dict(curve) for curve in curves if curve]
-    if not maps:
-        return [], [], [], []
-    steps = sorted(set.intersection(*(set(m) for m in maps)))
-    values = np.array([[m[s] for m in maps] for s in steps]).reshape(len(steps), len(maps))
-    return steps, list(values.mean(1)), list(values.min(1)), list(values.max(1))
