@@ -512,3 +512,33 @@ def test_probe_entropy_with_the_toy_model_is_cached(tmp_path, monkeypatch):
     write_probe_set(tmp_path / "probe", rows=3)
     with pytest.raises(AssertionError, match="recomputed"):
         report_compare([str(tmp_path)])
+
+
+def test_gain_from_sampling_and_grpo_against_grpo_from_the_baseline(experiment):
+    root, truth = experiment
+    rng = random.Random(5)
+    data = {name: generations(rng, 0.5, PROBLEMS) for name in BENCHMARKS}
+    write_eval(root / "eval/grpo-sft/seed0", data)
+    plan = json.loads((root / "plan.json").read_text())
+    plan["evals"].append(
+        {"group": "grpo-sft", "seed": 0, "dir": "eval/grpo-sft/seed0", "model": "z"}
+    )
+    (root / "plan.json").write_text(json.dumps(plan))
+    assert main(["report", "compare", str(root)]) == 0
+    result = json.loads((root / "report/compare.json").read_text())
+    differences = {
+        (d["group"], d["against"], d["metric"]): d
+        for d in result["benchmarks"]["alpha"]["differences"]
+    }
+    # gain@4 = pass@4 - pass@1 per problem: how much more 4 samples solve than one
+    gain = {
+        group: np.mean([pass_k(r, 4) - pass_k(r, 1) for r in seeds_of(truth, group, "alpha")])
+        for group in ("sft", "cft")
+    }
+    assert differences[("cft", "sft", "gain@4")]["estimate"] == pytest.approx(
+        gain["cft"] - gain["sft"]
+    )
+    grpo = differences[("grpo-cft", "grpo-sft", "greedy")]
+    own = greedy_accuracy(truth["evals"]["eval/grpo-cft/seed0"]["alpha"])
+    assert grpo["estimate"] == pytest.approx(own - greedy_accuracy(data["alpha"]))
+    assert ("grpo-sft", "grpo-sft", "greedy") not in differences

@@ -255,7 +255,7 @@ def compare(
         if not is_done(experiment, kind, run_dir)
     ]
     groups = group_runs(runs)
-    references = list(dict.fromkeys(r for r in (plan["baseline"], BASE) if r in groups))
+    pairs = comparison_pairs(groups, plan["baseline"])
     benchmarks = list(
         dict.fromkeys(b["benchmark"] for run in runs for b in run.summary["benchmarks"])
     )
@@ -270,7 +270,7 @@ def compare(
         "benchmarks": {
             name: {
                 "groups": benchmark_groups(groups, name),
-                "differences": paired_differences(groups, name, references),
+                "differences": paired_differences(groups, name, pairs),
                 "diversity": diversity(groups, name),
             }
             for name in benchmarks
@@ -322,22 +322,37 @@ def benchmark_groups(groups: dict[str, list[EvalRun]], benchmark: str) -> dict[s
     return table
 
 
+def comparison_pairs(groups: dict[str, Any], baseline: str | None) -> list[tuple[str, str]]:
+    """(group, reference) pairs: every group against the baseline and the base model (the
+    base model only as a reference), and GRPO runs also against GRPO from the baseline."""
+    grpo_baseline = f"grpo-{baseline}"
+    pairs = []
+    for reference in dict.fromkeys(r for r in (baseline, BASE) if r in groups):
+        pairs += [(group, reference) for group in groups if group not in (reference, BASE)]
+    if grpo_baseline in groups:
+        pairs += [
+            (group, grpo_baseline)
+            for group in groups
+            if group.startswith("grpo-") and group != grpo_baseline
+        ]
+    return pairs
+
+
 def paired_differences(
-    groups: dict[str, list[EvalRun]], benchmark: str, references: list[str]
+    groups: dict[str, list[EvalRun]], benchmark: str, pairs: list[tuple[str, str]]
 ) -> list[dict[str, Any]]:
-    """Every group against each reference group (the base model only as a reference): greedy
-    accuracy, pass@1 and pass@(largest k both have), paired over the problems both have."""
+    """Each (group, reference) pair on greedy accuracy, pass@1, pass@K and gain@K (pass@K -
+    pass@1, how much sampling adds; K the largest k both have), paired over the problems
+    both have."""
     differences = []
-    for reference in references:
-        for group, runs in groups.items():
-            if group in (reference, BASE):
-                continue
-            for metric in shared_metrics(runs + groups[reference], benchmark):
-                difference = compare_on_problems(runs, groups[reference], benchmark, metric)
-                if difference is not None:
-                    differences.append(
-                        {"group": group, "against": reference, "metric": metric, **difference}
-                    )
+    for group, reference in pairs:
+        runs = groups[group]
+        for metric in shared_metrics(runs + groups[reference], benchmark):
+            difference = compare_on_problems(runs, groups[reference], benchmark, metric)
+            if difference is not None:
+                differences.append(
+                    {"group": group, "against": reference, "metric": metric, **difference}
+                )
     return differences
 
 
@@ -351,6 +366,8 @@ def shared_metrics(runs: list[EvalRun], benchmark: str) -> list[str]:
         metrics.append("pass@1")
     if ks and max(ks) > 1:
         metrics.append(f"pass@{max(ks)}")
+        if 1 in ks:
+            metrics.append(f"gain@{max(ks)}")
     return metrics
 
 
@@ -382,8 +399,15 @@ def problem_scores(run: EvalRun, benchmark: str, metric: str) -> dict[Any, float
     problems = run.problems.get(benchmark, {})
     if metric == "greedy":
         return {i: float(p.greedy) for i, p in problems.items() if p.greedy is not None}
-    k = int(metric.removeprefix("pass@"))
-    return {i: pass_at_k(p.samples, p.correct, k) for i, p in problems.items() if p.samples >= k}
+    kind, _, k = metric.partition("@")
+    k = int(k)
+    scores = {i: pass_at_k(p.samples, p.correct, k) for i, p in problems.items() if p.samples >= k}
+    if kind == "gain":  # what k samples add over one
+        return {
+            i: score - pass_at_k(problems[i].samples, problems[i].correct, 1)
+            for i, score in scores.items()
+        }
+    return scores
 
 
 def diversity(groups: dict[str, list[EvalRun]], benchmark: str) -> dict[str, Any]:
