@@ -16,6 +16,7 @@ cells known so far, so a runner calls it again as cells finish.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -249,8 +250,6 @@ class Grid:
 
 
 def _validated(stage: str, data: dict[str, Any], source: str) -> dict[str, Any]:
-    import importlib
-
     module, _, name = SCHEMAS[stage].partition(":")
     schema: type[BaseModel] = getattr(importlib.import_module(module), name)
     return validate(schema, data, source).model_dump(mode="json")

@@ -11,6 +11,7 @@ whose recipe changed under an existing directory is an error naming it and its k
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import json
 import os
@@ -28,12 +29,14 @@ from cft_rl.checkpointing import changed_settings
 from cft_rl.errors import UserError
 from cft_rl.experiment.config import ExperimentConfig
 from cft_rl.experiment.grid import Cell, Grid
+from cft_rl.report.compare import report_compare
 
 CELL_DONE = "cell.json"
 CELL_RECIPE = "recipe.yaml"
 CELL_LOG = "log.txt"
 PLAN = "plan.json"
 LOCK = ".experiment.lock"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Seconds per cell on the toy recipes on 2 CPU cores, for the first estimate; once cells of
 # a stage have finished, their mean time is used instead.
 TOY_SECONDS = {"identify": 120, "sft": 45, "grpo": 240, "eval": 60}
@@ -52,8 +55,6 @@ def run_experiment(config: ExperimentConfig) -> Path:
             return out
         _Scheduler(grid, config.jobs).run()
         _write_plan(grid, grid.cells())
-    from cft_rl.report.compare import report_compare
-
     report_dir = out / "report"
     report_compare([str(out)], out=str(report_dir))
     return report_dir
@@ -280,11 +281,10 @@ def _die_with_parent(parent: int):
     """A child's pre-exec hook: it gets SIGKILL when the experiment process dies."""
     if not sys.platform.startswith("linux"):
         return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork: the hook only calls
 
     def hook() -> None:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before the hook ran
             os._exit(1)
 
