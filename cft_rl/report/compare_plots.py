@@ -91,7 +91,9 @@ def plot_accuracy(result: dict[str, Any], path: Path) -> None:
         axis.set_title(name)
         axis.set_ylabel("greedy accuracy (%)")
         axis.grid(alpha=0.3, axis="y")
-    figure.suptitle("greedy accuracy: mean and 95% t interval over seeds (faint: each seed)")
+    figure.suptitle(
+        "greedy accuracy: mean and 95% t interval over seeds (faint: each seed)", fontsize=10
+    )
     _save(plt, figure, path)
 
 
@@ -122,7 +124,7 @@ def plot_passk(result: dict[str, Any], path: Path) -> None:
         axis.set_xlabel("k (samples)")
         axis.set_ylabel("pass@k (%)")
         axis.grid(alpha=0.3)
-    figure.suptitle("pass@k: mean over seeds, band: 95% t interval")
+    figure.suptitle("pass@k: mean over seeds, band: 95% t interval", fontsize=10)
     _save(plt, figure, path)
 
 
