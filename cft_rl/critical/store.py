@@ -20,6 +20,7 @@ from typing import Any
 
 from cft_rl.checkpointing import changed_settings
 from cft_rl.errors import UserError
+from cft_rl.files import write_text_atomic
 
 DATASET_NAME = "critical_tokens.parquet"
 SUMMARY_NAME = "summary.json"
@@ -42,7 +43,7 @@ def check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
             )
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, json.dumps(settings, indent=2, sort_keys=True))
+    write_text_atomic(path, json.dumps(settings, indent=2, sort_keys=True))
 
 
 class ShardFiles:
@@ -70,7 +71,7 @@ class ShardFiles:
         append_jsonl(self.results_path, [record])
 
     def mark_done(self, summary: dict[str, Any]) -> None:
-        _write_atomically(self.done_path, json.dumps(summary, indent=2))
+        write_text_atomic(self.done_path, json.dumps(summary, indent=2))
 
 
 def shard_tag(shard_index: int, num_shards: int) -> str:
@@ -109,11 +110,4 @@ def append_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    _write_atomically(path, json.dumps(data, indent=2))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    write_text_atomic(path, json.dumps(data, indent=2))

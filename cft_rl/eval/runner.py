@@ -33,6 +33,7 @@ from cft_rl.errors import UserError
 from cft_rl.eval.config import SUMMARY_JSON, SUMMARY_MD, BenchmarkSpec, EvalConfig
 from cft_rl.eval.log import GREEDY, GenerationLog
 from cft_rl.eval.passk import mean_pass_at_k
+from cft_rl.files import write_text_atomic
 from cft_rl.generation import GenerationBackend, SamplingParams, make_backend
 from cft_rl.modeling import resolve_model_path
 from reward import Verifier
@@ -74,7 +75,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         "ks": config.pass_ks(),
         "benchmarks": results,
     }
-    (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
     table = markdown_table(summary)
     (out / SUMMARY_MD).write_text(table)
     console.print(table)
