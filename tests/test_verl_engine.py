@@ -17,8 +17,8 @@ from tiny_lm import char_tokenizer
 from cft_rl.cli import main
 from cft_rl.config import ConfigError, load_config
 from cft_rl.data import Example, load_benchmark
+from cft_rl.data.prompts import encode_prompts
 from cft_rl.rl.config import GrpoConfig
-from cft_rl.rl.prompts import encode_prompts
 from cft_rl.rl.verl_engine import (
     REWARD_FILE,
     compose_verl_config,

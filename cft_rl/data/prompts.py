@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cft_rl.data.example import DataError
+from cft_rl.data.example import DataError, Example
 
 BOXED_INSTRUCTION = "\nPlease reason step by step, and put your final answer within \\boxed{}."
 
@@ -22,3 +22,21 @@ def format_prompt(tokenizer, question: str, template: str) -> str:
         raise DataError(f"{name} has no chat template, which prompt template '{template}' needs")
     messages = [{"role": "user", "content": question + TEMPLATES[template]}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompts(
+    tokenizer, examples: list[Example], template: str, max_prompt_tokens: int | None = None
+) -> list[list[int]]:
+    """Token ids of each example's chat-formatted prompt; prompts over `max_prompt_tokens`
+    (when given) are an error."""
+    encoded = []
+    for example in examples:
+        text = format_prompt(tokenizer, example.question, template)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:
+            raise DataError(
+                f"example {example.id}: prompt has {len(ids)} tokens, more than "
+                f"data.max_prompt_tokens={max_prompt_tokens}"
+            )
+        encoded.append(ids)
+    return encoded

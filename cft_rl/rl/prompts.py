@@ -1,28 +1,10 @@
-"""GRPO training prompts: their token ids, and which of them each step samples."""
+"""GRPO training prompts: which of them each step samples."""
 
 from __future__ import annotations
 
 import random
 
-from cft_rl.data import DataError, Example
-from cft_rl.data.prompts import format_prompt
-
-
-def encode_prompts(
-    tokenizer, examples: list[Example], template: str, max_prompt_tokens: int
-) -> list[list[int]]:
-    """Token ids of each example's chat-formatted prompt; over-long prompts are an error."""
-    encoded = []
-    for example in examples:
-        text = format_prompt(tokenizer, example.question, template)
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) > max_prompt_tokens:
-            raise DataError(
-                f"example {example.id}: prompt has {len(ids)} tokens, more than "
-                f"data.max_prompt_tokens={max_prompt_tokens}"
-            )
-        encoded.append(ids)
-    return encoded
+from cft_rl.data import DataError
 
 
 class PromptSchedule:
