@@ -23,7 +23,8 @@ class StepLog:
     def rewind(self, step: int) -> list[dict[str, Any]]:
         """Drop records after `step` (written after the checkpoint a run resumes from), or all
         of them when `step` is 0; returns the records kept."""
-        kept = [record for record in self.records() if record["step"] <= step]
+        # step 0 is a fresh start: a record at step 0 (before training) is made again
+        kept = [record for record in self.records() if record["step"] <= step] if step else []
         if self.path.exists():
             temporary = self.path.with_name(f".{self.path.name}.tmp")
             temporary.write_text("".join(_line(record) for record in kept))

@@ -10,6 +10,9 @@ from cft_rl.config import ModelSpec, Section
 from cft_rl.eval.config import VerifierSettings
 from cft_rl.sft.losses import LossConfig
 
+# Written by `cft-rl sft` next to OUT/hf_model: which checkpoint it is, its validation result.
+EXPORT_INFO = "export.json"
+
 
 class SftData(Section):
     """What is trained on."""
@@ -100,7 +103,8 @@ class ValidationSettings(Section):
     benchmark: str | None = None
     path: str | None = None
     limit: int | None = Field(default=200, ge=1)
-    template: str = "toy"
+    # Prompt template; null: the training data's (data.template).
+    template: str | None = None
     max_new_tokens: int = Field(default=256, ge=1)
     batch_size: int = Field(default=64, ge=1)
     verifier: VerifierSettings = VerifierSettings()

@@ -15,6 +15,7 @@ import contextlib
 import json
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +29,22 @@ from cft_rl.checkpointing import (
     read_marker,
 )
 from cft_rl.errors import UserError
+from cft_rl.files import write_text_atomic
 from cft_rl.rl.jsonl_log import StepLog
 from cft_rl.sft.checkpoint import load_checkpoint, publish_export, save_checkpoint
-from cft_rl.sft.config import SftConfig
+from cft_rl.sft.config import EXPORT_INFO, SftConfig
 from cft_rl.sft.data import DERIVED_FIELDS, TrainingSet, build_training_set, collate
-from cft_rl.sft.engine import Topology, build_engine, process_group
+from cft_rl.sft.engine import Topology, build_engine, deepspeed_config, process_group
 from cft_rl.sft.losses import all_reduce_sum, step_normalizer
 from cft_rl.sft.metrics import MetricsSinks
 from cft_rl.sft.model import load_trainable_model
 from cft_rl.sft.plan import StepPlan
-from cft_rl.sft.validation import VALIDATION, Validator, validation_accuracy
+from cft_rl.sft.validation import VALIDATION, ValidationSet, validation_accuracy
 from reward import Verifier
 
 RUN_INFO = "run_info.json"
-# Which checkpoint OUT/hf_model is, and its validation result.
-EXPORT_INFO = "export.json"
-# Sections a resumed run may change: they do not change what is trained.
+# Sections a resumed run may change: they do not change what is trained (validation does
+# when it chooses the export: see _resume_settings).
 RESUMABLE_CHANGES = ("output_dir", "logging", "checkpoint", "validation")
 
 
@@ -55,11 +56,29 @@ def run_sft(config: SftConfig) -> Path:
     # data errors surface before the (slow, on first use) distributed start-up
     tokenizer = load_tokenizer(config.model)
     training = build_training_set(config, tokenizer)
+    validation = _validation_set(config, tokenizer)
     with process_group() as topology:
-        return _train(config, topology, tokenizer, training)
+        return _train(config, topology, tokenizer, training, validation)
 
 
-def _train(config: SftConfig, topology: Topology, tokenizer, training: TrainingSet) -> Path:
+def _validation_set(config: SftConfig, tokenizer) -> ValidationSet | None:
+    if config.validation.benchmark is None:
+        return None
+    if deepspeed_config(config, world_size=1).get("zero_optimization", {}).get("stage") == 3:
+        raise UserError(
+            "validation: ZeRO-3 shards the weights over ranks, so they cannot generate on one; "
+            "use ZeRO 0-2 (train.deepspeed_config) or turn validation off"
+        )
+    return ValidationSet(config, tokenizer)
+
+
+def _train(
+    config: SftConfig,
+    topology: Topology,
+    tokenizer,
+    training: TrainingSet,
+    validation: ValidationSet | None,
+) -> Path:
     plan = StepPlan(
         num_examples=len(training.examples),
         micro_batch_size=config.train.micro_batch_size,
@@ -89,7 +108,7 @@ def _train(config: SftConfig, topology: Topology, tokenizer, training: TrainingS
         sinks = MetricsSinks(config, start, plan.total_steps) if topology.rank == 0 else None
         if sinks is not None:
             stack.callback(sinks.close)
-        validate = _validation(config, engine, tokenizer, topology, start, stack)
+        validate = _validation(config, validation, engine, topology, start, stack)
         if start == 0:
             validate(0)
         for step in range(start, plan.total_steps):
@@ -117,30 +136,31 @@ def _train(config: SftConfig, topology: Topology, tokenizer, training: TrainingS
     return out / "hf_model"
 
 
-def _validation(config: SftConfig, engine, tokenizer, topology: Topology, start: int, stack):
+def _validation(
+    config: SftConfig,
+    validation: ValidationSet | None,
+    engine,
+    topology: Topology,
+    start: int,
+    stack: contextlib.ExitStack,
+) -> Callable[[int], dict[str, Any] | None]:
     """validate(step) -> the validation result on rank 0 (None elsewhere or when off), also
     appended to OUT/validation.jsonl; ranks wait for rank 0."""
-    spec = config.validation
-    if spec.benchmark is None:
+    if validation is None:
         return lambda step: None
-    if engine.zero_optimization_stage() == 3:
-        raise UserError(
-            "validation: ZeRO-3 shards the weights over ranks, so they cannot generate on one; "
-            "use ZeRO 0-2 (train.deepspeed_config) or turn validation off"
-        )
     if topology.rank != 0:
 
         def wait(step: int) -> None:
             torch.distributed.barrier()
 
         return wait
-    verifier = stack.enter_context(Verifier(spec.verifier.num_workers, spec.verifier.timeout_s))
-    validator = Validator(spec, tokenizer, verifier)
+    spec = config.validation.verifier
+    verifier = stack.enter_context(Verifier(spec.num_workers, spec.timeout_s))
     log = StepLog(Path(config.output_dir) / VALIDATION)
     log.rewind(start)
 
-    def validate(step: int) -> dict:
-        result = validator(engine.module.model)
+    def validate(step: int) -> dict[str, Any]:
+        result = validation.validate(engine.module.model, verifier)
         log.append({"step": step, **result})
         print(
             f"validation at step {step}: accuracy {result['accuracy']:.3f} "
@@ -158,7 +178,7 @@ def _export(out: Path, checkpoint: Path, select: str) -> None:
     export = publish_export(checkpoint, out)
     marker = read_marker(checkpoint)
     info = {"step": marker["step"], "select": select, "validation": marker.get("validation")}
-    (out / EXPORT_INFO).write_text(json.dumps(info, indent=1))
+    write_text_atomic(out / EXPORT_INFO, json.dumps(info, indent=1))
     print(f"model after step {marker['step']} ({select}) exported to {export}", flush=True)
 
 
@@ -252,6 +272,8 @@ def _seed_everything(seed: int) -> None:
 def _resume_settings(config: SftConfig, world_size: int, training: TrainingSet) -> dict[str, Any]:
     """What a checkpoint records and a resumed run must match."""
     settings = config.model_dump(mode="json", exclude=set(RESUMABLE_CHANGES))
+    if config.checkpoint.export == "best":  # scores of different validations do not compare
+        settings["validation"] = config.validation.model_dump(mode="json")
     # Only what was read: derived fields (a reference model's log-probs) are recomputed on
     # resume and may differ in the last bits on other hardware.
     derived = set(DERIVED_FIELDS.values())

@@ -1,10 +1,12 @@
 """Validation during `cft-rl sft`: greedy accuracy on held-out questions, scored by the one
 verifier, and the mean token loss of their reference solutions where they have them.
 
-It runs on rank 0 with the weights being trained (ZeRO stages 0-2 keep a full copy on every
-rank), before the first step and at every checkpoint, so that the best-validation
-checkpoint can be exported (`checkpoint.export: best`) and learning rates compared without
-looking at test sets. Results go to OUT/validation.jsonl and into each checkpoint's marker.
+The questions are read and tokenized before training starts (a bad benchmark fails first, on
+every rank). Validation runs on rank 0 with the weights being trained (ZeRO stages 0-2 keep
+a full copy on every rank), before the first step and at every checkpoint, so that the
+best-validation checkpoint can be exported (`checkpoint.export: best`) and learning rates
+compared without looking at test sets. Results go to OUT/validation.jsonl and into each
+checkpoint's marker.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from typing import Any
 import torch
 
 from cft_rl.data import load_benchmark
-from cft_rl.data.prompts import format_prompt
+from cft_rl.data.prompts import encode_prompts
 from cft_rl.errors import UserError
 from cft_rl.generation import SamplingParams
 from cft_rl.generation.hf import HFBackend
-from cft_rl.sft.config import ValidationSettings
+from cft_rl.sft.config import SftConfig
 from cft_rl.sft.data import collate
 from reward import Verifier
 
@@ -27,20 +29,18 @@ VALIDATION = "validation.jsonl"
 _LOSS_BATCH = 16
 
 
-class Validator:
-    """The validation questions of `spec`, tokenized once; call it with the model."""
+class ValidationSet:
+    """The validation questions of `config.validation`, tokenized: prompts, reference
+    answers and (when every question has one) reference solutions."""
 
-    def __init__(self, spec: ValidationSettings, tokenizer, verifier: Verifier) -> None:
+    def __init__(self, config: SftConfig, tokenizer) -> None:
+        spec = config.validation
         examples = load_benchmark(spec.benchmark, spec.path, spec.limit)
         if not examples:
             raise UserError(f"validation.benchmark '{spec.benchmark}' has no questions")
-        self.spec, self.tokenizer, self.verifier = spec, tokenizer, verifier
-        self.prompts = [
-            tokenizer(
-                format_prompt(tokenizer, e.question, spec.template), add_special_tokens=False
-            )["input_ids"]
-            for e in examples
-        ]
+        self.spec = spec
+        self.pad_id = tokenizer.pad_token_id
+        self.prompts = encode_prompts(tokenizer, examples, spec.template or config.data.template)
         self.references = [e.answer for e in examples]
         # The loss needs every solution; a set without them is validated by accuracy alone.
         self.solutions = (
@@ -48,14 +48,16 @@ class Validator:
             if all(e.solution for e in examples)
             else None
         )
+        self.tokenizer = tokenizer
 
-    def __call__(self, model: torch.nn.Module) -> dict[str, Any]:
+    def validate(self, model: torch.nn.Module, verifier: Verifier) -> dict[str, Any]:
+        """Greedy accuracy (and solution loss) of `model`; its train/eval mode is restored."""
         was_training = model.training
         try:
             backend = HFBackend(model, self.tokenizer, self.spec.batch_size)  # sets eval mode
             params = SamplingParams(max_new_tokens=self.spec.max_new_tokens)
             texts = [c[0].text for c in backend.generate(self.prompts, params)]
-            verdicts = self.verifier.verify_batch(texts, self.references)
+            verdicts = verifier.verify_batch(texts, self.references)
             loss = self._solution_loss(model) if self.solutions is not None else None
         finally:
             model.train(was_training)
@@ -80,9 +82,7 @@ class Validator:
                 }
                 for prompt, solution in pairs[start : start + _LOSS_BATCH]
             ]
-            batch = {
-                k: v.to(device) for k, v in collate(items, self.tokenizer.pad_token_id).items()
-            }
+            batch = {k: v.to(device) for k, v in collate(items, self.pad_id).items()}
             logits = model(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
             ).logits[:, :-1]
