@@ -111,11 +111,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def apply_mapping(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Return a copy of `data` with each dotted key of `overrides` set to its (typed) value."""
+    """Return a copy of `data` with each dotted key of `overrides` set to its (typed) value.
+    A mapping value sets its keys one by one: {"data": {"limit": 7}} is {"data.limit": 7}."""
     merged = _deep_copy(data)
-    for key, value in overrides.items():
+    for key, value in _flatten(overrides):
         _set_dotted(merged, key, value, f"{key}: {value!r}")
     return merged
+
+
+def _flatten(overrides: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items = []
+    for key, value in overrides.items():
+        if isinstance(value, dict) and value:
+            items += _flatten(value, f"{prefix}{key}.")
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any, item: str) -> None:
