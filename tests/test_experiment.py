@@ -17,8 +17,9 @@ import yaml
 from cft_rl.config import ConfigError, load_config
 from cft_rl.errors import UserError
 from cft_rl.experiment.config import ExperimentConfig
-from cft_rl.experiment.grid import Grid
-from cft_rl.experiment.runner import CELL_DONE, CELL_LOG, write_cell_recipe
+from cft_rl.experiment.grid import Grid, lr_label
+from cft_rl.experiment.layout import CELL_DONE
+from cft_rl.experiment.runner import CELL_LOG, Markers, run_experiment, write_cell_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "recipes/toy/experiment-smoke.yaml"
@@ -68,8 +69,8 @@ def test_cells_of_a_method_wait_for_its_learning_rate_sweep(tmp_path):
     assert grpo.recipe["model"]["path"] == str(tmp_path / "sft/cft/lr3e-04/seed0/hf_model")
     assert cells["eval/grpo-cft/seed0"].after == ("grpo/cft/seed0",)
     assert cells["sft/sft/lr1e-04/seed1"].recipe["data"]["path"] == str(tmp_path / "identify")
-    # every cell is planned: the count printed first is the count run
-    assert sum(grid.planned_counts().values()) == len(cells)
+    # the provisional plan (validated and counted before anything runs) is the plan run
+    assert [c.name for c in grid.check()] == list(cells)
 
 
 def test_a_sweep_without_validation_is_an_error(tmp_path):
@@ -79,7 +80,7 @@ def test_a_sweep_without_validation_is_an_error(tmp_path):
         json.dumps({"step": 2, "select": "last", "validation": None})
     )
     finish(tmp_path, "sft/cft/lr3e-04/seed0", 0.5)
-    with pytest.raises(ConfigError, match="sweep needs validation"):
+    with pytest.raises(UserError, match="sweep run has no validation result"):
         grid.choose_lr(grid.config.method("cft"))
 
 
@@ -195,3 +196,77 @@ def test_a_method_may_bring_its_own_sft_recipe(tmp_path):
     assert cft["train"]["micro_batch_size"] == 3  # its overrides win over the experiment's
     assert cft["train"]["max_steps"] == 2  # the experiment's sft.overrides still apply
     assert cells["sft/sft/lr1e-04/seed0"].recipe["train"]["micro_batch_size"] == 2
+
+
+def test_learning_rates_never_share_a_directory(tmp_path):
+    assert lr_label(1e-4) == "lr1e-04" and lr_label(3e-05) == "lr3e-05"
+    assert lr_label(1.5e-5) == "lr1.5e-05" and lr_label(2e-5) == "lr2e-05"
+    grid = grid_of(smoke_config(tmp_path, "lr_sweep.values=[2.5e-4, 3.0e-4]"))
+    sweep = grid.sweep_cells(grid.config.method("cft"))
+    assert [c.name for c in sweep] == ["sft/cft/lr2.5e-04/seed0", "sft/cft/lr3e-04/seed0"]
+    assert [c.recipe["optim"]["lr"] for c in sweep] == [2.5e-4, 3e-4]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("grpo.overrides.rolout.n=2", r"(?s)cell grpo/cft/seed0.*unknown key 'rolout'"),
+        (
+            "sft.overrides={validation.benchmark: null, checkpoint.export: last}",
+            "sweep chooses on validation",
+        ),
+        ("sft.overrides.validation.benchmark=toy-long", "is a test or training set"),
+        ("sft.overrides.validation.benchmark=toy-long-train", "is a test or training set"),
+        ("methods=[{name: base}]", "name report groups of their own"),
+    ],
+)
+def test_the_whole_plan_is_checked_before_anything_runs(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        grid_of(smoke_config(tmp_path, override)).check()
+
+
+def test_a_finished_cell_whose_settings_changed_is_refused(tmp_path):
+    markers = Markers(tmp_path)
+    cell = grid_of(smoke_config(tmp_path)).cells()[0]
+    markers.check(cell)
+    markers.write(cell, seconds=1.0)
+    changed = grid_of(smoke_config(tmp_path, "identify.overrides.data.limit=7")).cells()[0]
+    with pytest.raises(UserError, match=r"cell identify: .* other settings \(data.limit\)"):
+        markers.check(changed)
+
+
+def test_a_cell_made_from_an_earlier_run_of_its_input_is_refused(tmp_path):
+    grid = grid_of(smoke_config(tmp_path))
+    markers = Markers(tmp_path)
+    identify, sweep = grid.cells()[:2]
+    for cell in (identify, sweep):
+        markers.check(cell)
+        markers.write(cell, seconds=1.0)
+    markers.check(sweep)  # consistent
+    time.sleep(0.01)
+    markers.write(identify, seconds=1.0)  # identify ran again: the sweep run is outdated
+    with pytest.raises(
+        UserError, match=rf"cell {sweep.name} was made from an earlier run of identify"
+    ):
+        markers.check(sweep)
+
+
+def test_dry_run_prints_one_command_per_cell_that_runs_it(tmp_path, capsys):
+    out = tmp_path / "exp"
+    run_experiment(smoke_config(out, "dry_run=true"))
+    printed = capsys.readouterr().out
+    resolved = out / "experiment.yaml"
+    assert f"cft-rl experiment --recipe {resolved} cell=identify" in printed
+    assert "cell=sft/cft/lr3e-04/seed0" in printed
+    assert "8 more cells wait on learning-rate sweeps" in printed
+    again = load_config(ExperimentConfig, resolved, ["cell=identify"])
+    assert again.output_dir == str(out) and not again.dry_run
+    with pytest.raises(UserError, match="cell sft/cft/lr3e-04/seed0 waits for identify"):
+        run_experiment(load_config(ExperimentConfig, resolved, ["cell=sft/cft/lr3e-04/seed0"]))
+    with pytest.raises(UserError, match="waits for its method's learning-rate sweep"):
+        run_experiment(load_config(ExperimentConfig, resolved, ["cell=sft/cft/lr1e-04/seed1"]))
+    with pytest.raises(UserError, match="no cell named sft/dft"):
+        run_experiment(load_config(ExperimentConfig, resolved, ["cell=sft/dft/lr1e-04/seed0"]))
+    run_experiment(again)  # a real identify run of 6 questions, as a cluster job would
+    assert (out / "identify" / CELL_DONE).is_file()
+    assert (out / "identify" / "summary.json").is_file()

@@ -54,6 +54,10 @@ class Method(Section):
 
     @model_validator(mode="after")
     def _lr_not_overridden(self) -> Method:
+        if self.name == "base" or self.name.startswith("grpo-"):
+            raise ValueError(
+                f"methods '{self.name}': 'base' and 'grpo-*' name report groups of their own"
+            )
         if "optim.lr" in self.overrides:
             raise ValueError(f"methods '{self.name}': set learning rates with `lrs`, not optim.lr")
         return self
@@ -92,8 +96,11 @@ class ExperimentConfig(Section):
     output_dir: str
     # Cells run at once; each gets cpu_count / jobs threads.
     jobs: int = Field(default=1, ge=1)
-    # Write every cell's recipe and print one command per cell; run nothing.
+    # Print one command per cell (in waves, for a cluster scheduler); run nothing.
     dry_run: bool = False
+    # Run only this cell (e.g. "sft/cft/lr1e-04/seed0"), in the foreground: what a dry run's
+    # commands do.
+    cell: str | None = None
     identify: IdentifyCell
     # An identify run on held-out questions: its responses and critical masks are where
     # `report compare` measures each model's token entropy. null: no entropy probe.

@@ -11,7 +11,9 @@ A cell is one ordinary stage run in its own directory under the experiment's out
 
 Most cells are known from the recipe alone; the runs of a method at its chosen learning rate
 become known once that method's sweep runs have finished (`choose_lr`). `cells` returns the
-cells known so far, so a runner calls it again as cells finish.
+cells known so far, so a runner calls it again as cells finish; `cells(provisional=True)`
+plans every method at its first learning rate, so that every cell's recipe is validated and
+counted before anything runs.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from cft_rl.config import ConfigError, apply_mapping, read_recipe, validate
+from cft_rl.errors import UserError
 from cft_rl.experiment.config import ExperimentConfig, Method
+from cft_rl.sft.config import EXPORT_INFO
 
 # stage -> its recipe schema, imported when a cell of it is planned
 SCHEMAS = {
@@ -35,8 +39,6 @@ SCHEMAS = {
     "grpo": "cft_rl.rl.config:GrpoConfig",
     "eval": "cft_rl.eval.config:EvalConfig",
 }
-# Written by `cft-rl sft` next to its export (cft_rl.sft.trainer.EXPORT_INFO).
-EXPORT_INFO = "export.json"
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,10 @@ class Cell:
 
 
 def lr_label(lr: float) -> str:
-    return f"lr{lr:.0e}"
+    """ "lr3e-04": the shortest scientific form that reads back as `lr` (so that no two
+    learning rates share a directory)."""
+    digits = next(n for n in range(17) if float(f"{lr:.{n}e}") == lr)
+    return f"lr{lr:.{digits}e}"
 
 
 class Grid:
@@ -60,32 +65,31 @@ class Grid:
         self.config = config
         self.out = Path(config.output_dir)
         self.is_done = is_done
-        self._recipes: dict[str, dict[str, Any]] = {}
+        self._validated: dict[str, dict[str, Any]] = {}  # by the recipe's JSON
 
     # -- the cells ----------------------------------------------------------------------------
 
-    def cells(self) -> list[Cell]:
-        """Every cell known now, in an order that runs dependencies first."""
+    def cells(self, provisional: bool = False) -> list[Cell]:
+        """Every cell known now (with `provisional`, every cell, methods whose sweep is
+        unfinished at their first learning rate), dependencies first."""
         config = self.config
         cells = []
         if config.identify.recipe is not None:
-            cells.append(
-                self._cell(
-                    "identify", "identify", config.identify.recipe, config.identify.overrides
-                )
-            )
+            identify = config.identify
+            cells.append(self._cell("identify", "identify", identify.recipe, identify.overrides))
         if config.probe is not None:
             cells.append(
                 self._cell("probe", "identify", config.probe.recipe, config.probe.overrides)
             )
         if config.reference is not None:
-            cells.append(
-                self._cell("reference", "sft", config.reference.recipe, config.reference.overrides)
-            )
+            reference = config.reference
+            cells.append(self._cell("reference", "sft", reference.recipe, reference.overrides))
         finals: dict[tuple[str, int], Cell] = {}
         for method in config.methods:
             runs = {cell.name: cell for cell in self.sweep_cells(method)}
             chosen = self.choose_lr(method)
+            if chosen is None and provisional:
+                chosen = config.lrs_of(method)[0]
             for seed in config.seeds_of(method) if chosen is not None else []:
                 # the sweep run at the chosen lr and seed, if any, is that seed's run
                 cell = self._sft_cell(method, chosen, seed, selected=True)
@@ -101,24 +105,25 @@ class Grid:
         cells += self._eval_cells(finals, cells)
         return cells
 
-    def planned_counts(self) -> dict[str, int]:
-        """Cells per stage once every learning rate is chosen (for the plan printed first)."""
-        config = self.config
-        counts = {
-            "identify": int(config.identify.recipe is not None) + int(config.probe is not None)
+    def check(self) -> list[Cell]:
+        """Validate every cell and the protocol before anything runs; returns all cells."""
+        cells = self.cells(provisional=True)
+        tested = {
+            b["name"] for cell in cells if cell.stage == "eval" for b in cell.recipe["benchmarks"]
         }
-        sft = int(config.reference is not None)
-        for method in config.methods:
-            lrs = config.lrs_of(method)
-            seeds = config.seeds_of(method)
-            sweep = len(lrs) if len(lrs) > 1 else 0
-            sft += sweep + len(seeds) - int(sweep > 0 and config.lr_sweep.seed in seeds)
-        counts["sft"] = sft
-        grpo = len(config.grpo.start_from) * len(config.grpo.seeds) if config.grpo else 0
-        counts["grpo"] = grpo
-        finals = sum(len(config.seeds_of(m)) for m in config.methods)
-        counts["eval"] = finals + grpo + int(config.eval.base)
-        return counts
+        for method in self.config.methods:
+            validation = self._method_recipe(method)["validation"]["benchmark"]
+            if len(self.config.lrs_of(method)) > 1 and validation is None:
+                raise ConfigError(
+                    f"methods '{method.name}': a learning-rate sweep chooses on validation; set "
+                    "validation.benchmark in the experiment's sft.overrides"
+                )
+            if validation in tested or (validation or "").endswith("-train"):
+                raise ConfigError(
+                    f"methods '{method.name}': validation.benchmark '{validation}' is a test "
+                    "or training set of this experiment; choose on held-out validation questions"
+                )
+        return cells
 
     def sweep_cells(self, method: Method) -> list[Cell]:
         lrs = self.config.lrs_of(method)
@@ -146,13 +151,16 @@ class Grid:
         for cell in self.sweep_cells(method):
             if not self.is_done(cell.name):
                 return None
-            info = json.loads((self.out / cell.name / EXPORT_INFO).read_text())
-            if not info.get("validation"):
-                raise ConfigError(
-                    f"{self.out / cell.name}: a learning-rate sweep needs validation; set "
-                    "validation.benchmark in the experiment's sft recipe or overrides"
+            path = self.out / cell.name / EXPORT_INFO
+            try:
+                validation = json.loads(path.read_text())["validation"]
+            except (OSError, ValueError, KeyError) as err:
+                raise UserError(f"{path}: not the export record of `cft-rl sft` ({err})") from None
+            if not validation:
+                raise UserError(
+                    f"{path}: this sweep run has no validation result; the sweep chooses on it"
                 )
-            scores[cell.info["lr"]] = info["validation"]["accuracy"]
+            scores[cell.info["lr"]] = validation["accuracy"]
         return scores
 
     # -- one cell of each kind ----------------------------------------------------------------
@@ -163,7 +171,8 @@ class Grid:
         after = []
         if data["data"]["format"] == "identify":
             after += self._identify_cells()
-        if (data.get("reference_model") or {}).get("path") == self.reference_model():
+        reference = (data.get("reference_model") or {}).get("path")
+        if self.config.reference is not None and reference == self.reference_model():
             after.append("reference")
         data = apply_mapping(data, {"optim.lr": lr, "seed": seed})
         info = {"method": method.name, "lr": lr, "seed": seed, "selected": selected}
@@ -171,7 +180,7 @@ class Grid:
 
     def _grpo_cell(self, method: str, seed: int, start: Cell) -> Cell:
         grpo = self.config.grpo
-        data = apply_mapping(read_recipe(grpo.recipe), grpo.overrides)
+        data = _mapped(read_recipe(grpo.recipe), grpo.overrides, "grpo.overrides")
         data = apply_mapping(
             data, {"model.path": str(self.out / start.name / "hf_model"), "seed": seed}
         )
@@ -201,7 +210,7 @@ class Grid:
             after = (source.name,) if source is not None else ()
             if source is not None:  # in reports, relative to the experiment directory
                 model = f"{source.name}/hf_model"
-            data = apply_mapping(read_recipe(spec.recipe), spec.overrides)
+            data = _mapped(read_recipe(spec.recipe), spec.overrides, "eval.overrides")
             data = apply_mapping(data, {"model.path": str(self.out / model) if source else model})
             if group in spec.n_samples:
                 data = apply_mapping(data, {"n_samples": spec.n_samples[group]})
@@ -210,24 +219,27 @@ class Grid:
         return result
 
     def _cell(self, name: str, stage: str, recipe: str, overrides: dict[str, Any]) -> Cell:
-        data = apply_mapping(read_recipe(recipe), overrides)
+        data = _mapped(read_recipe(recipe), overrides, f"{name}.overrides")
         return self._finish(name, stage, data, (), {}, name)
 
     def _finish(
         self, name: str, stage: str, data: dict, after: tuple[str, ...], info: dict, what: str
     ) -> Cell:
         """Validate the cell's recipe with its stage's schema; the error names the cell."""
-        data = apply_mapping(data, {"output_dir": str(self.out / name)})
-        if name not in self._recipes:
-            self._recipes[name] = _validated(stage, data, f"experiment cell {name} ({what})")
-        return Cell(name, stage, self._recipes[name], after, info)
+        source = f"experiment cell {name} ({what})"
+        data = _mapped(data, {"output_dir": str(self.out / name)}, source)
+        key = json.dumps(data, sort_keys=True)
+        if key not in self._validated:
+            self._validated[key] = _validated(stage, data, source)
+        return Cell(name, stage, self._validated[key], after, info)
 
     def _method_recipe(self, method: Method) -> dict[str, Any]:
         """The method's sft recipe with the experiment's and its own overrides; methods that train
         on identify data train on this experiment's identify run."""
         sft = self.config.sft
         data = read_recipe(method.recipe or sft.recipe)
-        data = apply_mapping(apply_mapping(data, sft.overrides), method.overrides)
+        data = _mapped(data, sft.overrides, "sft.overrides")
+        data = _mapped(data, method.overrides, f"methods '{method.name}' overrides")
         if data.get("data", {}).get("format", "identify") == "identify":
             data = apply_mapping(data, {"data.path": self.identify_dir()})
         rho1 = data.get("loss", {}).get("name") == "rho1"
@@ -247,6 +259,13 @@ class Grid:
 
     def _identify_cells(self) -> list[str]:
         return ["identify"] if self.config.identify.recipe is not None else []
+
+
+def _mapped(data: dict[str, Any], overrides: dict[str, Any], source: str) -> dict[str, Any]:
+    try:
+        return apply_mapping(data, overrides)
+    except ConfigError as err:
+        raise ConfigError(f"experiment {source}: {err}") from None
 
 
 def _validated(stage: str, data: dict[str, Any], source: str) -> dict[str, Any]:
