@@ -300,17 +300,22 @@ def test_head_dim_below_32_is_refused(tmp_path, capsys):
 
 
 def test_every_difficulty_has_test_validation_and_training_sets_apart():
-    from cft_rl.toy.problems import VALIDATION_DISJOINT_FROM, validation_problems
+    from cft_rl.toy.problems import VALIDATION_DISJOINT_FROM, toy_problems
 
     for name in DIFFICULTIES:
         test = eval_problems(name, VALIDATION_DISJOINT_FROM)
-        validation = validation_problems(name, 200)
-        assert all(split_of(p) == "heldout" for p in validation)
+        validation = toy_problems(f"{name}-val", 200)
+        train = toy_problems(f"{name}-train", 500)
+        assert all(split_of(p) == "heldout" for p in test + validation)
+        assert all(split_of(p) == "train" for p in train)
         assert len({p.question for p in validation}) == 200
-        assert not {p.arithmetic() for p in validation} & {p.arithmetic() for p in test}
-        train = toy_examples(f"{name}-train", 200)
-        heldout = {p.question for p in test + validation}
-        assert not heldout & {e.question for e in train}
+        # no arithmetic in common: checked here by set intersection over the generated sets
+        arithmetic = {kind: {p.arithmetic() for p in ps} for kind, ps in
+                      (("test", test), ("val", validation), ("train", train))}  # fmt: skip
+        assert not arithmetic["val"] & arithmetic["test"]
+        assert not arithmetic["train"] & (arithmetic["test"] | arithmetic["val"])
+        # and validation is its own stream, not the test stream's continuation
+        assert [p.question for p in validation[:5]] != [p.question for p in test[:5]]
         assert [e.source for e in toy_examples(f"{name}-val", 3)] == [f"{name}-val"] * 3
 
 

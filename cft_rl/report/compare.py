@@ -21,19 +21,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cft_rl.checkpointing import HF_EXPORT
+from cft_rl.critical.store import SUMMARY_NAME
 from cft_rl.errors import UserError
 from cft_rl.eval.config import SUMMARY_JSON
 from cft_rl.eval.log import GREEDY
 from cft_rl.eval.passk import pass_at_k
+from cft_rl.experiment.layout import CELL_DONE, PLAN
 from cft_rl.report.compare_common import BASE, N_BOOT, GrpoRun
 from cft_rl.report.compare_markdown import render_markdown
 from cft_rl.report.compare_plots import plot_accuracy, plot_grpo, plot_passk
 from cft_rl.report.stats import mean_ci, paired_bootstrap
+from cft_rl.sft.config import EXPORT_INFO
 
 if TYPE_CHECKING:
     from cft_rl.rl.probe import ProbeSet
 
-PLAN = "plan.json"
 MARKDOWN_NAME = "compare.md"
 JSON_NAME = "compare.json"
 ACCURACY_PNG = "accuracy.png"
@@ -51,10 +54,10 @@ PLAN_FIELDS = {
 
 # What marks each kind of run in the plan as finished (a path inside its dir).
 DONE_MARKER = {
-    "identify": "summary.json",
-    "probe": "summary.json",
-    "sft": "export.json",
-    "grpo": "hf_model",
+    "identify": SUMMARY_NAME,
+    "probe": SUMMARY_NAME,
+    "sft": EXPORT_INFO,
+    "grpo": HF_EXPORT,
     "eval": SUMMARY_JSON,
 }
 
@@ -153,7 +156,9 @@ def plan_entries(plan: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def is_done(experiment: Path, kind: str, run_dir: str) -> bool:
-    return (experiment / run_dir / DONE_MARKER[kind]).exists()
+    """Finished by the experiment's marker, or (a run made outside it) by its stage's output."""
+    run = experiment / run_dir
+    return (run / CELL_DONE).is_file() or (run / DONE_MARKER[kind]).exists()
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -581,12 +586,14 @@ def cached_probe_entropy(run: EvalRun, model: str, source: ProbeSource) -> dict[
 
 def compute_probe_entropy(model: str, probe_set: ProbeSet) -> dict[str, Any]:
     import torch
+    from transformers.utils import logging as transformers_logging
 
     from cft_rl.config import ModelSpec
     from cft_rl.modeling import load_causal_lm, load_tokenizer
     from cft_rl.rl.probe import probe_entropy
 
     torch.set_num_threads(1)  # a report should not take the cores of a running experiment
+    transformers_logging.disable_progress_bar()  # one bar per model would bury the report
     spec = ModelSpec(path=model)
     tokenizer = load_tokenizer(spec)
     return probe_entropy(

@@ -199,12 +199,17 @@ def _first_last(row: dict[str, Any], name: str) -> str:
 
 def _notes(result: dict[str, Any]) -> list[str]:
     tests = sum(len(b["differences"]) for b in result["benchmarks"].values())
+    seeds = sorted({len(row["greedy_accuracy"]["values"]) for b in result["benchmarks"].values()
+                    for row in b["groups"].values()} - {1})  # fmt: skip
+    half_widths = ", ".join(f"{student_t_quantile(0.975, n - 1):.2f} with {n}" for n in seeds)
     return [
-        "- Intervals over seeds are Student-t: with 3 seeds the half-width is "
-        f"{student_t_quantile(0.975, 2):.2f} standard errors, so they are wide.",
+        "- Intervals over seeds are Student-t, wide with few seeds: the half-width is "
+        f"this many standard errors: {half_widths or '-'} seeds.",
         "- Differences: paired bootstrap over the problems both have (resampled together) and "
-        f"each side's seeds, {N_BOOT} replicates; p is the two-sided bootstrap sign-test "
-        f"p-value, resolution 1/{N_BOOT}.",
+        f"each side's seeds (their spread widened by sqrt(n/(n-1)) so that resampling n seeds "
+        f"has the variance of their mean), {N_BOOT} replicates; a percentile interval, so "
+        "still narrower than a t interval would be over 3 seeds. p is the two-sided bootstrap "
+        f"sign-test p-value, resolution 2/{N_BOOT}.",
         f"- The {tests} p-values are not corrected for multiple comparisons.",
     ]
 
