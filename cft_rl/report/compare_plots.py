@@ -137,6 +137,7 @@ def plot_grpo(runs: list[GrpoRun], path: Path) -> None:
         (("validation reward", "validation"), ("rollout entropy (nats)", "entropy")),
         strict=True,
     ):
+        shown: list[float] = []
         for index, start in enumerate(starts):
             curves = [getattr(run, attribute) for run in runs if run.start == start]
             steps, mean, low, high = band(curves)
@@ -146,6 +147,11 @@ def plot_grpo(runs: list[GrpoRun], path: Path) -> None:
             seeds = f"{len(curves)} seed{'s' if len(curves) > 1 else ''}"
             axis.plot(steps, mean, color=color, marker=".", label=f"from {start} ({seeds})")
             axis.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
+            shown += low + high
+        if shown and attribute == "validation":  # a reward in [0, 1]: the percent-axis rule
+            axis.set_ylim(*(limit / 100 for limit in y_limits([100 * v for v in shown])))
+        elif shown:  # entropy: from zero, so that a wobble stays a wobble
+            axis.set_ylim(0, 1.2 * max(shown))
         axis.set_title(f"{title}: mean, band min-max over seeds", fontsize=10)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
