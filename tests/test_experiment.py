@@ -91,6 +91,7 @@ def test_a_sweep_without_validation_is_an_error(tmp_path):
         ("grpo.start_from=[cfft]", "grpo.start_from: no method named 'cfft'"),
         ("eval.n_samples={cftt: 4}", "eval.n_samples: no group"),
         ("grpo.seeds=[0,7]", "has no seed"),
+        ("compare_with=[rnd]", "compare_with: no method named 'rnd'"),
     ],
 )
 def test_a_misspelt_method_is_named(tmp_path, override, message):

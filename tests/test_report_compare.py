@@ -550,3 +550,15 @@ def test_gain_from_sampling_and_grpo_against_grpo_from_the_baseline(experiment):
     own = greedy_accuracy(truth["evals"]["eval/grpo-cft/seed0"]["alpha"])
     assert grpo["estimate"] == pytest.approx(own - greedy_accuracy(data["alpha"]))
     assert ("grpo-sft", "grpo-sft", "greedy") not in differences
+
+
+def test_comparison_pairs_take_the_baseline_the_base_model_and_further_references():
+    from cft_rl.report.compare import comparison_pairs
+
+    groups = dict.fromkeys(["base", "sft", "cft", "random", "grpo-cft", "grpo-sft"])
+    pairs = comparison_pairs(groups, "sft", ["cft"])
+    assert ("random", "cft") in pairs and ("sft", "cft") in pairs and ("cft", "sft") in pairs
+    assert ("grpo-cft", "grpo-sft") in pairs
+    assert not [pair for pair in pairs if pair[0] == "base" or pair[0] == pair[1]]
+    assert len(pairs) == len(set(pairs))
+    assert comparison_pairs(groups, "sft") == [p for p in pairs if p[1] != "cft"]

@@ -112,6 +112,9 @@ class ExperimentConfig(Section):
     methods: list[Method] = Field(min_length=1)
     # The method every other is compared with, pairwise; null: none.
     baseline: str | None = "sft"
+    # Further methods every other is compared with in the report (e.g. [cft], for the
+    # token-selection controls against it).
+    compare_with: list[str] = []
     seeds: list[int] = Field(default=[0, 1, 2], min_length=1)
     lr_sweep: LrSweep = LrSweep()
     grpo: GrpoCells | None = None
@@ -126,6 +129,7 @@ class ExperimentConfig(Section):
         starts = self.grpo.start_from if self.grpo is not None else []
         referenced = [("baseline", self.baseline)] if self.baseline is not None else []
         referenced += [("grpo.start_from", name) for name in starts]
+        referenced += [("compare_with", name) for name in self.compare_with]
         for key, name in referenced:
             if name not in names:
                 raise ValueError(f"{key}: no method named '{name}' (methods: {', '.join(names)})")

@@ -368,6 +368,7 @@ def _write_plan(grid: Grid, cells: list[Cell]) -> None:
         }
     plan: dict[str, Any] = {
         "baseline": config.baseline,
+        "compare_with": config.compare_with,
         "methods": [method.name for method in config.methods],
         "identify": _relative(Path(grid.identify_dir()), grid.out),
         "probe": "probe" if config.probe is not None else None,

@@ -131,7 +131,7 @@ def load_plan(experiment: Path) -> dict[str, Any]:
         plan = json.loads(path.read_text())
         for key, default in (("baseline", None), ("probe", None), ("identify", None)):
             plan.setdefault(key, default)
-        for key in ("sft", "grpo", "evals"):
+        for key in ("sft", "grpo", "evals", "compare_with"):
             plan.setdefault(key, [])
         plan.setdefault("lr_choice", {})
     except (ValueError, AttributeError) as err:
@@ -260,7 +260,7 @@ def compare(
         if not is_done(experiment, kind, run_dir)
     ]
     groups = group_runs(runs)
-    pairs = comparison_pairs(groups, plan["baseline"])
+    pairs = comparison_pairs(groups, plan["baseline"], plan["compare_with"])
     benchmarks = list(
         dict.fromkeys(b["benchmark"] for run in runs for b in run.summary["benchmarks"])
     )
@@ -327,12 +327,16 @@ def benchmark_groups(groups: dict[str, list[EvalRun]], benchmark: str) -> dict[s
     return table
 
 
-def comparison_pairs(groups: dict[str, Any], baseline: str | None) -> list[tuple[str, str]]:
-    """(group, reference) pairs: every group against the baseline and the base model (the
-    base model only as a reference), and GRPO runs also against GRPO from the baseline."""
+def comparison_pairs(
+    groups: dict[str, Any], baseline: str | None, compare_with: list[str] = ()
+) -> list[tuple[str, str]]:
+    """(group, reference) pairs: every group against the baseline, the base model (only ever
+    a reference) and each `compare_with` method, and GRPO runs also against GRPO from the
+    baseline."""
     grpo_baseline = f"grpo-{baseline}"
     pairs = []
-    for reference in dict.fromkeys(r for r in (baseline, BASE) if r in groups):
+    references = (baseline, BASE, *compare_with)
+    for reference in dict.fromkeys(r for r in references if r in groups):
         pairs += [(group, reference) for group in groups if group not in (reference, BASE)]
     if grpo_baseline in groups:
         pairs += [
@@ -340,7 +344,7 @@ def comparison_pairs(groups: dict[str, Any], baseline: str | None) -> list[tuple
             for group in groups
             if group.startswith("grpo-") and group != grpo_baseline
         ]
-    return pairs
+    return list(dict.fromkeys(pairs))
 
 
 def paired_differences(
