@@ -344,7 +344,11 @@ def comparison_pairs(
             for group in groups
             if group.startswith("grpo-") and group != grpo_baseline
         ]
-    return list(dict.fromkeys(pairs))
+    kept: list[tuple[str, str]] = []
+    for pair in pairs:  # once per pair of groups: B against A is A against B, negated
+        if pair not in kept and pair[::-1] not in kept:
+            kept.append(pair)
+    return kept
 
 
 def paired_differences(
