@@ -55,16 +55,20 @@ def _run(tmp_path: Path, monkeypatch, export: str) -> Path:
     ScriptedValidator.calls = 0
     monkeypatch.setattr(trainer_module, "ValidationSet", ScriptedValidator)
     out = tmp_path / export
-    config = tiny_config(
+    trainer_module.run_sft(scripted_config(tmp_path, out, export))
+    return out
+
+
+def scripted_config(tmp_path: Path, out: Path, export: str, limit: int = 2) -> SftConfig:
+    """8 steps on the identify data of `_run`, a checkpoint (and validation) every 2."""
+    return tiny_config(
         TOY_MODEL_DIR,
-        data,
+        tmp_path / "identify",
         out,
         train__max_steps=8,
         checkpoint={"every_steps": 2, "keep": 1, "export": export},
-        validation={"benchmark": "toy-val", "limit": 2},
+        validation={"benchmark": "toy-val", "limit": limit},
     )
-    trainer_module.run_sft(config)
-    return out
 
 
 def _weights(model_dir: Path) -> str:
@@ -185,15 +189,7 @@ def test_a_fresh_restart_does_not_repeat_the_step_0_validation(tmp_path, monkeyp
     for path in (out / "checkpoints").iterdir():  # as if killed before the first checkpoint
         shutil.rmtree(path)
     ScriptedValidator.calls = 0
-    config = tiny_config(
-        TOY_MODEL_DIR,
-        tmp_path / "identify",
-        out,
-        train__max_steps=8,
-        checkpoint={"every_steps": 2, "keep": 1, "export": "best"},
-        validation={"benchmark": "toy-val", "limit": 2},
-    )
-    trainer_module.run_sft(config)
+    trainer_module.run_sft(scripted_config(tmp_path, out, "best"))
     steps = [
         json.loads(line)["step"] for line in (out / "validation.jsonl").read_text().splitlines()
     ]
@@ -202,13 +198,5 @@ def test_a_fresh_restart_does_not_repeat_the_step_0_validation(tmp_path, monkeyp
 
 def test_a_resumed_best_export_run_may_not_change_its_validation(tmp_path, monkeypatch):
     out = _run(tmp_path, monkeypatch, "best")
-    config = tiny_config(
-        TOY_MODEL_DIR,
-        tmp_path / "identify",
-        out,
-        train__max_steps=8,
-        checkpoint={"every_steps": 2, "keep": 1, "export": "best"},
-        validation={"benchmark": "toy-val", "limit": 3},
-    )
     with pytest.raises(UserError, match="validation.limit"):
-        trainer_module.run_sft(config)
+        trainer_module.run_sft(scripted_config(tmp_path, out, "best", limit=3))
