@@ -9,11 +9,11 @@ import pytest
 
 from cft_rl.config import ConfigError, load_config
 from cft_rl.errors import UserError
+from cft_rl.jsonl import JsonlTail
 from cft_rl.rl.entropy_monitor import (
     METRIC_NAMES,
     EntropyMonitor,
     EntropyMonitorSettings,
-    JsonlTail,
     VerlMetricsReader,
     normalise_verl_record,
 )

@@ -7,8 +7,8 @@ import pytest
 
 from cft_rl.cli import main
 from cft_rl.critical.dataset import load_identified, read_provenance
-from cft_rl.critical.store import read_jsonl
 from cft_rl.errors import UserError
+from cft_rl.jsonl import read_repaired
 
 RECIPE = str(Path(__file__).resolve().parents[1] / "recipes" / "toy" / "identify.yaml")
 
@@ -45,9 +45,9 @@ def test_cli_on_the_toy_model(tmp_path, capsys):
 def test_store_cuts_a_torn_last_line_and_names_a_bad_one(tmp_path):
     path = tmp_path / "results.jsonl"
     path.write_text('{"index": 0}\n{"index": 1}\n{"ind')
-    assert read_jsonl(path) == [{"index": 0}, {"index": 1}]
+    assert read_repaired(path) == [{"index": 0}, {"index": 1}]
     assert path.read_text() == '{"index": 0}\n{"index": 1}\n'
 
     path.write_text('{"index": 0}\nnot json\n{"index": 2}\n')
     with pytest.raises(UserError, match=r"results.jsonl:2: not a JSON record"):
-        read_jsonl(path)
+        read_repaired(path)

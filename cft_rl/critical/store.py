@@ -14,13 +14,13 @@ loses at most the line being written, and a rerun drops that torn line and goes 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from cft_rl.checkpointing import changed_settings
 from cft_rl.errors import UserError
 from cft_rl.files import write_text_atomic
+from cft_rl.jsonl import append_records, read_repaired
 
 DATASET_NAME = "critical_tokens.parquet"
 SUMMARY_NAME = "summary.json"
@@ -59,16 +59,16 @@ class ShardFiles:
         self.done_path = shards / f"done-{tag}.json"
 
     def greedy(self) -> dict[int, dict[str, Any]]:
-        return {record["index"]: record for record in read_jsonl(self.greedy_path)}
+        return {record["index"]: record for record in read_repaired(self.greedy_path)}
 
     def results(self) -> dict[int, dict[str, Any]]:
-        return {record["index"]: record for record in read_jsonl(self.results_path)}
+        return {record["index"]: record for record in read_repaired(self.results_path)}
 
     def append_greedy(self, records: list[dict[str, Any]]) -> None:
-        append_jsonl(self.greedy_path, records)
+        append_records(self.greedy_path, records)
 
     def append_result(self, record: dict[str, Any]) -> None:
-        append_jsonl(self.results_path, [record])
+        append_records(self.results_path, [record])
 
     def mark_done(self, summary: dict[str, Any]) -> None:
         write_text_atomic(self.done_path, json.dumps(summary, indent=2))
@@ -76,37 +76,6 @@ class ShardFiles:
 
 def shard_tag(shard_index: int, num_shards: int) -> str:
     return f"{shard_index:05d}-of-{num_shards:05d}"
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of `path` (none if it does not exist). Bytes after the last newline are
-    a line torn by a kill mid-write: they are cut off the file. A bad complete line is an
-    error naming it."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    complete = data.rfind(b"\n") + 1
-    records = []
-    for number, line in enumerate(data[:complete].split(b"\n")[:-1], start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except ValueError as err:
-            raise UserError(f"{path}:{number}: not a JSON record ({err})") from None
-    if complete < len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(complete)
-    return records
-
-
-def append_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

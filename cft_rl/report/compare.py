@@ -28,6 +28,7 @@ from cft_rl.eval.config import SUMMARY_JSON
 from cft_rl.eval.log import GREEDY
 from cft_rl.eval.passk import pass_at_k
 from cft_rl.experiment.layout import CELL_DONE, PLAN
+from cft_rl.jsonl import read_records
 from cft_rl.report.compare_common import BASE, N_BOOT, GrpoRun
 from cft_rl.report.compare_markdown import render_markdown
 from cft_rl.report.compare_plots import plot_accuracy, plot_grpo, plot_passk
@@ -161,32 +162,13 @@ def is_done(experiment: Path, kind: str, run_dir: str) -> bool:
     return (run / CELL_DONE).is_file() or (run / DONE_MARKER[kind]).exists()
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSONL file that is appended to as a run goes: a missing file is empty,
-    and a torn last line (a run killed mid-write, with or without its newline) is left out."""
-    if not path.is_file():
-        return []
-    lines = path.read_bytes().split(b"\n")
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except ValueError as err:
-            if number >= len(lines) - 1:
-                break
-            raise UserError(f"{path}:{number}: not a JSON record ({err})") from None
-    return records
-
-
 def read_generations(path: Path) -> dict[Any, ProblemStats]:
     """Per problem id, its greedy verdict and what its sampled generations hold. A record
     repeated for the same (id, sample) counts once, the first, as when `cft-rl eval` resumes."""
     greedy: dict[Any, bool] = {}
     sampled: dict[Any, dict[Any, dict[str, Any]]] = {}
     try:
-        for record in read_jsonl(path):
+        for record in read_records(path):
             if record["sample"] == GREEDY:
                 greedy.setdefault(record["id"], bool(record["correct"]))
             else:
@@ -219,12 +201,12 @@ def load_eval_run(experiment: Path, entry: dict[str, Any]) -> EvalRun:
 
 def load_grpo_run(experiment: Path, entry: dict[str, Any]) -> GrpoRun:
     path = experiment / entry["dir"]
-    probe = read_jsonl(path / "probe.jsonl")
+    probe = read_records(path / "probe.jsonl")
     return GrpoRun(
         start=entry["start"],
         seed=entry.get("seed"),
-        validation=_series(read_jsonl(path / "validation.jsonl"), "reward_mean"),
-        entropy=_series(read_jsonl(path / "metrics.jsonl"), "entropy"),
+        validation=_series(read_records(path / "validation.jsonl"), "reward_mean"),
+        entropy=_series(read_records(path / "metrics.jsonl"), "entropy"),
         probe_critical=_series(probe, "entropy_critical"),
         probe_noncritical=_series(probe, "entropy_noncritical"),
     )
@@ -482,7 +464,7 @@ def token_fractions(experiment: Path, plan: dict[str, Any]) -> dict[str, Any]:
 def run_token_fraction(run_dir: Path) -> float | None:
     """sum(supervised_tokens) / sum(response_tokens) over all steps of an SFT run; None when
     the run logged no response_tokens (runs from before it was logged)."""
-    records = read_jsonl(run_dir / "metrics.jsonl")
+    records = read_records(run_dir / "metrics.jsonl")
     if not records or any("response_tokens" not in r for r in records):
         return None
     total = sum(r["response_tokens"] for r in records)

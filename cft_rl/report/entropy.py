@@ -12,11 +12,11 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from cft_rl.errors import UserError
+from cft_rl.jsonl import read_records
 
 PNG_NAME = "entropy.png"
 TABLE_NAME = "entropy.md"
@@ -74,7 +74,7 @@ def load_run(run_dir: str) -> Run:
     if not metrics_path.is_file():
         raise UserError(f"{metrics_path} not found: is {run_dir} the output_dir of `cft-rl grpo`?")
     series = {name: _read_series(path / name) for name in (METRICS, PROBE, VALIDATION)}
-    events = len(_read_records(path / EVENTS))
+    events = len(read_records(path / EVENTS))
     return Run(path, _label(path), series, events, _group_key(path))
 
 
@@ -180,15 +180,9 @@ def _band(curves: list[list[tuple[int, float]]]):
     )
 
 
-def _read_records(path: Path) -> list[dict[str, Any]]:
-    from cft_rl.rl.jsonl_log import StepLog
-
-    return StepLog(path).records() if path.is_file() else []
-
-
 def _read_series(path: Path) -> dict[str, list[tuple[int, float]]]:
     series: dict[str, list[tuple[int, float]]] = {}
-    for record in _read_records(path):
+    for record in read_records(path):
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
                 series.setdefault(key, []).append((record["step"], float(value)))

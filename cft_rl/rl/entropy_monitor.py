@@ -8,9 +8,7 @@ logger appends to (one `{"step": N, "data": {"actor/entropy": ...}}` per line) a
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -21,6 +19,7 @@ from pydantic import Field, model_validator
 
 from cft_rl.config import Section
 from cft_rl.errors import UserError
+from cft_rl.jsonl import JsonlTail
 
 __all__ = [
     "METRIC_NAMES",
@@ -28,7 +27,6 @@ __all__ = [
     "CollapseEvent",
     "EntropyMonitor",
     "EntropyMonitorSettings",
-    "JsonlTail",
     "VerlMetricsReader",
     "normalise_verl_record",
 ]
@@ -185,52 +183,6 @@ def _is_finite_number(value: Any) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # Reading metrics files as they grow
-
-
-class JsonlTail:
-    """Reads the JSON records appended to a file since the previous call.
-
-    A last line without its newline is still being written: it is kept back until complete.
-    A missing file reads as empty (the run has not started logging); a file that was replaced
-    or truncated (verl reopens its log with "wb" when a run restarts) is read from the start.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._offset = 0
-        self._inode: int | None = None
-        self._partial = b""
-        self._line_no = 0
-
-    def read_new(self) -> list[tuple[int, dict[str, Any]]]:
-        """New complete records as (line number, record)."""
-        try:
-            with self.path.open("rb") as handle:
-                stat = os.fstat(handle.fileno())
-                if stat.st_ino != self._inode or stat.st_size < self._offset:
-                    self._offset, self._inode, self._partial, self._line_no = 0, stat.st_ino, b"", 0
-                handle.seek(self._offset)
-                chunk = handle.read()
-        except FileNotFoundError:
-            return []
-        self._offset += len(chunk)
-        *lines, self._partial = (self._partial + chunk).split(b"\n")
-        records = []
-        for line in lines:
-            self._line_no += 1
-            if line.strip():
-                records.append((self._line_no, self._parse(line)))
-        return records
-
-    def _parse(self, line: bytes) -> dict[str, Any]:
-        where = f"{self.path}:{self._line_no}"
-        try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise UserError(f"{where}: not a JSON record: {err}") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{where}: expected a JSON object, got {type(record).__name__}")
-        return record
 
 
 def normalise_verl_record(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from cft_rl.rl.jsonl_log import StepLog
+from cft_rl.jsonl import StepLog
 from cft_rl.sft.config import SftConfig
 
 METRICS = "metrics.jsonl"

@@ -30,7 +30,7 @@ from cft_rl.checkpointing import (
 )
 from cft_rl.errors import UserError
 from cft_rl.files import write_text_atomic
-from cft_rl.rl.jsonl_log import StepLog
+from cft_rl.jsonl import StepLog
 from cft_rl.sft.checkpoint import load_checkpoint, publish_export, save_checkpoint
 from cft_rl.sft.config import EXPORT_INFO, SftConfig
 from cft_rl.sft.data import DERIVED_FIELDS, TrainingSet, build_training_set, collate
