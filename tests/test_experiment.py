@@ -129,7 +129,10 @@ def test_the_shipped_experiment_recipes_plan(tmp_path):
     """Every cell of the shipped experiments validates against its stage's schema."""
     for recipe in sorted((REPO / "recipes/toy").glob("experiment*.yaml")):
         config = load_config(ExperimentConfig, recipe, [f"output_dir={tmp_path / recipe.stem}"])
-        assert grid_of(config).cells(), recipe
+        cells = grid_of(config).check()  # every cell, those after the lr sweeps included
+        stages = {cell.stage for cell in cells}
+        assert {"identify", "sft", "eval"} <= stages, recipe
+        assert len(cells) > len(grid_of(config).cells()), recipe  # sweeps decide the rest
 
 
 # --- end to end ---------------------------------------------------------------------------
