@@ -60,7 +60,11 @@ def assert_same_run(out: Path, reference: Path, exact: bool = False) -> None:
         if exact:
             assert torch.equal(weights[name], value), name
         else:
-            torch.testing.assert_close(weights[name], value, msg=name)
+            # Other splits sum the gradients in another order; Adam divides by the root of
+            # tiny second moments, so a last-bit difference can move a weight by ~1e-5
+            # (seen: 1 of 2048 entries 2.2e-5 apart after 4 steps at lr 3e-3, ZeRO-3 x 2).
+            # A wrong split (a lost or doubled micro-batch) moves them by ~lr.
+            torch.testing.assert_close(weights[name], value, rtol=1e-4, atol=1e-4, msg=name)
 
 
 @pytest.fixture(scope="module")
