@@ -22,6 +22,7 @@ __all__ = [
     "GenerationSettings",
     "ModelSpec",
     "Section",
+    "VerifierSettings",
     "apply_mapping",
     "apply_overrides",
     "load_config",
@@ -62,6 +63,13 @@ class GenerationSettings(Section):
     max_new_tokens: int = 256
     # vLLM only: fraction of GPU memory for weights + KV cache.
     gpu_memory_utilization: float = 0.85
+
+
+class VerifierSettings(Section):
+    """The one verifier's worker processes and its per-answer time limit (reward.Verifier)."""
+
+    num_workers: int = Field(default=2, ge=1)
+    timeout_s: float = Field(default=5.0, gt=0)
 
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)

@@ -11,6 +11,9 @@ from typing import Any
 
 from cft_rl.errors import UserError
 
+# Every run's per-step metrics (sft, grpo with either engine, the toy build), one record a step.
+METRICS = "metrics.jsonl"
+
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """Every complete record of a JSONL file; missing: none; a torn last line is left out."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from cft_rl.config import CpuThreads, GenerationSettings, ModelSpec, Section
+from cft_rl.config import CpuThreads, GenerationSettings, ModelSpec, Section, VerifierSettings
 
 # written into output_dir by `cft-rl eval`, read by `cft-rl report passk`
 SUMMARY_JSON = "summary.json"
@@ -20,11 +20,6 @@ class BenchmarkSpec(Section):
     path: str | None = None
     limit: int | None = Field(default=None, ge=1)
     template: str = "boxed"
-
-
-class VerifierSettings(Section):
-    num_workers: int = Field(default=2, ge=1)
-    timeout_s: float = Field(default=5.0, gt=0)
 
 
 class EvalConfig(Section):

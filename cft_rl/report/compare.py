@@ -28,7 +28,7 @@ from cft_rl.eval.config import SUMMARY_JSON
 from cft_rl.eval.log import GREEDY
 from cft_rl.eval.passk import pass_at_k
 from cft_rl.experiment.layout import CELL_DONE, PLAN
-from cft_rl.jsonl import read_records
+from cft_rl.jsonl import METRICS, read_records
 from cft_rl.report.compare_common import BASE, N_BOOT, GrpoRun
 from cft_rl.report.compare_markdown import render_markdown
 from cft_rl.report.compare_plots import plot_accuracy, plot_grpo, plot_passk
@@ -206,7 +206,7 @@ def load_grpo_run(experiment: Path, entry: dict[str, Any]) -> GrpoRun:
         start=entry["start"],
         seed=entry.get("seed"),
         validation=_series(read_records(path / "validation.jsonl"), "reward_mean"),
-        entropy=_series(read_records(path / "metrics.jsonl"), "entropy"),
+        entropy=_series(read_records(path / METRICS), "entropy"),
         probe_critical=_series(probe, "entropy_critical"),
         probe_noncritical=_series(probe, "entropy_noncritical"),
     )
@@ -464,7 +464,7 @@ def token_fractions(experiment: Path, plan: dict[str, Any]) -> dict[str, Any]:
 def run_token_fraction(run_dir: Path) -> float | None:
     """sum(supervised_tokens) / sum(response_tokens) over all steps of an SFT run; None when
     the run logged no response_tokens (runs from before it was logged)."""
-    records = read_records(run_dir / "metrics.jsonl")
+    records = read_records(run_dir / METRICS)
     if not records or any("response_tokens" not in r for r in records):
         return None
     total = sum(r["response_tokens"] for r in records)

@@ -16,11 +16,10 @@ from pathlib import Path
 import yaml
 
 from cft_rl.errors import UserError
-from cft_rl.jsonl import read_records
+from cft_rl.jsonl import METRICS, read_records
 
 PNG_NAME = "entropy.png"
 TABLE_NAME = "entropy.md"
-METRICS = "metrics.jsonl"
 PROBE = "probe.jsonl"
 VALIDATION = "validation.jsonl"
 EVENTS = "collapse_events.jsonl"

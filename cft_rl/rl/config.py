@@ -10,8 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cft_rl.config import CpuThreads, ModelSpec, Section
-from cft_rl.eval.config import VerifierSettings
+from cft_rl.config import CpuThreads, ModelSpec, Section, VerifierSettings
 from cft_rl.rl.algos import KL_PENALTY_NAMES, LOSS_AGG_MODES
 from cft_rl.rl.entropy_monitor import EntropyMonitorSettings
 

@@ -6,8 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cft_rl.config import ModelSpec, Section
-from cft_rl.eval.config import VerifierSettings
+from cft_rl.config import ModelSpec, Section, VerifierSettings
 from cft_rl.sft.losses import LossConfig
 
 # Written by `cft-rl sft` next to OUT/hf_model: which checkpoint it is, its validation result.

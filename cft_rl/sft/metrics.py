@@ -18,10 +18,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from cft_rl.jsonl import StepLog
+from cft_rl.jsonl import METRICS, StepLog
 from cft_rl.sft.config import SftConfig
-
-METRICS = "metrics.jsonl"
 
 
 class MetricsSinks:

@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBas
 
 from cft_rl.checkpointing import changed_settings
 from cft_rl.errors import UserError
+from cft_rl.jsonl import METRICS
 from cft_rl.toy.config import ToyBuildConfig
 from cft_rl.toy.evaluate import generate_solutions, score
 from cft_rl.toy.problems import DIFFICULTIES, eval_problems, generate_problems
@@ -25,7 +26,6 @@ from cft_rl.toy.tokenizer import train_tokenizer
 from cft_rl.toy.train import ModelShape, learning_rate, make_model, solution_loss, training_batches
 
 STATE_FILE = "train_state.pt"
-METRICS_FILE = "metrics.jsonl"
 
 
 def build_toy_model(config: ToyBuildConfig) -> dict:
@@ -96,7 +96,7 @@ def _new_tokenizer(config: ToyBuildConfig, out: Path) -> PreTrainedTokenizerBase
 
 def _train(config, model, optimizer, tokenizer, out: Path, first_step: int) -> None:
     settings = config.train
-    metrics = _open_metrics(out / METRICS_FILE, first_step)
+    metrics = _open_metrics(out / METRICS, first_step)
     batches = training_batches(
         tokenizer, config.seed, settings.batch_size, DIFFICULTIES["toy"], first_step
     )
