@@ -33,6 +33,7 @@ from cft_rl.generation import FINISH_LENGTH, SamplingParams
 from cft_rl.generation.hf import HFBackend
 from cft_rl.jsonl import METRICS, StepLog
 from cft_rl.modeling import load_causal_lm, load_tokenizer
+from cft_rl.report.entropy import plot_runs
 from cft_rl.rl import algos
 from cft_rl.rl.checkpoint import (
     export_hf,
@@ -247,8 +248,6 @@ class LocalGrpo:
         return {"reward_mean": sum(scores) / len(scores), "samples": len(scores)}
 
     def _plot(self) -> None:
-        from cft_rl.report.entropy import plot_runs
-
         plot_runs([self.out_dir], self.out_dir / "entropy.png")
 
     # -----------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from cft_rl.data import DataError, Example, load_benchmark
 from cft_rl.data.prompts import TEMPLATES
 from cft_rl.jsonl import METRICS, StepLog
 from cft_rl.modeling import resolve_model_path
+from cft_rl.report.entropy import plot_runs
 from cft_rl.rl.config import GrpoConfig
 from cft_rl.rl.entropy_monitor import EntropyMonitor, VerlMetricsReader
 
@@ -73,8 +74,6 @@ def run_verl(config: GrpoConfig) -> list[str]:
     if not record.is_file():
         record.write_text(json.dumps(settings, indent=1, sort_keys=True))
     returncode = follow(config, command, {**os.environ, **env}, out_dir)
-    from cft_rl.report.entropy import plot_runs
-
     if (out_dir / METRICS).is_file():
         plot_runs([out_dir], out_dir / "entropy.png")
     if returncode != 0:
