@@ -13,7 +13,7 @@ from sft_trainer_data import tiny_config, tiny_setup
 from cft_rl.config import ConfigError, ModelSpec
 from cft_rl.errors import UserError
 from cft_rl.modeling import load_tokenizer
-from cft_rl.sft.config import OptimSettings
+from cft_rl.sft.config import SftOptimSettings
 from cft_rl.sft.data import TokenizedExample, build_training_set, collate, with_eos
 from cft_rl.sft.engine import LrSchedule, deepspeed_config
 from cft_rl.sft.losses import LOSSES
@@ -50,14 +50,14 @@ def test_too_few_examples_for_one_global_batch_is_an_error():
 
 def test_warmup_then_cosine_to_min_ratio():
     schedule = LrSchedule(
-        OptimSettings(warmup_steps=4, schedule="cosine", min_lr_ratio=0.1), total_steps=14
+        SftOptimSettings(warmup_steps=4, schedule="cosine", min_lr_ratio=0.1), total_steps=14
     )
     assert [schedule(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert schedule(4) == 1.0
     assert schedule(13) == pytest.approx(0.1)
     middle = 4 + 9 / 2
     assert schedule(middle) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2)))
-    linear = LrSchedule(OptimSettings(warmup_ratio=0.5, schedule="linear"), total_steps=4)
+    linear = LrSchedule(SftOptimSettings(warmup_ratio=0.5, schedule="linear"), total_steps=4)
     assert [linear(s) for s in range(4)] == [0.5, 1.0, 1.0, 0.0]
 
 

@@ -79,7 +79,7 @@ class KLSettings(Section):
         return self
 
 
-class OptimSettings(Section):
+class GrpoOptimSettings(Section):
     """AdamW with linear warm-up to a constant learning rate (verl's default schedule)."""
 
     lr: float = Field(default=1e-6, gt=0)
@@ -182,7 +182,7 @@ class GrpoConfig(Section):
     rollout: RolloutSettings = RolloutSettings()
     algorithm: AlgorithmSettings = AlgorithmSettings()
     kl: KLSettings = KLSettings()
-    optim: OptimSettings = OptimSettings()
+    optim: GrpoOptimSettings = GrpoOptimSettings()
     batch: BatchSettings = BatchSettings()
     steps: int = Field(default=50, ge=1)
     # Save a resumable checkpoint every this many steps (and always at the end); 0: end only.

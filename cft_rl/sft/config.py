@@ -35,7 +35,7 @@ class SftData(Section):
     drop_unsupervised: bool = True
 
 
-class OptimSettings(Section):
+class SftOptimSettings(Section):
     """AdamW with linear warm-up, then a constant, linear or cosine schedule."""
 
     lr: float = Field(default=1e-5, gt=0)
@@ -134,7 +134,7 @@ class SftConfig(Section):
     reference_model: ModelSpec | None = None
     data: SftData = SftData()
     loss: LossConfig = LossConfig()
-    optim: OptimSettings = OptimSettings()
+    optim: SftOptimSettings = SftOptimSettings()
     train: TrainSettings = TrainSettings()
     lora: LoraSettings = LoraSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()

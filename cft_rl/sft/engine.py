@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from cft_rl.config import ConfigError
-from cft_rl.sft.config import OptimSettings, SftConfig
+from cft_rl.sft.config import SftConfig, SftOptimSettings
 from cft_rl.sft.model import LossModule
 
 # Keys of a DeepSpeed JSON config that the recipe sets (absent or "auto" in the JSON files).
@@ -130,7 +130,7 @@ class LrSchedule:
     linear or cosine decay to min_ratio at the last step. An object, not a closure, so that
     LambdaLR's state_dict (in every checkpoint) records it."""
 
-    def __init__(self, optim: OptimSettings, total_steps: int):
+    def __init__(self, optim: SftOptimSettings, total_steps: int):
         warmup = optim.warmup_steps
         if warmup is None:
             warmup = math.floor(optim.warmup_ratio * total_steps)
