@@ -342,10 +342,11 @@ def _print_commands(grid: Grid, markers: Markers, cells: list[Cell], planned: li
     wave_of: dict[str, int] = {}
     for cell in cells:  # grid.cells() lists dependencies first
         wave_of[cell.name] = 1 + max((wave_of.get(name, 0) for name in cell.after), default=0)
-    for wave in sorted(set(wave_of.values())):
+    todo = [cell for cell in cells if not markers.is_done(cell.name)]
+    for wave in sorted({wave_of[cell.name] for cell in todo}):
         print(f"# wave {wave}" + (f": after wave {wave - 1} has finished" if wave > 1 else ""))
-        for cell in cells:
-            if wave_of[cell.name] == wave and not markers.is_done(cell.name):
+        for cell in todo:
+            if wave_of[cell.name] == wave:
                 print(f"cft-rl experiment --recipe {resolved} cell={cell.name}")
     waiting = len(planned) - len(cells)
     if waiting:
