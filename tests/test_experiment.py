@@ -222,6 +222,14 @@ def test_learning_rates_never_share_a_directory(tmp_path):
         ("sft.overrides.validation.benchmark=toy-long", "is a test or training set"),
         ("sft.overrides.validation.benchmark=toy-long-train", "is a test or training set"),
         ("methods=[{name: base}]", "name report groups of their own"),
+        (
+            "identify.overrides.data.benchmark=toy-lng-train",
+            r"cell identify: data.benchmark: unknown benchmark 'toy-lng-train' "
+            r"\(did you mean 'toy-long-train'\?\)",
+        ),
+        ("grpo.overrides.validation.benchmark=toy-long", r"cell grpo/cft/seed0: .*test sets"),
+        ("identify={path: /nonexistent}", "identify.path: /nonexistent holds no"),
+        ("eval.recipe=recipes/toy/evl.yaml", "experiment eval.recipe: recipe not found"),
     ],
 )
 def test_the_whole_plan_is_checked_before_anything_runs(tmp_path, override, message):
@@ -263,6 +271,9 @@ def test_dry_run_prints_one_command_per_cell_that_runs_it(tmp_path, capsys):
     assert f"cft-rl experiment --recipe {resolved} cell=identify" in printed
     assert "cell=sft/cft/lr3e-04/seed0" in printed
     assert "8 more cells wait on learning-rate sweeps" in printed
+    assert json.loads((out / "plan.json").read_text())["evals"]  # report compare can run
+    with pytest.raises(ConfigError, match="give one of them"):
+        load_config(ExperimentConfig, resolved, ["cell=identify", "dry_run=true"])
     again = load_config(ExperimentConfig, resolved, ["cell=identify"])
     assert again.output_dir == str(out) and not again.dry_run
     with pytest.raises(UserError, match="cell sft/cft/lr3e-04/seed0 waits for identify"):

@@ -122,6 +122,8 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _names_known(self) -> ExperimentConfig:
+        if self.cell is not None and self.dry_run:
+            raise ValueError("cell runs one cell and dry_run runs none: give one of them")
         names = [method.name for method in self.methods]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:

@@ -18,6 +18,7 @@ counted before anything runs.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import json
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from cft_rl.config import ConfigError, apply_mapping, read_recipe, validate
+from cft_rl.critical.store import DATASET_NAME as IDENTIFY_DATASET
+from cft_rl.data import BENCHMARKS
 from cft_rl.errors import UserError
 from cft_rl.experiment.config import ExperimentConfig, Method
 from cft_rl.sft.config import EXPORT_INFO
@@ -108,9 +111,23 @@ class Grid:
     def check(self) -> list[Cell]:
         """Validate every cell and the protocol before anything runs; returns all cells."""
         cells = self.cells(provisional=True)
-        tested = {
-            b["name"] for cell in cells if cell.stage == "eval" for b in cell.recipe["benchmarks"]
-        }
+        if (
+            self.config.identify.path is not None
+            and not (Path(self.config.identify.path) / IDENTIFY_DATASET).is_file()
+        ):
+            raise ConfigError(
+                f"identify.path: {self.config.identify.path} holds no {IDENTIFY_DATASET}; "
+                "give the output_dir of a finished `cft-rl identify` run"
+            )
+        for cell in cells:
+            for key, name in _benchmarks(cell):
+                if name not in BENCHMARKS:
+                    close = difflib.get_close_matches(name, BENCHMARKS, n=1)
+                    hint = f" (did you mean '{close[0]}'?)" if close else ""
+                    raise ConfigError(
+                        f"experiment cell {cell.name}: {key}: unknown benchmark '{name}'{hint}"
+                    )
+        tested = {name for cell in cells if cell.stage == "eval" for _, name in _benchmarks(cell)}
         for method in self.config.methods:
             validation = self._method_recipe(method)["validation"]["benchmark"]
             if len(self.config.lrs_of(method)) > 1 and validation is None:
@@ -123,6 +140,15 @@ class Grid:
                     f"methods '{method.name}': validation.benchmark '{validation}' is a test "
                     "or training set of this experiment; choose on held-out validation questions"
                 )
+        for cell in cells:  # nothing trains or chooses on a test set
+            if cell.stage in ("sft", "grpo", "identify"):
+                leaked = [(k, n) for k, n in _benchmarks(cell) if n in tested]
+                if leaked:
+                    key, name = leaked[0]
+                    raise ConfigError(
+                        f"experiment cell {cell.name}: {key} '{name}' is one of this "
+                        "experiment's test sets"
+                    )
         return cells
 
     def sweep_cells(self, method: Method) -> list[Cell]:
@@ -180,7 +206,7 @@ class Grid:
 
     def _grpo_cell(self, method: str, seed: int, start: Cell) -> Cell:
         grpo = self.config.grpo
-        data = _mapped(read_recipe(grpo.recipe), grpo.overrides, "grpo.overrides")
+        data = _mapped(_read(grpo.recipe, "grpo.recipe"), grpo.overrides, "grpo.overrides")
         data = apply_mapping(
             data, {"model.path": str(self.out / start.name / "hf_model"), "seed": seed}
         )
@@ -210,7 +236,7 @@ class Grid:
             after = (source.name,) if source is not None else ()
             if source is not None:  # in reports, relative to the experiment directory
                 model = f"{source.name}/hf_model"
-            data = _mapped(read_recipe(spec.recipe), spec.overrides, "eval.overrides")
+            data = _mapped(_read(spec.recipe, "eval.recipe"), spec.overrides, "eval.overrides")
             data = apply_mapping(data, {"model.path": str(self.out / model) if source else model})
             if group in spec.n_samples:
                 data = apply_mapping(data, {"n_samples": spec.n_samples[group]})
@@ -219,7 +245,7 @@ class Grid:
         return result
 
     def _cell(self, name: str, stage: str, recipe: str, overrides: dict[str, Any]) -> Cell:
-        data = _mapped(read_recipe(recipe), overrides, f"{name}.overrides")
+        data = _mapped(_read(recipe, f"{name}.recipe"), overrides, f"{name}.overrides")
         return self._finish(name, stage, data, (), {}, name)
 
     def _finish(
@@ -237,7 +263,8 @@ class Grid:
         """The method's sft recipe with the experiment's and its own overrides; methods that train
         on identify data train on this experiment's identify run."""
         sft = self.config.sft
-        data = read_recipe(method.recipe or sft.recipe)
+        key = f"methods '{method.name}' recipe" if method.recipe else "sft.recipe"
+        data = _read(method.recipe or sft.recipe, key)
         data = _mapped(data, sft.overrides, "sft.overrides")
         data = _mapped(data, method.overrides, f"methods '{method.name}' overrides")
         if data.get("data", {}).get("format", "identify") == "identify":
@@ -259,6 +286,27 @@ class Grid:
 
     def _identify_cells(self) -> list[str]:
         return ["identify"] if self.config.identify.recipe is not None else []
+
+
+def _benchmarks(cell: Cell) -> list[tuple[str, str]]:
+    """(key, benchmark name) of every benchmark a cell's recipe names."""
+    recipe = cell.recipe
+    found = []
+    if cell.stage == "eval":
+        found += [(f"benchmarks[{i}].name", b["name"]) for i, b in enumerate(recipe["benchmarks"])]
+    for section in ("data", "validation"):
+        name = (recipe.get(section) or {}).get("benchmark")
+        if name is not None:
+            found.append((f"{section}.benchmark", name))
+    return found
+
+
+def _read(recipe: str, key: str) -> dict[str, Any]:
+    """The recipe a key of the experiment names (paths are relative to where it runs)."""
+    try:
+        return read_recipe(recipe)
+    except ConfigError as err:
+        raise ConfigError(f"experiment {key}: {err} (from {Path.cwd()})") from None
 
 
 def _mapped(data: dict[str, Any], overrides: dict[str, Any], source: str) -> dict[str, Any]:

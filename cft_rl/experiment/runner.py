@@ -67,11 +67,13 @@ def run_experiment(config: ExperimentConfig) -> Path:
     planned = grid.check()  # every cell validated before anything runs
     if config.cell is not None:
         _run_one(grid, markers, config.cell)
+        _write_plan(grid, grid.cells())
         return out
     with _exclusive(out / LOCK):
         cells = grid.cells()
         for cell in cells:
             markers.check(cell)
+        _write_plan(grid, cells)  # `report compare` works on a partial experiment too
         _print_plan(markers, planned, config.jobs)
         if config.dry_run:
             _print_commands(grid, markers, cells, planned)
@@ -241,13 +243,14 @@ class _Scheduler:
                 print(f"finished {name} in {seconds:.0f} s", flush=True)
             else:
                 self.failed[name] = code
-                print(f"FAILED {name} (exit {code}); log: {self.out / name / CELL_LOG}", flush=True)
+                print(f"FAILED {name} (exit {code}): {_last_line(self.out / name / CELL_LOG)}")
+                print(f"  log: {self.out / name / CELL_LOG}", flush=True)
             run.lock.close()
 
     def _raise_for_leftovers(self, cells: list[Cell]) -> None:
         """Name every cell that did not finish, and why."""
         lines = [
-            f"  {name}: exit status {code}, see {self.out / name / CELL_LOG}"
+            f"  {name}: exit status {code}: {_last_line(self.out / name / CELL_LOG)}"
             for name, code in self.failed.items()
         ]
         for cell in cells:
@@ -258,6 +261,9 @@ class _Scheduler:
             else:
                 waiting = [n for n in cell.after if not self.markers.is_done(n)]
                 lines.append(f"  {cell.name}: waits for {', '.join(waiting)}")
+        waiting = len(self.grid.cells(provisional=True)) - len(cells)
+        if waiting:
+            lines.append(f"  {waiting} more: wait for learning-rate sweeps above to finish")
         if lines:
             raise UserError(
                 f"{len(lines)} cell(s) did not finish (finished cells are kept; rerun to go "
@@ -272,7 +278,9 @@ def _run_one(grid: Grid, markers: Markers, name: str) -> None:
         planned = [cell.name for cell in grid.cells(provisional=True)]
         if name in planned:
             raise UserError(f"cell {name} waits for its method's learning-rate sweep to finish")
-        raise UserError(f"no cell named {name} (cells: {', '.join(planned)})")
+        more = len(planned) - len(cells)
+        later = f"; {more} more once the learning-rate sweeps have finished" if more else ""
+        raise UserError(f"no cell named {name} (cells now: {', '.join(cells)}{later})")
     cell = cells[name]
     markers.check(cell)
     if markers.is_done(name):
@@ -293,9 +301,16 @@ def _run_one(grid: Grid, markers: Markers, name: str) -> None:
         _stop([process])
         lock.close()
     if code != 0:
-        raise UserError(f"cell {name} failed (exit {code}); see {grid.out / name / CELL_LOG}")
+        log = grid.out / name / CELL_LOG
+        raise UserError(f"cell {name} failed (exit {code}): {_last_line(log)} (log: {log})")
     markers.write(cell, time.monotonic() - started)
     print(f"finished {name} in {time.monotonic() - started:.0f} s")
+
+
+def _last_line(log: Path) -> str:
+    """The last non-empty line a failed cell wrote (its error, as a rule)."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "(no output)"
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:
@@ -339,9 +354,12 @@ def _print_commands(grid: Grid, markers: Markers, cells: list[Cell], planned: li
     save_resolved(
         grid.config.model_copy(update={"dry_run": False, "cell": None}), grid.out, RESOLVED
     )
-    wave_of: dict[str, int] = {}
+    wave_of: dict[str, int] = {}  # finished cells are wave 0: what waits only on them runs now
     for cell in cells:  # grid.cells() lists dependencies first
-        wave_of[cell.name] = 1 + max((wave_of.get(name, 0) for name in cell.after), default=0)
+        if markers.is_done(cell.name):
+            wave_of[cell.name] = 0
+        else:
+            wave_of[cell.name] = 1 + max((wave_of.get(n, 0) for n in cell.after), default=0)
     todo = [cell for cell in cells if not markers.is_done(cell.name)]
     for wave in sorted({wave_of[cell.name] for cell in todo}):
         print(f"# wave {wave}" + (f": after wave {wave - 1} has finished" if wave > 1 else ""))
@@ -354,7 +372,10 @@ def _print_commands(grid: Grid, markers: Markers, cells: list[Cell], planned: li
             f"# {waiting} more cells wait on learning-rate sweeps (validation of the sweep "
             "runs above); rerun with dry_run=true once those have finished"
         )
-    print(f"# then `cft-rl experiment --recipe {resolved}` checks every cell and writes the report")
+    print(
+        f"# then `cft-rl experiment --recipe {resolved}` checks every cell, runs any left and "
+        "writes the report"
+    )
 
 
 def _write_plan(grid: Grid, cells: list[Cell]) -> None:

@@ -63,7 +63,7 @@ def plot_accuracy(result: dict[str, Any], path: Path) -> None:
     """Greedy accuracy per group: mean and 95% interval, seeds as faint dots, base dashed."""
     benchmarks = result["benchmarks"]
     colors = {group: f"C{i % 10}" for i, group in enumerate(result["groups"])}
-    plt, figure, axes = _panels(len(benchmarks), max(4.5, 0.8 * len(colors) + 1.5), 3.8)
+    plt, figure, axes = _panels(len(benchmarks), max(6.5, 0.8 * len(colors) + 1.5), 3.8)
     for axis, (name, benchmark) in zip(axes, benchmarks.items(), strict=False):
         rows = benchmark["groups"]
         shown: list[float] = []
