@@ -21,7 +21,10 @@ from cft_rl.errors import UserError
 from cft_rl.generation import SamplingParams
 from cft_rl.generation.hf import HFBackend
 from cft_rl.sft.config import SftConfig
-from cft_rl.sft.data import collate
+from cft_rl.sft.data import TokenizedExample, collate, example_fields
+from cft_rl.sft.losses import TokenView
+from cft_rl.sft.model import final_hidden_states, lm_head_weight
+from cft_rl.sft.token_logprobs import token_logprobs
 from reward import Verifier
 
 VALIDATION = "validation.jsonl"
@@ -69,30 +72,23 @@ class ValidationSet:
 
     @torch.no_grad()
     def _solution_loss(self, model: torch.nn.Module) -> float:
-        """Mean cross-entropy per reference-solution token, the same for every method."""
+        """Mean cross-entropy per reference-solution token, the same for every method; through
+        the trainer's own pieces (no full logits; LoRA-wrapped models too)."""
         device = next(model.parameters()).device
+        weight = lm_head_weight(model)
         total, count = 0.0, 0
         pairs = list(zip(self.prompts, self.solutions, strict=True))
         for start in range(0, len(pairs), _LOSS_BATCH):
             items = [
-                {
-                    "input_ids": torch.tensor(prompt + solution),
-                    "attention_mask": torch.ones(len(prompt) + len(solution), dtype=torch.long),
-                    "response_mask": torch.tensor([0] * len(prompt) + [1] * len(solution)),
-                }
-                for prompt, solution in pairs[start : start + _LOSS_BATCH]
+                example_fields(TokenizedExample(f"validation-{start + i}", prompt, solution))
+                for i, (prompt, solution) in enumerate(pairs[start : start + _LOSS_BATCH])
             ]
             batch = {k: v.to(device) for k, v in collate(items, self.pad_id).items()}
-            logits = model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).logits[:, :-1]
-            targets = batch["input_ids"][:, 1:]
-            mask = batch["response_mask"][:, 1:].bool()
-            losses = torch.nn.functional.cross_entropy(
-                logits.float().transpose(1, 2), targets, reduction="none"
-            )
-            total += float(losses[mask].sum())
-            count += int(mask.sum())
+            view = TokenView(batch, "sft")
+            hidden = final_hidden_states(model, batch)[:, :-1][view.candidates]
+            logprobs = token_logprobs(hidden, weight, view.targets[view.candidates])
+            total -= float(logprobs.sum())
+            count += logprobs.numel()
         return total / count
 
 
