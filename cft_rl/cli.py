@@ -71,7 +71,8 @@ TOY_COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _resolve(target: str) -> Any:
+def resolve(target: str) -> Any:
+    """The object a "module:name" path names, imported when asked for."""
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
 
@@ -105,12 +106,12 @@ def _run_stage(schema_path: str, runner_path: str, args: argparse.Namespace) -> 
     command = f"toy {args.toy_command}" if args.command == "toy" else args.command
     _check_recipe_is_for(command, args.recipe)
     try:
-        config = load_config(_resolve(schema_path), args.recipe, args.overrides)
+        config = load_config(resolve(schema_path), args.recipe, args.overrides)
     except ConfigError as err:
         if args.recipe is None and "Field required" in str(err):
             raise ConfigError(f"{err}\n(no --recipe given; recipes/ has one per stage)") from None
         raise
-    runner: Callable[[Any], Any] = _resolve(runner_path)
+    runner: Callable[[Any], Any] = resolve(runner_path)
     save_resolved(config, config.output_dir)
     runner(config)
 
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":
             function_path, _ = REPORTS[args.kind]
-            _resolve(function_path)(args.run_dirs, out=args.out)
+            resolve(function_path)(args.run_dirs, out=args.out)
         elif args.command == "toy":
             schema_path, runner_path, _ = TOY_COMMANDS[args.toy_command]
             _run_stage(schema_path, runner_path, args)

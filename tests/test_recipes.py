@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cft_rl.cli import RECIPE_HEADER, STAGES, TOY_COMMANDS, _resolve
+from cft_rl.cli import RECIPE_HEADER, STAGES, TOY_COMMANDS, resolve
 from cft_rl.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def test_recipe_header_names_its_command_and_itself(recipe):
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_recipe_validates(recipe):
     command = RECIPE_HEADER.match(recipe.read_text().splitlines()[0]).group(1)
-    load_config(_resolve(schema_path(command)), recipe, [])
+    load_config(resolve(schema_path(command)), recipe, [])
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "recipes").rglob("*.json")), ids=lambda p: p.name)

@@ -19,7 +19,6 @@ counted before anything runs.
 from __future__ import annotations
 
 import difflib
-import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,20 +27,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from cft_rl.cli import STAGES, resolve
 from cft_rl.config import ConfigError, apply_mapping, read_recipe, validate
 from cft_rl.critical.store import DATASET_NAME as IDENTIFY_DATASET
 from cft_rl.data import BENCHMARKS
 from cft_rl.errors import UserError
 from cft_rl.experiment.config import ExperimentConfig, Method
 from cft_rl.sft.config import EXPORT_INFO
-
-# stage -> its recipe schema, imported when a cell of it is planned
-SCHEMAS = {
-    "identify": "cft_rl.critical.config:IdentifyConfig",
-    "sft": "cft_rl.sft.config:SftConfig",
-    "grpo": "cft_rl.rl.config:GrpoConfig",
-    "eval": "cft_rl.eval.config:EvalConfig",
-}
 
 
 @dataclass(frozen=True)
@@ -317,6 +309,6 @@ def _mapped(data: dict[str, Any], overrides: dict[str, Any], source: str) -> dic
 
 
 def _validated(stage: str, data: dict[str, Any], source: str) -> dict[str, Any]:
-    module, _, name = SCHEMAS[stage].partition(":")
-    schema: type[BaseModel] = getattr(importlib.import_module(module), name)
+    """`data` validated by the schema the command line uses for `stage`, resolved."""
+    schema: type[BaseModel] = resolve(STAGES[stage][0])
     return validate(schema, data, source).model_dump(mode="json")
