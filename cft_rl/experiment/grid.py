@@ -61,6 +61,7 @@ class Grid:
         self.out = Path(config.output_dir)
         self.is_done = is_done
         self._validated: dict[str, dict[str, Any]] = {}  # by the recipe's JSON
+        self._method_recipes: dict[str, dict[str, Any]] = {}  # by method name
 
     # -- the cells ----------------------------------------------------------------------------
 
@@ -253,7 +254,12 @@ class Grid:
 
     def _method_recipe(self, method: Method) -> dict[str, Any]:
         """The method's sft recipe with the experiment's and its own overrides; methods that train
-        on identify data train on this experiment's identify run."""
+        on identify data train on this experiment's identify run. Read and validated once."""
+        if method.name not in self._method_recipes:
+            self._method_recipes[method.name] = self._read_method_recipe(method)
+        return self._method_recipes[method.name]
+
+    def _read_method_recipe(self, method: Method) -> dict[str, Any]:
         sft = self.config.sft
         key = f"methods '{method.name}' recipe" if method.recipe else "sft.recipe"
         data = _read(method.recipe or sft.recipe, key)

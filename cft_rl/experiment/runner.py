@@ -94,6 +94,7 @@ class Markers:
 
     def __init__(self, out: Path) -> None:
         self.out = out
+        self._recipes_checked: set[str] = set()  # cell name + recipe already checked
 
     def read(self, name: str) -> dict[str, Any] | None:
         path = self.out / name / CELL_DONE
@@ -118,9 +119,13 @@ class Markers:
         write_text_atomic(self.out / cell.name / CELL_DONE, json.dumps(marker, indent=1))
 
     def check(self, cell: Cell) -> None:
-        """Write the cell's recipe (or check it against the one it ran with) and refuse a
+        """Write the cell's recipe (or check it against the one it ran with; once per cell
+        and recipe, as the scheduler asks again each time a cell finishes) and refuse a
         finished cell made from an earlier run of one of its inputs."""
-        write_cell_recipe(cell, self.out)
+        key = cell.name + json.dumps(cell.recipe, sort_keys=True)
+        if key not in self._recipes_checked:
+            write_cell_recipe(cell, self.out)
+            self._recipes_checked.add(key)
         marker = self.read(cell.name)
         if marker is None:
             return
