@@ -11,8 +11,13 @@ from typing import Any
 
 from cft_rl.errors import UserError
 
-# Every run's per-step metrics (sft, grpo with either engine, the toy build), one record a step.
+# The per-step logs runs write and reports read: every run's metrics (sft, grpo with either
+# engine, the toy build), validation results (sft, grpo), the GRPO entropy probe and the
+# entropy monitor's collapse events.
 METRICS = "metrics.jsonl"
+VALIDATION = "validation.jsonl"
+PROBE = "probe.jsonl"
+EVENTS = "collapse_events.jsonl"
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:

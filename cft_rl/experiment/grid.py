@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from cft_rl.checkpointing import HF_EXPORT
 from cft_rl.cli import STAGES, resolve
 from cft_rl.config import ConfigError, apply_mapping, read_recipe, validate
 from cft_rl.critical.store import DATASET_NAME as IDENTIFY_DATASET
@@ -201,7 +202,7 @@ class Grid:
         grpo = self.config.grpo
         data = _mapped(_read(grpo.recipe, "grpo.recipe"), grpo.overrides, "grpo.overrides")
         data = apply_mapping(
-            data, {"model.path": str(self.out / start.name / "hf_model"), "seed": seed}
+            data, {"model.path": str(self.out / start.name / HF_EXPORT), "seed": seed}
         )
         after = [start.name]
         if self.config.probe is not None:
@@ -228,7 +229,7 @@ class Grid:
             name = "eval/base" if seed is None else f"eval/{group}/seed{seed}"
             after = (source.name,) if source is not None else ()
             if source is not None:  # in reports, relative to the experiment directory
-                model = f"{source.name}/hf_model"
+                model = f"{source.name}/{HF_EXPORT}"
             data = _mapped(_read(spec.recipe, "eval.recipe"), spec.overrides, "eval.overrides")
             data = apply_mapping(data, {"model.path": str(self.out / model) if source else model})
             if group in spec.n_samples:
@@ -276,7 +277,7 @@ class Grid:
             raise ConfigError(f"experiment: {err}") from None
 
     def reference_model(self) -> str:
-        return str(self.out / "reference" / "hf_model")
+        return str(self.out / "reference" / HF_EXPORT)
 
     def identify_dir(self) -> str:
         path = self.config.identify.path

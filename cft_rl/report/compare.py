@@ -28,7 +28,7 @@ from cft_rl.eval.config import SUMMARY_JSON
 from cft_rl.eval.log import GREEDY
 from cft_rl.eval.passk import pass_at_k
 from cft_rl.experiment.layout import CELL_DONE, PLAN
-from cft_rl.jsonl import METRICS, read_records
+from cft_rl.jsonl import METRICS, PROBE, VALIDATION, read_records
 from cft_rl.report.compare_common import BASE, N_BOOT, GrpoRun
 from cft_rl.report.compare_markdown import render_markdown
 from cft_rl.report.compare_plots import plot_accuracy, plot_grpo, plot_passk
@@ -201,11 +201,11 @@ def load_eval_run(experiment: Path, entry: dict[str, Any]) -> EvalRun:
 
 def load_grpo_run(experiment: Path, entry: dict[str, Any]) -> GrpoRun:
     path = experiment / entry["dir"]
-    probe = read_records(path / "probe.jsonl")
+    probe = read_records(path / PROBE)
     return GrpoRun(
         start=entry["start"],
         seed=entry.get("seed"),
-        validation=_series(read_records(path / "validation.jsonl"), "reward_mean"),
+        validation=_series(read_records(path / VALIDATION), "reward_mean"),
         entropy=_series(read_records(path / METRICS), "entropy"),
         probe_critical=_series(probe, "entropy_critical"),
         probe_noncritical=_series(probe, "entropy_noncritical"),

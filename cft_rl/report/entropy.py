@@ -16,13 +16,10 @@ from pathlib import Path
 import yaml
 
 from cft_rl.errors import UserError
-from cft_rl.jsonl import METRICS, read_records
+from cft_rl.jsonl import EVENTS, METRICS, PROBE, VALIDATION, read_records
 
 PNG_NAME = "entropy.png"
 TABLE_NAME = "entropy.md"
-PROBE = "probe.jsonl"
-VALIDATION = "validation.jsonl"
-EVENTS = "collapse_events.jsonl"
 
 # (panel title, file, key) of each curve drawn; the first two always, the others when some
 # run has them.

@@ -31,7 +31,7 @@ from cft_rl.data import load_benchmark
 from cft_rl.data.prompts import encode_prompts
 from cft_rl.generation import FINISH_LENGTH, SamplingParams
 from cft_rl.generation.hf import HFBackend
-from cft_rl.jsonl import METRICS, StepLog
+from cft_rl.jsonl import EVENTS, METRICS, PROBE, VALIDATION, StepLog
 from cft_rl.modeling import load_causal_lm, load_tokenizer
 from cft_rl.report.entropy import plot_runs
 from cft_rl.rl import algos
@@ -46,10 +46,6 @@ from cft_rl.rl.entropy_monitor import EntropyMonitor
 from cft_rl.rl.probe import load_probe_set, probe_entropy
 from cft_rl.rl.prompts import PromptSchedule
 from cft_rl.rl.sequences import pad_rows, token_stats
-
-PROBE = "probe.jsonl"
-VALIDATION = "validation.jsonl"
-EVENTS = "collapse_events.jsonl"
 
 # responses (texts), references -> one reward per response
 Scorer = Callable[[list[str], list[str]], list[float]]

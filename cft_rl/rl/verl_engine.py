@@ -25,7 +25,7 @@ from cft_rl.checkpointing import check_resume_settings, data_fingerprint
 from cft_rl.config import ConfigError
 from cft_rl.data import DataError, Example, load_benchmark
 from cft_rl.data.prompts import TEMPLATES
-from cft_rl.jsonl import METRICS, StepLog
+from cft_rl.jsonl import EVENTS, METRICS, StepLog
 from cft_rl.modeling import resolve_model_path
 from cft_rl.report.entropy import plot_runs
 from cft_rl.rl.config import GrpoConfig
@@ -33,7 +33,6 @@ from cft_rl.rl.entropy_monitor import EntropyMonitor, VerlMetricsReader
 
 TRAIN_PARQUET = "verl_train.parquet"
 VERL_METRICS = "verl_metrics.jsonl"
-EVENTS = "collapse_events.jsonl"
 COMMAND_FILE = "verl_command.sh"
 # The settings and training questions of the first launch: verl resumes from its own
 # checkpoints whatever it is given, so a later launch is checked against this first.

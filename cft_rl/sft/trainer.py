@@ -30,7 +30,7 @@ from cft_rl.checkpointing import (
 )
 from cft_rl.errors import UserError
 from cft_rl.files import write_text_atomic
-from cft_rl.jsonl import StepLog
+from cft_rl.jsonl import VALIDATION, StepLog
 from cft_rl.sft.checkpoint import load_checkpoint, publish_export, save_checkpoint
 from cft_rl.sft.config import EXPORT_INFO, SftConfig
 from cft_rl.sft.data import DERIVED_FIELDS, TrainingSet, build_training_set, collate
@@ -39,7 +39,7 @@ from cft_rl.sft.losses import all_reduce_sum, step_normalizer
 from cft_rl.sft.metrics import MetricsSinks
 from cft_rl.sft.model import load_trainable_model
 from cft_rl.sft.plan import StepPlan
-from cft_rl.sft.validation import VALIDATION, ValidationSet, validation_accuracy
+from cft_rl.sft.validation import ValidationSet, validation_accuracy
 from reward import Verifier
 
 RUN_INFO = "run_info.json"

@@ -27,7 +27,6 @@ from cft_rl.sft.model import final_hidden_states, lm_head_weight
 from cft_rl.sft.token_logprobs import token_logprobs
 from reward import Verifier
 
-VALIDATION = "validation.jsonl"
 # Validation examples scored for the solution loss at once.
 _LOSS_BATCH = 16
 
