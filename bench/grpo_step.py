@@ -24,10 +24,10 @@ import torch
 from cft_rl.config import ModelSpec
 from cft_rl.data import load_benchmark
 from cft_rl.data.prompts import TEMPLATES
+from cft_rl.grpo.config import GrpoConfig
+from cft_rl.grpo.local_engine import LocalGrpo, VerifierScorer
+from cft_rl.grpo.prompts import PromptSchedule
 from cft_rl.modeling import load_causal_lm, load_tokenizer
-from cft_rl.rl.config import GrpoConfig
-from cft_rl.rl.local_engine import LocalGrpo, VerifierScorer
-from cft_rl.rl.prompts import PromptSchedule
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""Critical-token identification: the optimised engine vs the naive reference, side by side.
+"""Critical-token identification: the optimised decoder vs the naive reference, side by side.
 
     .venv/bin/python bench/identify.py [--model toy] [--questions 24] [--responses 4]
                                        [--threads 2] [--max-new-tokens 160]
@@ -7,7 +7,7 @@ The model answers toy training questions greedily; on the first --responses corr
 answers, every position is perturbed (2 alternatives, greedy continuations) by
   naive     one continuation at a time, the whole prefix recomputed by model.generate,
             decoded to EOS or the length cap;
-  shared    the cached engine: one forward over prompt + response, all continuations in
+  shared    the cached decoder: one forward over prompt + response, all continuations in
             one batch whose rows share that KV cache (each keeps only its own new tokens),
             each stopped when its answer is done;
   padded    the same, each row with a left-padded copy of its prefix's cache;
@@ -25,14 +25,14 @@ import time
 import torch
 
 from cft_rl.config import ModelSpec
-from cft_rl.critical.config import CounterfactualSettings
-from cft_rl.critical.counterfactual import Engine, ResponseCriticality, identify_response
-from cft_rl.critical.engines import CachedEngine, ContinuationSampling
-from cft_rl.critical.naive import NaiveEngine
 from cft_rl.data import load_benchmark
 from cft_rl.data.prompts import format_prompt
 from cft_rl.generation import SamplingParams
 from cft_rl.generation.hf import HFBackend
+from cft_rl.identify.config import CounterfactualSettings
+from cft_rl.identify.counterfactual import Decoder, ResponseCriticality, identify_response
+from cft_rl.identify.decoders import CachedDecoder, ContinuationSampling
+from cft_rl.identify.naive import NaiveDecoder
 from cft_rl.modeling import load_causal_lm, load_tokenizer
 from reward import Verifier
 
@@ -60,22 +60,22 @@ def main() -> None:
     with Verifier(num_workers=2) as verifier:
         responses = correct_answers(backend, verifier, args)
         settings = CounterfactualSettings()
-        engines: dict[str, Engine] = {
-            "naive": NaiveEngine(model, pad_id=backend.pad_id),
-            "shared": CachedEngine(model, ContinuationSampling(), batching="shared"),
-            "padded": CachedEngine(model, ContinuationSampling(), batching="padded"),
-            "grouped": CachedEngine(model, ContinuationSampling(), batching="grouped"),
+        decoders: dict[str, Decoder] = {
+            "naive": NaiveDecoder(model, pad_id=backend.pad_id),
+            "shared": CachedDecoder(model, ContinuationSampling(), batching="shared"),
+            "padded": CachedDecoder(model, ContinuationSampling(), batching="padded"),
+            "grouped": CachedDecoder(model, ContinuationSampling(), batching="grouped"),
         }
         results: dict[str, list[ResponseCriticality]] = {}
         seconds: dict[str, float] = {}
-        for name, engine in engines.items():
+        for name, decoder in decoders.items():
             start = time.perf_counter()
             results[name] = [
                 identify_response(
                     prompt,
                     response,
                     reference,
-                    engine=engine,
+                    decoder=decoder,
                     verifier=verifier,
                     tokenizer=tokenizer,
                     settings=settings,
@@ -87,7 +87,7 @@ def main() -> None:
                 for prompt, response, reference in responses
             ]
             seconds[name] = time.perf_counter() - start
-    report(engines, results, seconds, responses)
+    report(decoders, results, seconds, responses)
 
 
 def correct_answers(backend, verifier, args) -> list[tuple[list[int], list[int], str]]:
@@ -112,15 +112,15 @@ def correct_answers(backend, verifier, args) -> list[tuple[list[int], list[int],
     return kept[: args.responses]
 
 
-def report(engines, results, seconds, responses) -> None:
+def report(decoders, results, seconds, responses) -> None:
     tokens = sum(len(response) for _, response, _ in responses)
     print(f"{len(responses)} responses, {tokens} positions\n")
     print(
-        f"{'engine':8} {'seconds':>8} {'s/resp':>7} {'cont/s':>8} {'gen tok/s':>9} "
+        f"{'decoder':8} {'seconds':>8} {'s/resp':>7} {'cont/s':>8} {'gen tok/s':>9} "
         f"{'prefill':>7} {'decode':>7} {'verify':>7} {'other':>6}"
     )
-    for name, engine in engines.items():
-        stats, total = engine.stats, seconds[name]
+    for name, decoder in decoders.items():
+        stats, total = decoder.stats, seconds[name]
         continuations = sum(r.stats["continuations"] for r in results[name])
         verify = sum(r.stats["verify_s"] for r in results[name])
         other = total - stats.prefill_s - stats.decode_s - verify

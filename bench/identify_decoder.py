@@ -1,14 +1,14 @@
 """The counterfactual decoder alone, on a random Qwen2 of a chosen size (CPU or GPU):
-the cached engine (shared, padded and grouped batches) vs the naive model.generate loop on the
+the cached decoder (shared, padded and grouped batches) vs the naive model.generate loop on the
 same continuations, continuation by continuation.
 
     .venv/bin/python bench/identify_decoder.py [--device cuda] [--dtype bfloat16]
-        [--hidden 1024] [--layers 16] [--response 256] [--cap 64] [--naive-probes 24]
+        [--hidden 1024] [--layers 16] [--response 256] [--cap 64] [--naive-perturbations 24]
 
 A random model has no answers to stop at, so every continuation runs to --cap: the ratio
 here is the batching and cache reuse alone (bench/identify.py measures the whole method
-on the toy model, early stops included). The naive loop runs on --naive-probes evenly
-spread probes and its time is scaled to all of them. Continuations that differ are
+on the toy model, early stops included). The naive loop runs on --naive-perturbations evenly
+spread perturbations and its time is scaled to all of them. Continuations that differ are
 counted, with how many passed a near tie (top-2 logit gap below --near-tie).
 """
 
@@ -21,9 +21,9 @@ import time
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from cft_rl.critical.engines import CachedEngine, ContinuationSampling
-from cft_rl.critical.naive import NaiveEngine
-from cft_rl.critical.probes import AnswerStops, Probe
+from cft_rl.identify.decoders import CachedDecoder, ContinuationSampling
+from cft_rl.identify.naive import NaiveDecoder
+from cft_rl.identify.perturbations import AnswerStops, Perturbation
 
 
 class NoTokenizer:
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--response", type=int, default=128)
     parser.add_argument("--cap", type=int, default=32)
     parser.add_argument("--rows", type=int, default=256, help="decoder.max_batch_rows")
-    parser.add_argument("--naive-probes", type=int, default=24)
+    parser.add_argument("--naive-perturbations", type=int, default=24)
     parser.add_argument("--near-tie", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batchings", nargs="+", default=["shared", "padded", "grouped"])
@@ -74,38 +74,38 @@ def main() -> None:
 
     timings, outputs = {}, {}
     for batching in args.batchings:
-        engine = CachedEngine(model, ContinuationSampling(), args.rows, batching)
-        ranked = engine.rank(prompt, response, depth=4)
-        probes = [
-            Probe(t, k, ranked.candidate_ids[t][k + 1])
+        decoder = CachedDecoder(model, ContinuationSampling(), args.rows, batching)
+        ranked = decoder.rank(prompt, response, depth=4)
+        perturbations = [
+            Perturbation(t, k, ranked.candidate_ids[t][k + 1])
             for t in range(len(response))
             for k in range(2)
         ]
-        caps = [args.cap] * len(probes)
+        caps = [args.cap] * len(perturbations)
         _sync(args.device)
         start = time.perf_counter()
-        outputs[batching] = engine.decode(ranked, probes, caps, stops)
+        outputs[batching] = decoder.decode(ranked, perturbations, caps, stops)
         _sync(args.device)
         timings[batching] = time.perf_counter() - start
-        tokens = engine.stats.generated_tokens
+        tokens = decoder.stats.generated_tokens
         print(
-            f"cached {batching:7}: {len(probes)} continuations, {tokens} tokens in "
-            f"{timings[batching]:.2f} s ({len(probes) / timings[batching]:.1f} cont/s, "
+            f"cached {batching:7}: {len(perturbations)} continuations, {tokens} tokens in "
+            f"{timings[batching]:.2f} s ({len(perturbations) / timings[batching]:.1f} cont/s, "
             f"{tokens / timings[batching]:.0f} tok/s)"
         )
 
-    naive = NaiveEngine(model, pad_id=0)
-    step = max(1, len(probes) // args.naive_probes)
-    subset = list(range(0, len(probes), step))[: args.naive_probes]
+    naive = NaiveDecoder(model, pad_id=0)
+    step = max(1, len(perturbations) // args.naive_probes)
+    subset = list(range(0, len(perturbations), step))[: args.naive_probes]
     _sync(args.device)
     start = time.perf_counter()
-    slow = naive.decode(ranked, [probes[i] for i in subset], [args.cap] * len(subset), stops)
+    slow = naive.decode(ranked, [perturbations[i] for i in subset], [args.cap] * len(subset), stops)
     _sync(args.device)
     per_continuation = (time.perf_counter() - start) / len(subset)
-    naive_total = per_continuation * len(probes)
+    naive_total = per_continuation * len(perturbations)
     print(
         f"naive          : {per_continuation:.3f} s per continuation, "
-        f"{naive_total:.1f} s for all {len(probes)} (scaled from {len(subset)})"
+        f"{naive_total:.1f} s for all {len(perturbations)} (scaled from {len(subset)})"
     )
     for batching in args.batchings:
         fast = [outputs[batching][i] for i in subset]

@@ -25,8 +25,8 @@ RECIPE_HEADER = re.compile(r"^# cft-rl (toy \w+|\w+) --recipe (\S+)")
 # stage name -> ("module:SchemaClass", "module:run_function", help text)
 STAGES: dict[str, tuple[str, str, str]] = {
     "identify": (
-        "cft_rl.critical.config:IdentifyConfig",
-        "cft_rl.critical.runner:run_identify",
+        "cft_rl.identify.config:IdentifyConfig",
+        "cft_rl.identify.runner:run_identify",
         "correct set + critical tokens by counterfactual perturbation",
     ),
     "sft": (
@@ -40,8 +40,8 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "greedy accuracy and pass@k on benchmarks",
     ),
     "grpo": (
-        "cft_rl.rl.config:GrpoConfig",
-        "cft_rl.rl.runner:run_grpo",
+        "cft_rl.grpo.config:GrpoConfig",
+        "cft_rl.grpo.runner:run_grpo",
         "GRPO from a checkpoint (local engine or verl), entropy monitored",
     ),
     "experiment": (

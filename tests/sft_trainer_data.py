@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tiny_lm import char_tokenizer, save_tiny_model
 
-from cft_rl.critical.dataset import write_dataset
-from cft_rl.critical.store import DATASET_NAME
+from cft_rl.identify.dataset import write_dataset
+from cft_rl.identify.store import DATASET_NAME
 from cft_rl.sft.config import SftConfig
 
 REPO = Path(__file__).resolve().parents[1]

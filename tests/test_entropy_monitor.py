@@ -9,14 +9,14 @@ import pytest
 
 from cft_rl.config import ConfigError, load_config
 from cft_rl.errors import UserError
-from cft_rl.jsonl import JsonlTail
-from cft_rl.rl.entropy_monitor import (
+from cft_rl.grpo.entropy_monitor import (
     METRIC_NAMES,
     EntropyMonitor,
     EntropyMonitorSettings,
     VerlMetricsReader,
     normalise_verl_record,
 )
+from cft_rl.jsonl import JsonlTail
 
 
 def _feed(monitor: EntropyMonitor, series: list[float], start: int = 1):

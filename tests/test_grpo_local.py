@@ -12,11 +12,11 @@ from safetensors.torch import load_file
 from tiny_lm import char_tokenizer, save_tiny_model, tiny_qwen2
 
 from cft_rl.checkpointing import latest_checkpoint
-from cft_rl.rl import algos
-from cft_rl.rl.config import GrpoConfig
-from cft_rl.rl.local_engine import LocalGrpo, run_local
-from cft_rl.rl.prompts import PromptSchedule
-from cft_rl.rl.sequences import token_stats
+from cft_rl.grpo import algos
+from cft_rl.grpo.config import GrpoConfig
+from cft_rl.grpo.local_engine import LocalGrpo, run_local
+from cft_rl.grpo.prompts import PromptSchedule
+from cft_rl.grpo.sequences import token_stats
 
 torch.set_num_threads(1)
 

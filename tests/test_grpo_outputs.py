@@ -16,10 +16,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from cft_rl.cli import main
 from cft_rl.config import ModelSpec
 from cft_rl.data import DataError
+from cft_rl.grpo.probe import load_probe_set, probe_entropy
+from cft_rl.grpo.sequences import token_stats
 from cft_rl.modeling import load_causal_lm
 from cft_rl.report.entropy import report_entropy
-from cft_rl.rl.probe import load_probe_set, probe_entropy
-from cft_rl.rl.sequences import token_stats
 
 torch.set_num_threads(1)
 

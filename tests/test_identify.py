@@ -1,5 +1,5 @@
 """`cft-rl identify` end to end on the hand-built RuleLM, whose critical positions are known
-by construction (see test_critical_fixtures), with the real hf backend and verifier."""
+by construction (see test_identify_fixtures), with the real hf backend and verifier."""
 
 import json
 import os
@@ -12,17 +12,17 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from test_critical_fixtures import EOS, RuleLM, byte_tokenizer, expected_mask, prompt_ids
+from test_identify_fixtures import EOS, RuleLM, byte_tokenizer, expected_mask, prompt_ids
 
 from cft_rl.config import load_config
-from cft_rl.critical.config import IdentifyConfig
-from cft_rl.critical.dataset import load_identified, read_provenance
-from cft_rl.critical.engines import CachedEngine, ContinuationSampling
-from cft_rl.critical.runner import Workbench, run_identify
-from cft_rl.critical.store import RunSettingsError
 from cft_rl.errors import UserError
 from cft_rl.generation import SamplingParams
 from cft_rl.generation.hf import HFBackend
+from cft_rl.identify.config import IdentifyConfig
+from cft_rl.identify.dataset import load_identified, read_provenance
+from cft_rl.identify.decoders import CachedDecoder, ContinuationSampling
+from cft_rl.identify.runner import Workbench, run_identify
+from cft_rl.identify.store import RunSettingsError
 from reward import Verifier, extract_final_answer
 
 torch.set_num_threads(1)
@@ -76,7 +76,7 @@ def run(config, tokenizer, verifier, model=None):
     workbench = Workbench(
         config,
         backend=HFBackend(model, tokenizer, batch_size=config.generation.batch_size),
-        engine=CachedEngine(model, sampling, max_batch_rows=config.decoder.max_batch_rows),
+        decoder=CachedDecoder(model, sampling, max_batch_rows=config.decoder.max_batch_rows),
         verifier=verifier,
     )
     path = run_identify(config, workbench)
@@ -241,7 +241,7 @@ def test_resume_after_torn_write_equals_uninterrupted(
     assert [json.loads(line)["index"] for line in results] == [0, 1, 2, 3]
 
 
-class SlowEngine(CachedEngine):
+class SlowEngine(CachedDecoder):
     """Takes its time per answer, so that a kill lands in the middle of a run."""
 
     def decode(self, *args, **kwargs):
@@ -258,7 +258,7 @@ def run_slowly(out: str, questions: str) -> None:
         workbench = Workbench(
             config,
             backend=HFBackend(model, tokenizer, batch_size=2),
-            engine=SlowEngine(model, ContinuationSampling()),
+            decoder=SlowEngine(model, ContinuationSampling()),
             verifier=pool,
         )
         run_identify(config, workbench)

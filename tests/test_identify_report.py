@@ -1,7 +1,7 @@
 """`cft-rl report tokens`: fractions, token classes, frequent tokens, colour and HTML views."""
 
 from cft_rl.cli import main
-from cft_rl.critical.dataset import write_dataset
+from cft_rl.identify.dataset import write_dataset
 from cft_rl.report.tokens import token_class
 
 

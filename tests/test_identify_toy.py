@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from cft_rl.cli import main
-from cft_rl.critical.dataset import load_identified, read_provenance
 from cft_rl.errors import UserError
+from cft_rl.identify.dataset import load_identified, read_provenance
 from cft_rl.jsonl import read_repaired
 
 RECIPE = str(Path(__file__).resolve().parents[1] / "recipes" / "toy" / "identify.yaml")

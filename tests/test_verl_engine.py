@@ -18,8 +18,8 @@ from cft_rl.cli import main
 from cft_rl.config import ConfigError, load_config
 from cft_rl.data import Example, load_benchmark
 from cft_rl.data.prompts import encode_prompts
-from cft_rl.rl.config import GrpoConfig
-from cft_rl.rl.verl_engine import (
+from cft_rl.grpo.config import GrpoConfig
+from cft_rl.grpo.verl_engine import (
     REWARD_FILE,
     compose_verl_config,
     follow,
@@ -170,7 +170,7 @@ def test_a_relaunch_keeps_the_first_launchs_settings_and_data(
     tmp_path, gsm8k_train, monkeypatch, capsys
 ):
     """verl resumes from its checkpoints whatever it is given: we check before launching."""
-    from cft_rl.rl import verl_engine
+    from cft_rl.grpo import verl_engine
 
     monkeypatch.setattr(verl_engine, "follow", lambda *args: 0)  # verl itself needs GPUs
     data, out = tmp_path / "train.jsonl", tmp_path / "run"

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cft_rl.checkpointing import HF_EXPORT
-from cft_rl.critical.store import SUMMARY_NAME
 from cft_rl.errors import UserError
 from cft_rl.eval.config import SUMMARY_JSON
 from cft_rl.eval.log import GREEDY
 from cft_rl.eval.passk import pass_at_k
 from cft_rl.experiment.layout import CELL_DONE, PLAN
+from cft_rl.identify.store import SUMMARY_NAME
 from cft_rl.jsonl import METRICS, PROBE, VALIDATION, read_records
 from cft_rl.report.compare_common import BASE, N_BOOT, GrpoRun
 from cft_rl.report.compare_markdown import render_markdown
@@ -36,7 +36,7 @@ from cft_rl.report.stats import mean_ci, paired_bootstrap
 from cft_rl.sft.config import EXPORT_INFO
 
 if TYPE_CHECKING:
-    from cft_rl.rl.probe import ProbeSet
+    from cft_rl.grpo.probe import ProbeSet
 
 MARKDOWN_NAME = "compare.md"
 JSON_NAME = "compare.json"
@@ -515,7 +515,7 @@ class ProbeSource:
 
     @cached_property
     def dataset(self) -> Path:
-        from cft_rl.critical.store import DATASET_NAME
+        from cft_rl.identify.store import DATASET_NAME
 
         return self.path / DATASET_NAME
 
@@ -529,7 +529,7 @@ class ProbeSource:
 
     @cached_property
     def probe_set(self) -> ProbeSet:
-        from cft_rl.rl.probe import load_probe_set
+        from cft_rl.grpo.probe import load_probe_set
 
         return load_probe_set(self.dataset, limit=None)
 
@@ -579,8 +579,8 @@ def compute_probe_entropy(model: str, probe_set: ProbeSet) -> dict[str, Any]:
     from transformers.utils import logging as transformers_logging
 
     from cft_rl.config import ModelSpec
+    from cft_rl.grpo.probe import probe_entropy
     from cft_rl.modeling import load_causal_lm, load_tokenizer
-    from cft_rl.rl.probe import probe_entropy
 
     torch.set_num_threads(1)  # a report should not take the cores of a running experiment
     transformers_logging.disable_progress_bar()  # one bar per model would bury the report

@@ -18,8 +18,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from cft_rl.critical.store import DATASET_NAME
 from cft_rl.errors import UserError
+from cft_rl.identify.store import DATASET_NAME
 
 TABLE_NAME = "tokens.md"
 HTML_NAME = "tokens.html"

@@ -62,7 +62,7 @@ def read_identify_dataset(path: str) -> tuple[str, list[TokenizedExample]]:
     """The kept answers of an identify run (`path`: its output_dir or its parquet file)."""
     import pyarrow.parquet as pq
 
-    from cft_rl.critical.store import DATASET_NAME
+    from cft_rl.identify.store import DATASET_NAME
 
     file = Path(path)
     if file.is_dir():

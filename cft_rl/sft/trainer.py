@@ -34,7 +34,7 @@ from cft_rl.jsonl import VALIDATION, StepLog
 from cft_rl.sft.checkpoint import load_checkpoint, publish_export, save_checkpoint
 from cft_rl.sft.config import EXPORT_INFO, SftConfig
 from cft_rl.sft.data import DERIVED_FIELDS, TrainingSet, build_training_set, collate
-from cft_rl.sft.engine import Topology, build_engine, deepspeed_config, process_group
+from cft_rl.sft.distributed import Topology, build_engine, deepspeed_config, process_group
 from cft_rl.sft.losses import all_reduce_sum, step_normalizer
 from cft_rl.sft.metrics import MetricsSinks
 from cft_rl.sft.model import load_trainable_model

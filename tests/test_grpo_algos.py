@@ -1,4 +1,4 @@
-"""cft_rl.rl.algos against verl 0.9.1's core_algos on the same tensors, plus hand-checked cases."""
+"""cft_rl.grpo.algos against verl 0.9.1's core_algos on the same tensors, and hand-checked cases."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from cft_rl.rl import algos
+from cft_rl.grpo import algos
 
 AGG_MODES = list(algos.LOSS_AGG_MODES)
 # Group sizes 4, 4, 3 and a singleton; the ids are unsorted strings, as verl's uids are.

@@ -3,7 +3,7 @@
 Work is cut into chunks of `generation.batch_size` questions (by input order); shard S of
 N takes chunks S, S+N, S+2N, ... Each chunk's greedy answers are generated as one batch,
 so an answer never depends on how the run was sharded or resumed. Then each kept answer
-is perturbed position by position (cft_rl.critical.counterfactual) and its result appended
+is perturbed position by position (cft_rl.identify.counterfactual) and its result appended
 to the shard's JSONL file. A rerun skips what is done; the last shard to finish merges
 everything into OUT/critical_tokens.parquet.
 """
@@ -17,21 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cft_rl.critical.config import IdentifyConfig
-from cft_rl.critical.counterfactual import Engine, identify_response
-from cft_rl.critical.dataset import finished_shards, merged_records, write_dataset
-from cft_rl.critical.engines import BackendEngine, CachedEngine, ContinuationSampling
-from cft_rl.critical.store import (
+from cft_rl.data import Example, load_benchmark
+from cft_rl.errors import UserError
+from cft_rl.generation import GenerationBackend, SamplingParams
+from cft_rl.identify.config import IdentifyConfig
+from cft_rl.identify.counterfactual import Decoder, identify_response
+from cft_rl.identify.dataset import finished_shards, merged_records, write_dataset
+from cft_rl.identify.decoders import BackendDecoder, CachedDecoder, ContinuationSampling
+from cft_rl.identify.store import (
     DATASET_NAME,
     SUMMARY_NAME,
     ShardFiles,
     check_settings,
     write_json,
 )
-from cft_rl.critical.summary import one_line, summarize
-from cft_rl.data import Example, load_benchmark
-from cft_rl.errors import UserError
-from cft_rl.generation import GenerationBackend, SamplingParams
+from cft_rl.identify.summary import one_line, summarize
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Workbench:
 
     config: IdentifyConfig
     backend: GenerationBackend | None = None
-    engine: Engine | None = None
+    decoder: Decoder | None = None
     verifier: Any = None
     _owned: list[Any] = field(default_factory=list)
 
@@ -54,26 +54,26 @@ class Workbench:
                 self._owned.append(self.backend)
         return self.backend
 
-    def get_engine(self) -> Engine:
-        if self.engine is None:
+    def get_decoder(self) -> Decoder:
+        if self.decoder is None:
             settings = self.config.counterfactual
             sampling = ContinuationSampling(
                 temperature=0.0 if settings.continuation == "greedy" else settings.temperature,
                 seed=self.config.seed,
             )
-            engine = self.config.decoder.engine
-            if engine == "auto":
-                engine = "cached" if self.config.generation.backend == "hf" else "backend"
-            if engine == "backend":
-                self.engine = BackendEngine(self.get_backend(), sampling)
+            kind = self.config.decoder.kind
+            if kind == "auto":
+                kind = "cached" if self.config.generation.backend == "hf" else "backend"
+            if kind == "backend":
+                self.decoder = BackendDecoder(self.get_backend(), sampling)
             else:
-                self.engine = CachedEngine(
+                self.decoder = CachedDecoder(
                     self._hf_model(),
                     sampling,
                     max_batch_rows=self.config.decoder.max_batch_rows,
                     batching=self.config.decoder.batching,
                 )
-        return self.engine
+        return self.decoder
 
     def get_verifier(self):
         if self.verifier is None:
@@ -211,13 +211,13 @@ def identify_record(
         return record
     backend = workbench.get_backend()
     tokenizer = backend.tokenizer
-    engine = workbench.get_engine()
-    before = vars(engine.stats).copy()
+    decoder = workbench.get_decoder()
+    before = vars(decoder.stats).copy()
     result = identify_response(
         greedy["prompt_token_ids"],
         greedy["response_token_ids"],
         greedy["answer"],
-        engine=engine,
+        decoder=decoder,
         verifier=workbench.get_verifier(),
         tokenizer=tokenizer,
         settings=config.counterfactual,
@@ -226,7 +226,7 @@ def identify_record(
         eos_ids=backend.eos_ids,
         near_tie_margin=config.decoder.near_tie_margin,
     )
-    work = {key: value - before[key] for key, value in vars(engine.stats).items()}
+    work = {key: value - before[key] for key, value in vars(decoder.stats).items()}
     record.update(
         response_tokens=[tokenizer.decode([t]) for t in greedy["response_token_ids"]],
         critical_mask=result.critical_mask,

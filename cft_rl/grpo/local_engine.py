@@ -7,7 +7,7 @@ reference's, when there is one), then take PPO-clipped updates over mini-batches
 accumulated over micro-batches whose losses sum to the mini-batch loss.
 
 Outputs in output_dir: metrics.jsonl (one record per step, names of
-cft_rl.rl.entropy_monitor.METRIC_NAMES plus timings), probe.jsonl, validation.jsonl,
+cft_rl.grpo.entropy_monitor.METRIC_NAMES plus timings), probe.jsonl, validation.jsonl,
 collapse_events.jsonl, checkpoints/step_N (exact resume), hf_model/ (the final policy) and
 entropy.png.
 """
@@ -31,21 +31,21 @@ from cft_rl.data import load_benchmark
 from cft_rl.data.prompts import encode_prompts
 from cft_rl.generation import FINISH_LENGTH, SamplingParams
 from cft_rl.generation.hf import HFBackend
-from cft_rl.jsonl import EVENTS, METRICS, PROBE, VALIDATION, StepLog
-from cft_rl.modeling import load_causal_lm, load_tokenizer
-from cft_rl.report.entropy import plot_runs
-from cft_rl.rl import algos
-from cft_rl.rl.checkpoint import (
+from cft_rl.grpo import algos
+from cft_rl.grpo.checkpoint import (
     export_hf,
     load_checkpoint,
     read_training_state,
     save_checkpoint,
 )
-from cft_rl.rl.config import GrpoConfig
-from cft_rl.rl.entropy_monitor import EntropyMonitor
-from cft_rl.rl.probe import load_probe_set, probe_entropy
-from cft_rl.rl.prompts import PromptSchedule
-from cft_rl.rl.sequences import pad_rows, token_stats
+from cft_rl.grpo.config import GrpoConfig
+from cft_rl.grpo.entropy_monitor import EntropyMonitor
+from cft_rl.grpo.probe import load_probe_set, probe_entropy
+from cft_rl.grpo.prompts import PromptSchedule
+from cft_rl.grpo.sequences import pad_rows, token_stats
+from cft_rl.jsonl import EVENTS, METRICS, PROBE, VALIDATION, StepLog
+from cft_rl.modeling import load_causal_lm, load_tokenizer
+from cft_rl.report.entropy import plot_runs
 
 # responses (texts), references -> one reward per response
 Scorer = Callable[[list[str], list[str]], list[float]]

@@ -1,7 +1,7 @@
-"""What a counterfactual continuation is, whichever engine decodes it.
+"""What a counterfactual continuation is, whichever decoder decodes it.
 
-A probe replaces response token y_t by an alternative a and asks how the model goes on
-from (prompt, y_<t, a). Every engine returns, per probe, the tokens generated after a,
+A perturbation replaces response token y_t by an alternative a and asks how the model goes on
+from (prompt, y_<t, a). Every decoder returns, per perturbation, the tokens generated after a,
 cut right after the first complete final answer of the whole perturbed response (so the
 answer a continuation commits to first is the one judged), or at EOS, or at its cap.
 """
@@ -16,7 +16,7 @@ from cft_rl.generation.stopping import answer_complete, answer_cut, is_trigger
 
 
 @dataclass(frozen=True)
-class Probe:
+class Perturbation:
     """Continue the response from position `position` with `token_id` in place of y_t.
     `rollout` numbers the sampled continuations of one alternative (0 when greedy)."""
 
@@ -36,14 +36,14 @@ class Continuation:
     min_margin: float = math.inf
 
 
-def probes_for(
+def perturbations_of(
     positions: Sequence[int],
     alternatives: Sequence[Sequence[int]],
     rollouts: int,
-) -> list[Probe]:
-    """All probes of a response: each position's alternatives, `rollouts` times each."""
+) -> list[Perturbation]:
+    """All perturbations of a response: each position's alternatives, `rollouts` times each."""
     return [
-        Probe(position, index, token_id, rollout)
+        Perturbation(position, index, token_id, rollout)
         for position, tokens in zip(positions, alternatives, strict=True)
         for index, token_id in enumerate(tokens)
         for rollout in range(rollouts)
@@ -70,37 +70,37 @@ class AnswerStops:
         cut = answer_cut(tokenizer, self.response_ids)
         self.complete_from = len(self.response_ids) + 1 if cut is None else cut
 
-    def done_before_decoding(self, probe: Probe) -> bool:
+    def done_before_decoding(self, perturbation: Perturbation) -> bool:
         """No decoding needed: y_<t already holds a complete answer, the alternative ends
         the sequence, or the alternative completes the answer."""
-        if probe.position >= self.complete_from or probe.token_id in self.eos_ids:
+        if perturbation.position >= self.complete_from or perturbation.token_id in self.eos_ids:
             return True
-        return self.completes(probe, [])
+        return self.completes(perturbation, [])
 
-    def completes(self, probe: Probe, generated: list[int]) -> bool:
+    def completes(self, perturbation: Perturbation, generated: list[int]) -> bool:
         """Does the newest token (the last of `generated`, or the alternative) end an answer?"""
-        newest = generated[-1] if generated else probe.token_id
+        newest = generated[-1] if generated else perturbation.token_id
         if newest not in self._trigger:
             self._trigger[newest] = is_trigger(self.tokenizer, newest)
         if not self._trigger[newest]:
             return False
-        return answer_complete(self.text(probe, generated))
+        return answer_complete(self.text(perturbation, generated))
 
-    def text(self, probe: Probe, generated: Sequence[int]) -> str:
+    def text(self, perturbation: Perturbation, generated: Sequence[int]) -> str:
         """The perturbed response y_<t, alternative, continuation, up to its first complete
         answer: when y_<t has one already, the alternative comes too late to count."""
-        if probe.position >= self.complete_from:
+        if perturbation.position >= self.complete_from:
             ids = self.response_ids[: self.complete_from]
         else:
-            ids = self.response_ids[: probe.position] + [probe.token_id, *generated]
+            ids = self.response_ids[: perturbation.position] + [perturbation.token_id, *generated]
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def cut(self, probe: Probe, generated: list[int]) -> list[int]:
+    def cut(self, perturbation: Perturbation, generated: list[int]) -> list[int]:
         """`generated` cut right after the perturbed response's first complete answer and
-        after EOS (for engines that decode past it)."""
-        if self.done_before_decoding(probe):
+        after EOS (for decoders that decode past it)."""
+        if self.done_before_decoding(perturbation):
             return []
         for end, token_id in enumerate(generated, start=1):
-            if token_id in self.eos_ids or self.completes(probe, generated[:end]):
+            if token_id in self.eos_ids or self.completes(perturbation, generated[:end]):
                 return generated[:end]
         return generated

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cft_rl.critical.store import DATASET_NAME, ShardFiles
+from cft_rl.identify.store import DATASET_NAME, ShardFiles
 
 METADATA_KEY = b"cft_rl.identify"
 

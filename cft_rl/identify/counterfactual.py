@@ -12,33 +12,37 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cft_rl.critical.alternatives import (
+from cft_rl.identify.alternatives import (
     Alternative,
     candidate_depth,
     choose_alternatives,
     negligible,
 )
-from cft_rl.critical.config import CounterfactualSettings
-from cft_rl.critical.engines import EngineStats, Ranked
-from cft_rl.critical.probes import (
+from cft_rl.identify.config import CounterfactualSettings
+from cft_rl.identify.decoders import DecoderStats, Ranked
+from cft_rl.identify.perturbations import (
     AnswerStops,
     Continuation,
-    Probe,
+    Perturbation,
     continuation_cap,
-    probes_for,
+    perturbations_of,
 )
 from reward.extract import extract_final_answer
 
 
-class Engine(Protocol):
-    stats: EngineStats
+class Decoder(Protocol):
+    stats: DecoderStats
 
     def rank(
         self, prompt_ids: Sequence[int], response_ids: Sequence[int], depth: int
     ) -> Ranked: ...
 
     def decode(
-        self, ranked: Ranked, probes: Sequence[Probe], caps: Sequence[int], stops: AnswerStops
+        self,
+        ranked: Ranked,
+        perturbations: Sequence[Perturbation],
+        caps: Sequence[int],
+        stops: AnswerStops,
     ) -> list[Continuation]: ...
 
 
@@ -58,7 +62,7 @@ def identify_response(
     response_ids: Sequence[int],
     reference: str,
     *,
-    engine: Engine,
+    decoder: Decoder,
     verifier,
     tokenizer,
     settings: CounterfactualSettings,
@@ -69,7 +73,7 @@ def identify_response(
 ) -> ResponseCriticality:
     """Perturb every position of `response_ids` and judge its continuations."""
     response = list(response_ids)
-    ranked = engine.rank(prompt_ids, response, candidate_depth(settings.num_alternatives))
+    ranked = decoder.rank(prompt_ids, response, candidate_depth(settings.num_alternatives))
     chosen = [
         choose_alternatives(
             response[t],
@@ -83,27 +87,27 @@ def identify_response(
     ]
     chosen = [[] if negligible(alts, settings.min_alternative_prob) else alts for alts in chosen]
     rollouts = 1 if settings.continuation == "greedy" else settings.num_rollouts
-    probes = probes_for(
+    perturbations = perturbations_of(
         range(len(response)), [[alt.token_id for alt in alts] for alts in chosen], rollouts
     )
     caps = [
         continuation_cap(p.position, max_new_tokens, settings.max_continuation_tokens)
-        for p in probes
+        for p in perturbations
     ]
     stops = AnswerStops(tokenizer, response, eos_ids)
-    continuations = engine.decode(ranked, probes, caps, stops)
+    continuations = decoder.decode(ranked, perturbations, caps, stops)
 
     start = time.perf_counter()
-    texts = [stops.text(p, c.token_ids) for p, c in zip(probes, continuations, strict=True)]
+    texts = [stops.text(p, c.token_ids) for p, c in zip(perturbations, continuations, strict=True)]
     answers = [extract_final_answer(text) for text in texts]
     correct = _judge(texts, answers, reference, verifier)
     verify_s = time.perf_counter() - start
 
     failures = [0] * len(response)
     tried = [0] * len(response)
-    for probe, ok in zip(probes, correct, strict=True):
-        tried[probe.position] += 1
-        failures[probe.position] += not ok
+    for perturbation, ok in zip(perturbations, correct, strict=True):
+        tried[perturbation.position] += 1
+        failures[perturbation.position] += not ok
     failure_fraction = [f / n if n else 0.0 for f, n in zip(failures, tried, strict=True)]
     # failures >= threshold * tried, in integers where it matters (threshold 1: all failed).
     mask = [
@@ -116,14 +120,14 @@ def identify_response(
         alternatives=_audit(
             tokenizer,
             chosen,
-            probes,
+            perturbations,
             answers,
             correct,
             [c.min_margin < near_tie_margin for c in continuations],
         ),
         stats={
             "verify_s": verify_s,
-            "continuations": len(probes),
+            "continuations": len(perturbations),
             "near_ties": sum(c.min_margin < near_tie_margin for c in continuations),
             "greedy_mismatches": sum(
                 ids[0] != token for ids, token in zip(ranked.candidate_ids, response, strict=True)
@@ -148,7 +152,7 @@ def _judge(texts: list[str], answers: list[str | None], reference: str, verifier
 def _audit(
     tokenizer,
     chosen: list[list[Alternative]],
-    probes: list[Probe],
+    perturbations: list[Perturbation],
     answers: list[str | None],
     correct: list[bool],
     near_ties: list[bool],
@@ -170,8 +174,10 @@ def _audit(
         ]
         for alts in chosen
     ]
-    for probe, answer, ok, tie in zip(probes, answers, correct, near_ties, strict=True):
-        entry = tried[probe.position][probe.alternative]
+    for perturbation, answer, ok, tie in zip(
+        perturbations, answers, correct, near_ties, strict=True
+    ):
+        entry = tried[perturbation.position][perturbation.alternative]
         entry["answers"].append(answer)
         entry["correct"].append(ok)
         entry["near_tie"] |= tie

@@ -7,7 +7,7 @@
 - `RuleLM`: a hand-built deterministic "model" whose next-token scores are a program of
   the text so far, so the critical positions of its answers are known by construction.
   It keeps the token ids themselves in a transformers DynamicCache and reads them back
-  (respecting the attention mask), so the engines' cache slicing, padding and row
+  (respecting the attention mask), so the decoders' cache slicing, padding and row
   selection are exercised exactly as with a real model: a wrong slice changes its output.
 
 The arithmetic world of RuleLM: the question "Q a+b" is answered "so S\\n#### S\\n<EOS>" with

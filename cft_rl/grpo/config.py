@@ -1,6 +1,6 @@
 """The `cft-rl grpo` recipe schema: one recipe, two engines (local, verl).
 
-Names follow verl's where a setting has a verl counterpart (see cft_rl/rl/verl_engine.py for
+Names follow verl's where a setting has a verl counterpart (see cft_rl/grpo/verl_engine.py for
 the mapping), so a recipe means the same on both engines. See docs/grpo.md for defaults.
 """
 
@@ -11,8 +11,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from cft_rl.config import CpuThreads, ModelSpec, Section, VerifierSettings
-from cft_rl.rl.algos import KL_PENALTY_NAMES, LOSS_AGG_MODES
-from cft_rl.rl.entropy_monitor import EntropyMonitorSettings
+from cft_rl.grpo.algos import KL_PENALTY_NAMES, LOSS_AGG_MODES
+from cft_rl.grpo.entropy_monitor import EntropyMonitorSettings
 
 LossAggMode = Literal[tuple(LOSS_AGG_MODES)]  # type: ignore[valid-type]
 
@@ -45,7 +45,7 @@ class RolloutSettings(Section):
 
 
 class AlgorithmSettings(Section):
-    """Advantages and the clipped policy loss (cft_rl.rl.algos; verl's core_algos)."""
+    """Advantages and the clipped policy loss (cft_rl.grpo.algos; verl's core_algos)."""
 
     # grpo: (r - mean) / std per group; dr_grpo: r - mean; rloo: leave-one-out baseline.
     advantage_estimator: Literal["grpo", "dr_grpo", "rloo"] = "grpo"
@@ -67,7 +67,7 @@ class KLSettings(Section):
     # Load the reference model; with coef 0 the KL is only measured and logged.
     use_reference: bool = False
     coef: float = Field(default=0.0, ge=0)
-    # cft_rl.rl.algos.KL_PENALTIES names (k1/k2/k3 = kl/mse/low_var_kl), "+" for k2 gradient.
+    # cft_rl.grpo.algos.KL_PENALTIES names (k1/k2/k3 = kl/mse/low_var_kl), "+" for k2 gradient.
     type: str = "low_var_kl"
 
     @model_validator(mode="after")

@@ -1,17 +1,17 @@
 """Engines that rank alternatives and decode counterfactual continuations.
 
-`CachedEngine` (transformers models): one forward over prompt + response gives the
+`CachedDecoder` (transformers models): one forward over prompt + response gives the
 alternatives' ranking at every position and the KV cache; a continuation from position
 t reuses the first len(prompt) + t entries of that cache (attention is causal, so the
 prefix's keys and values do not depend on what follows), and many continuations are
-decoded as one batch (cft_rl.critical.kv_cache: rows share the prefill's cache, or each
+decoded as one batch (cft_rl.identify.kv_cache: rows share the prefill's cache, or each
 gets a left-padded copy). A row stops as soon as its answer is complete.
 
-`BackendEngine` (any generation backend, vLLM in practice): every continuation is a
+`BackendDecoder` (any generation backend, vLLM in practice): every continuation is a
 prompt (prompt + y_<t + a) for the backend, whose prefix caching shares the prefill.
 
-Both engines sample a rollout with the generation backends' per-sample seed rule
-(`sample_seed` of the full prompt and the rollout index), so the cached engine's sampled
+Both decoders sample a rollout with the generation backends' per-sample seed rule
+(`sample_seed` of the full prompt and the rollout index), so the cached decoder's sampled
 continuations equal the hf backend's for the same prompts.
 """
 
@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import torch
 
-from cft_rl.critical.alternatives import rank_candidates
-from cft_rl.critical.kv_cache import PaddedBatch, SharedPrefixBatch
-from cft_rl.critical.probes import AnswerStops, Continuation, Probe
 from cft_rl.errors import UserError
 from cft_rl.generation.types import GenerationBackend, SamplingParams, sample_seed
+from cft_rl.identify.alternatives import rank_candidates
+from cft_rl.identify.kv_cache import PaddedBatch, SharedPrefixBatch
+from cft_rl.identify.perturbations import AnswerStops, Continuation, Perturbation
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class ContinuationSampling:
 @dataclass
 class Ranked:
     """The `depth` most likely tokens at each response position, most likely first, plus
-    whatever the engine keeps for decoding (the KV cache of the cached engine)."""
+    whatever the decoder keeps for decoding (the KV cache of the cached decoder)."""
 
     prompt_ids: list[int]
     response_ids: list[int]
@@ -57,7 +57,7 @@ class Ranked:
 
 
 @dataclass
-class EngineStats:
+class DecoderStats:
     """Seconds spent and work done, accumulated over calls."""
 
     prefill_s: float = 0.0
@@ -66,7 +66,7 @@ class EngineStats:
     decoded_continuations: int = 0
 
 
-class CachedEngine:
+class CachedDecoder:
     """Batched continuations from slices of the response's KV cache (transformers models)."""
 
     def __init__(
@@ -81,7 +81,7 @@ class CachedEngine:
         self.max_batch_rows = max_batch_rows
         self.batching = batching
         self.device = next(model.parameters()).device
-        self.stats = EngineStats()
+        self.stats = DecoderStats()
 
     @torch.inference_mode()
     def rank(self, prompt_ids: Sequence[int], response_ids: Sequence[int], depth: int) -> Ranked:
@@ -99,17 +99,23 @@ class CachedEngine:
 
     @torch.inference_mode()
     def decode(
-        self, ranked: Ranked, probes: Sequence[Probe], caps: Sequence[int], stops: AnswerStops
+        self,
+        ranked: Ranked,
+        perturbations: Sequence[Perturbation],
+        caps: Sequence[int],
+        stops: AnswerStops,
     ) -> list[Continuation]:
         start = time.perf_counter()
-        results = [Continuation() for _ in probes]
+        results = [Continuation() for _ in perturbations]
         todo = [
-            i for i, p in enumerate(probes) if caps[i] > 0 and not stops.done_before_decoding(p)
+            i
+            for i, p in enumerate(perturbations)
+            if caps[i] > 0 and not stops.done_before_decoding(p)
         ]
-        for batch in self._batches(todo, probes):
+        for batch in self._batches(todo, perturbations):
             self._decode_batch(
                 ranked,
-                [probes[i] for i in batch],
+                [perturbations[i] for i in batch],
                 [caps[i] for i in batch],
                 stops,
                 [results[i] for i in batch],
@@ -118,14 +124,14 @@ class CachedEngine:
         self.stats.decoded_continuations += len(todo)
         return results
 
-    def _batches(self, todo: list[int], probes: Sequence[Probe]) -> list[list[int]]:
+    def _batches(self, todo: list[int], perturbations: Sequence[Perturbation]) -> list[list[int]]:
         """Sorted by prefix length (a padded batch pads little); grouped: one position
         (equal prefixes, no padding) per batch."""
-        todo = sorted(todo, key=lambda i: probes[i].position)
+        todo = sorted(todo, key=lambda i: perturbations[i].position)
         if self.batching == "grouped":
             groups: dict[int, list[int]] = defaultdict(list)
             for i in todo:
-                groups[probes[i].position].append(i)
+                groups[perturbations[i].position].append(i)
             chunks = list(groups.values())
         else:
             chunks = [todo]
@@ -135,23 +141,25 @@ class CachedEngine:
     def _decode_batch(
         self,
         ranked: Ranked,
-        probes: list[Probe],
+        perturbations: list[Perturbation],
         caps: list[int],
         stops: AnswerStops,
         results: list[Continuation],
     ) -> None:
         prefix_lengths = torch.tensor(
-            [len(ranked.prompt_ids) + p.position for p in probes], device=self.device
+            [len(ranked.prompt_ids) + p.position for p in perturbations], device=self.device
         )
         layout = SharedPrefixBatch if self.batching == "shared" else PaddedBatch
         batch = layout(ranked.keys_values, prefix_lengths, reserve=max(caps) + 1)
-        tokens = torch.tensor([p.token_id for p in probes], device=self.device)
+        tokens = torch.tensor([p.token_id for p in perturbations], device=self.device)
         positions = prefix_lengths
-        generators = None if self.sampling.greedy else [self._generator(ranked, p) for p in probes]
-        # rows[j]: the probe that row j of the batch decodes, None once it has finished.
+        generators = (
+            None if self.sampling.greedy else [self._generator(ranked, p) for p in perturbations]
+        )
+        # rows[j]: the perturbation that row j of the batch decodes, None once it has finished.
         # Finished rows ride along until a quarter of the batch has finished: selecting
         # rows copies the cache, so doing it at every finish would cost more than it saves.
-        rows: list[int | None] = list(range(len(probes)))
+        rows: list[int | None] = list(range(len(perturbations)))
         with batch.attention(self.model):
             while any(row is not None for row in rows):
                 out = self.model(
@@ -163,7 +171,7 @@ class CachedEngine:
                 chosen, margins = self._choose(out.logits[:, -1, :], generators, rows)
                 for j, row in enumerate(rows):
                     if row is not None and self._record(
-                        results[row], chosen[j], margins[j], caps[row], stops, probes[row]
+                        results[row], chosen[j], margins[j], caps[row], stops, perturbations[row]
                     ):
                         rows[j] = None
                 live = [j for j, row in enumerate(rows) if row is not None]
@@ -183,7 +191,7 @@ class CachedEngine:
         margin: float,
         cap: int,
         stops: AnswerStops,
-        probe: Probe,
+        perturbation: Perturbation,
     ) -> bool:
         """Append a decoded token; True when the continuation is finished."""
         result.token_ids.append(token)
@@ -192,7 +200,7 @@ class CachedEngine:
         return (
             token in stops.eos_ids
             or len(result.token_ids) >= cap
-            or stops.completes(probe, result.token_ids)
+            or stops.completes(perturbation, result.token_ids)
         )
 
     def _choose(
@@ -214,20 +222,24 @@ class CachedEngine:
         ]
         return chosen, [math.inf] * len(chosen)
 
-    def _generator(self, ranked: Ranked, probe: Probe) -> torch.Generator:
-        prompt = ranked.prompt_ids + ranked.response_ids[: probe.position] + [probe.token_id]
-        seed = sample_seed(self.sampling.seed, prompt, probe.rollout)
+    def _generator(self, ranked: Ranked, perturbation: Perturbation) -> torch.Generator:
+        prompt = (
+            ranked.prompt_ids
+            + ranked.response_ids[: perturbation.position]
+            + [perturbation.token_id]
+        )
+        seed = sample_seed(self.sampling.seed, prompt, perturbation.rollout)
         return torch.Generator(device=self.device).manual_seed(seed)
 
 
-class BackendEngine:
+class BackendDecoder:
     """Continuations as prompts for a generation backend (vLLM: prefix caching shares the
     prefixes). Ranking asks the backend for one token after every prefix y_<t."""
 
     def __init__(self, backend: GenerationBackend, sampling: ContinuationSampling) -> None:
         self.backend = backend
         self.sampling = sampling
-        self.stats = EngineStats()
+        self.stats = DecoderStats()
 
     def rank(self, prompt_ids: Sequence[int], response_ids: Sequence[int], depth: int) -> Ranked:
         start = time.perf_counter()
@@ -244,15 +256,19 @@ class BackendEngine:
         return Ranked(prompt, response, candidate_ids, candidate_logprobs)
 
     def decode(
-        self, ranked: Ranked, probes: Sequence[Probe], caps: Sequence[int], stops: AnswerStops
+        self,
+        ranked: Ranked,
+        perturbations: Sequence[Perturbation],
+        caps: Sequence[int],
+        stops: AnswerStops,
     ) -> list[Continuation]:
         start = time.perf_counter()
-        results = [Continuation() for _ in probes]
+        results = [Continuation() for _ in perturbations]
         # One prompt per (position, alternative); its rollouts are the backend's n samples.
         prompts: dict[tuple[int, int], list[int]] = {}
-        for i, probe in enumerate(probes):
-            if caps[i] > 0 and not stops.done_before_decoding(probe):
-                prompts.setdefault((probe.position, probe.token_id), []).append(i)
+        for i, perturbation in enumerate(perturbations):
+            if caps[i] > 0 and not stops.done_before_decoding(perturbation):
+                prompts.setdefault((perturbation.position, perturbation.token_id), []).append(i)
         if prompts:
             keys = list(prompts)
             prompt_ids = [
@@ -263,16 +279,16 @@ class BackendEngine:
                 max_new_tokens=max(caps[i] for group in prompts.values() for i in group),
                 temperature=self.sampling.temperature,
                 seed=self.sampling.seed,
-                n=max(probes[i].rollout for group in prompts.values() for i in group) + 1,
+                n=max(perturbations[i].rollout for group in prompts.values() for i in group) + 1,
                 stop_when_answered=True,
             )
             completions = self.backend.generate(prompt_ids, params)
             for key, samples in zip(keys, completions, strict=True):
                 for i in prompts[key]:
-                    # A longer budget decodes the same first tokens: cut to this probe's cap.
-                    generated = samples[probes[i].rollout].token_ids[: caps[i]]
-                    results[i].token_ids = stops.cut(probes[i], generated)
-                    self.stats.generated_tokens += len(samples[probes[i].rollout].token_ids)
+                    # A longer budget decodes the same first tokens: cut to this perturbation's cap.
+                    generated = samples[perturbations[i].rollout].token_ids[: caps[i]]
+                    results[i].token_ids = stops.cut(perturbations[i], generated)
+                    self.stats.generated_tokens += len(samples[perturbations[i].rollout].token_ids)
             self.stats.decoded_continuations += sum(len(group) for group in prompts.values())
         self.stats.decode_s += time.perf_counter() - start
         return results
@@ -283,7 +299,7 @@ def _full_attention_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     layers = getattr(cache, "layers", None)
     if layers is None or any(getattr(layer, "is_sliding", False) for layer in layers):
         raise UserError(
-            "decoder.engine=cached needs a model whose KV cache is a plain full-attention "
-            "DynamicCache; use decoder.engine=backend for this model"
+            "decoder.kind=cached needs a model whose KV cache is a plain full-attention "
+            "DynamicCache; use decoder.kind=backend for this model"
         )
     return [(layer.keys, layer.values) for layer in layers]

@@ -1,7 +1,7 @@
 """RL math for GRPO-style training: pure functions of tensors in string-keyed registries.
 
 Names and semantics follow verl 0.9.1's `verl.trainer.ppo.core_algos` so a recipe means the
-same thing on the local engine and on verl (tests/test_rl_algos_on_cpu.py runs the same tensors
+same thing on the local engine and on verl (tests/test_grpo_algos.py runs the same tensors
 through both). verl is not imported here: importing it pulls in Ray.
 
 Shapes: `scores` and `group_ids` are [batch]; everything per token is [batch, response_len]

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from cft_rl.data import DataError
-from cft_rl.rl.algos import masked_sum
-from cft_rl.rl.sequences import pad_rows, token_stats
+from cft_rl.grpo.algos import masked_sum
+from cft_rl.grpo.sequences import pad_rows, token_stats
 
 COLUMNS = ("prompt_token_ids", "response_token_ids", "critical_mask")
 
@@ -32,7 +32,7 @@ def load_probe_set(path: str | Path, limit: int | None) -> ProbeSet:
     """The first `limit` responses of an identify dataset (its parquet or its output dir)."""
     import pyarrow.parquet as pq
 
-    from cft_rl.critical.store import DATASET_NAME
+    from cft_rl.identify.store import DATASET_NAME
 
     path = Path(path)
     if path.is_dir():

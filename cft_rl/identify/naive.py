@@ -1,7 +1,7 @@
 """The naive reference: one continuation at a time, the whole prefix recomputed by
 `model.generate`, decoded to EOS or the length cap (no early stop at the answer).
 
-It exists to check the fast engines (identical masks) and to measure their speed-up
+It exists to check the fast decoders (identical masks) and to measure their speed-up
 (bench/identify.py); the answer it is judged on is cut the same way as theirs.
 """
 
@@ -12,23 +12,23 @@ from collections.abc import Sequence
 
 import torch
 
-from cft_rl.critical.alternatives import rank_candidates
-from cft_rl.critical.engines import EngineStats, Ranked
-from cft_rl.critical.probes import AnswerStops, Continuation, Probe
+from cft_rl.identify.alternatives import rank_candidates
+from cft_rl.identify.decoders import DecoderStats, Ranked
+from cft_rl.identify.perturbations import AnswerStops, Continuation, Perturbation
 
 
-class NaiveEngine:
+class NaiveDecoder:
     """Greedy continuations with `model.generate`, one per call."""
 
     def __init__(self, model: torch.nn.Module, pad_id: int) -> None:
         self.model = model
         self.pad_id = pad_id
         self.device = next(model.parameters()).device
-        self.stats = EngineStats()
+        self.stats = DecoderStats()
 
     @torch.inference_mode()
     def rank(self, prompt_ids: Sequence[int], response_ids: Sequence[int], depth: int) -> Ranked:
-        """The ranking from one forward over prompt + response, as the cached engine does
+        """The ranking from one forward over prompt + response, as the cached decoder does
         (ranking is not what the naive loop is slow at)."""
         start = time.perf_counter()
         prompt, response = list(prompt_ids), list(response_ids)
@@ -40,15 +40,23 @@ class NaiveEngine:
 
     @torch.inference_mode()
     def decode(
-        self, ranked: Ranked, probes: Sequence[Probe], caps: Sequence[int], stops: AnswerStops
+        self,
+        ranked: Ranked,
+        perturbations: Sequence[Perturbation],
+        caps: Sequence[int],
+        stops: AnswerStops,
     ) -> list[Continuation]:
         start = time.perf_counter()
         results = []
-        for probe, cap in zip(probes, caps, strict=True):
+        for perturbation, cap in zip(perturbations, caps, strict=True):
             if cap == 0:
                 results.append(Continuation())
                 continue
-            prefix = ranked.prompt_ids + ranked.response_ids[: probe.position] + [probe.token_id]
+            prefix = (
+                ranked.prompt_ids
+                + ranked.response_ids[: perturbation.position]
+                + [perturbation.token_id]
+            )
             ids = torch.tensor([prefix], device=self.device)
             output = self.model.generate(
                 input_ids=ids,
@@ -61,6 +69,6 @@ class NaiveEngine:
             generated = output[0, ids.shape[1] :].tolist()
             self.stats.generated_tokens += len(generated)
             self.stats.decoded_continuations += 1
-            results.append(Continuation(stops.cut(probe, generated)))
+            results.append(Continuation(stops.cut(perturbation, generated)))
         self.stats.decode_s += time.perf_counter() - start
         return results

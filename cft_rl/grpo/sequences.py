@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cft_rl.rl.algos import entropy_from_logits
+from cft_rl.grpo.algos import entropy_from_logits
 
 
 @dataclass

@@ -1,16 +1,16 @@
-"""The fast engines decode exactly what the naive reference decodes, one by one."""
+"""The fast decoders decode exactly what the naive reference decodes, one by one."""
 
 import random
 from collections import Counter
 
 import pytest
 import torch
-from test_critical_fixtures import byte_tokenizer, random_qwen2
+from test_identify_fixtures import byte_tokenizer, random_qwen2
 
-from cft_rl.critical.engines import BackendEngine, CachedEngine, ContinuationSampling
-from cft_rl.critical.naive import NaiveEngine
-from cft_rl.critical.probes import AnswerStops, Probe
 from cft_rl.generation.hf import HFBackend
+from cft_rl.identify.decoders import BackendDecoder, CachedDecoder, ContinuationSampling
+from cft_rl.identify.naive import NaiveDecoder
+from cft_rl.identify.perturbations import AnswerStops, Perturbation
 
 torch.set_num_threads(1)
 
@@ -25,9 +25,9 @@ def world():
     return tokenizer, model, prompt, response
 
 
-def all_probes(ranked, rollouts=1):
+def all_perturbations(ranked, rollouts=1):
     return [
-        Probe(t, k, ranked.candidate_ids[t][k + 1], r)
+        Perturbation(t, k, ranked.candidate_ids[t][k + 1], r)
         for t in range(len(ranked.response_ids))
         for k in range(2)
         for r in range(rollouts)
@@ -38,9 +38,9 @@ def frequent_token(model, tokenizer, prompt, response):
     """A token the model often generates here: used as EOS so that some continuations end
     early (a random model seldom emits the real EOS)."""
     stops = AnswerStops(tokenizer, response, set())
-    engine = CachedEngine(model, ContinuationSampling())
-    ranked = engine.rank(prompt, response, depth=4)
-    decoded = engine.decode(ranked, all_probes(ranked), [12] * 2 * len(response), stops)
+    decoder = CachedDecoder(model, ContinuationSampling())
+    ranked = decoder.rank(prompt, response, depth=4)
+    decoded = decoder.decode(ranked, all_perturbations(ranked), [12] * 2 * len(response), stops)
     return Counter(t for c in decoded for t in c.token_ids).most_common(1)[0][0]
 
 
@@ -52,23 +52,23 @@ def test_cached_greedy_equals_naive_generate(world, batching, rows):
     tokenizer, model, prompt, response = world
     eos = frequent_token(model, tokenizer, prompt, response)
     stops = AnswerStops(tokenizer, response, {eos})
-    cached = CachedEngine(model, ContinuationSampling(), max_batch_rows=rows, batching=batching)
-    naive = NaiveEngine(model, pad_id=tokenizer.pad_token_id)
+    cached = CachedDecoder(model, ContinuationSampling(), max_batch_rows=rows, batching=batching)
+    naive = NaiveDecoder(model, pad_id=tokenizer.pad_token_id)
 
     ranked = cached.rank(prompt, response, depth=4)
     assert ranked.candidate_ids == naive.rank(prompt, response, depth=4).candidate_ids
-    probes = all_probes(ranked)
-    # Caps differ per probe, as with the default budget (shorter for later positions).
-    caps = [12 - p.position // 2 for p in probes]
-    fast = cached.decode(ranked, probes, caps, stops)
-    slow = naive.decode(ranked, probes, caps, stops)
+    perturbations = all_perturbations(ranked)
+    # Caps differ per perturbation, as with the default budget (shorter for later positions).
+    caps = [12 - p.position // 2 for p in perturbations]
+    fast = cached.decode(ranked, perturbations, caps, stops)
+    slow = naive.decode(ranked, perturbations, caps, stops)
 
     assert [c.token_ids for c in fast] == [c.token_ids for c in slow]
     ended = [c.token_ids[-1] == eos for c in fast if c.token_ids]
     assert any(ended) and not all(ended)  # some rows left the batch early, others ran on
     # No near tie could have made this agreement luck.
     assert min(c.min_margin for c in fast) > 1e-3
-    assert cached.stats.decoded_continuations == sum(p.token_id != eos for p in probes)
+    assert cached.stats.decoded_continuations == sum(p.token_id != eos for p in perturbations)
     assert cached.stats.generated_tokens == sum(len(c.token_ids) for c in fast)
 
 
@@ -76,14 +76,14 @@ def test_cached_sampling_equals_the_hf_backend(world):
     tokenizer, model, prompt, response = world
     stops = AnswerStops(tokenizer, response, {tokenizer.eos_token_id})
     sampling = ContinuationSampling(temperature=1.0, seed=3)
-    cached = CachedEngine(model, sampling, max_batch_rows=7)
-    backend = BackendEngine(HFBackend(model, tokenizer, batch_size=8), sampling)
+    cached = CachedDecoder(model, sampling, max_batch_rows=7)
+    backend = BackendDecoder(HFBackend(model, tokenizer, batch_size=8), sampling)
 
     ranked = cached.rank(prompt, response, depth=4)
-    probes = all_probes(ranked, rollouts=3)
-    caps = [8] * len(probes)
-    fast = [c.token_ids for c in cached.decode(ranked, probes, caps, stops)]
-    reference = [c.token_ids for c in backend.decode(ranked, probes, caps, stops)]
+    perturbations = all_perturbations(ranked, rollouts=3)
+    caps = [8] * len(perturbations)
+    fast = [c.token_ids for c in cached.decode(ranked, perturbations, caps, stops)]
+    reference = [c.token_ids for c in backend.decode(ranked, perturbations, caps, stops)]
     assert fast == reference
     # Rollouts of one alternative differ: the seeds reach the sampler.
     assert len({tuple(fast[i]) for i in range(3)}) > 1
@@ -91,8 +91,8 @@ def test_cached_sampling_equals_the_hf_backend(world):
 
 def test_backend_engine_ranks_like_the_teacher_forced_forward(world):
     tokenizer, model, prompt, response = world
-    cached = CachedEngine(model, ContinuationSampling())
-    backend = BackendEngine(HFBackend(model, tokenizer), ContinuationSampling())
+    cached = CachedDecoder(model, ContinuationSampling())
+    backend = BackendDecoder(HFBackend(model, tokenizer), ContinuationSampling())
     fast, slow = cached.rank(prompt, response, 5), backend.rank(prompt, response, 5)
     assert fast.candidate_ids == slow.candidate_ids
     for a, b in zip(fast.candidate_logprobs, slow.candidate_logprobs, strict=True):
