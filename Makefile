@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 # The whole pipeline on the embedded toy model: critical tokens, CFT and the SFT baseline,
 # GRPO from the CFT export, evaluation of every model, and the reports. Outputs in runs/.
 CFT_RL := $(BIN)/cft-rl
-DEMO_EVAL := benchmarks='[{name: toy, limit: 100, template: toy}, {name: toy-hard, limit: 50, template: toy}]' n_samples=4
+DEMO_EVAL := benchmarks='[{benchmark: toy, limit: 100, template: toy}, {benchmark: toy-hard, limit: 50, template: toy}]' n_samples=4
 
 demo: setup
 	$(CFT_RL) identify --recipe recipes/toy/identify.yaml

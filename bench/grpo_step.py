@@ -22,7 +22,6 @@ import time
 import torch
 
 from cft_rl.config import ModelSpec
-from cft_rl.data import load_benchmark
 from cft_rl.data.prompts import TEMPLATES
 from cft_rl.grpo.config import GrpoConfig
 from cft_rl.grpo.local_engine import LocalGrpo, VerifierScorer
@@ -95,7 +94,7 @@ def run_trl(args: argparse.Namespace, scorer: VerifierScorer) -> list[dict[str, 
     from trl import GRPOConfig, GRPOTrainer
 
     config = grpo_config(args, "unused")
-    examples = load_benchmark(config.data.benchmark, config.data.path, config.data.limit)
+    examples = config.data.load()
     # TRL reads its dataset in order (shuffle off): lay it out in the local engine's order.
     schedule = PromptSchedule(len(examples), args.prompts, args.seed)
     ordered = [examples[i] for s in range(1, config.steps + 1) for i in schedule.indices(s)]

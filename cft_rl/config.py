@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -18,9 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cft_rl.errors import UserError
 
 __all__ = [
+    "CheckpointSettings",
     "ConfigError",
     "GenerationSettings",
     "ModelSpec",
+    "OptimSettings",
     "Section",
     "VerifierSettings",
     "apply_mapping",
@@ -36,9 +38,13 @@ class ConfigError(UserError):
 
 
 class Section(BaseModel):
-    """Base of every recipe section: unknown keys are errors, types are strict-ish."""
+    """Base of every recipe section: unknown keys are errors, types are strict-ish.
+
+    A stage's schema lists the keys it renamed in `renamed_keys` (old dotted key -> new,
+    `*` for a list index), so that an old recipe gets an error naming the new key."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    renamed_keys: ClassVar[dict[str, str]] = {}
 
 
 # torch threads on CPU (null: torch's default). For small models on a small or busy machine
@@ -63,6 +69,26 @@ class GenerationSettings(Section):
     max_new_tokens: int = 256
     # vLLM only: fraction of GPU memory for weights + KV cache.
     gpu_memory_utilization: float = 0.85
+
+
+class CheckpointSettings(Section):
+    """Resumable checkpoints in output_dir: how often, and how many are kept."""
+
+    # Every this many optimizer steps, and always at the end; 0: only at the end.
+    every_steps: int = Field(default=0, ge=0)
+    # Newest checkpoints kept.
+    keep: int = Field(default=2, ge=1)
+
+
+class OptimSettings(Section):
+    """AdamW: the settings every training stage has (sft adds its schedule's)."""
+
+    lr: float = Field(default=1e-5, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    # Steps of linear warm-up from 0.
+    warmup_steps: int = Field(default=0, ge=0)
+    # Global gradient-norm clipping; 0 turns it off.
+    max_grad_norm: float = Field(default=1.0, ge=0)
 
 
 class VerifierSettings(Section):
@@ -157,7 +183,10 @@ def validate(schema: type[SchemaT], data: dict[str, Any], source: str) -> Schema
         lines = [f"{source}: invalid config"]
         for problem in err.errors():
             key = ".".join(str(part) for part in problem["loc"])
-            if problem["type"] == "extra_forbidden":
+            renamed = _renamed_key(schema, problem["loc"])
+            if problem["type"] == "extra_forbidden" and renamed:
+                lines.append(f"  key '{key}' was renamed: it is now '{renamed}'")
+            elif problem["type"] == "extra_forbidden":
                 hint = _closest_key(schema, problem["loc"])
                 lines.append(
                     f"  unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else "")
@@ -176,6 +205,16 @@ def save_resolved(config: BaseModel, out_dir: str | Path, name: str = "config.ya
     path = out / name
     path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     return path
+
+
+def _renamed_key(schema: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
+    """The new name of the old key at `loc`, with the list indices of `loc` filled in."""
+    pattern = ".".join("*" if isinstance(part, int) else str(part) for part in loc)
+    renamed = getattr(schema, "renamed_keys", {}).get(pattern)
+    if renamed is None:
+        return None
+    indices = iter(str(part) for part in loc if isinstance(part, int))
+    return ".".join(next(indices) if part == "*" else part for part in renamed.split("."))
 
 
 def _closest_key(schema: type[BaseModel], loc: tuple[Any, ...]) -> str | None:

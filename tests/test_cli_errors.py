@@ -64,7 +64,11 @@ def test_a_missing_model_through_the_cli_is_one_line(capsys, tmp_path):
 
 def test_eval_reads_its_benchmarks_before_the_model(capsys, tmp_path):
     """A typo in a benchmark name is reported even when the model would fail too."""
-    args = ["benchmarks=[{name: gsm8kk}]", "model.path=/no/such/model", f"output_dir={tmp_path}"]
+    args = [
+        "benchmarks=[{benchmark: gsm8kk}]",
+        "model.path=/no/such/model",
+        f"output_dir={tmp_path}",
+    ]
     assert cli.main(["eval", "--recipe", EVAL_RECIPE, *args]) == 2
     assert "unknown benchmark 'gsm8kk'; did you mean 'gsm8k'?" in capsys.readouterr().err
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cft_rl.cli import STAGES, resolve
 from cft_rl.config import (
     ConfigError,
     GenerationSettings,
@@ -13,7 +14,9 @@ from cft_rl.config import (
     apply_overrides,
     load_config,
     save_resolved,
+    validate,
 )
+from cft_rl.toy.config import ToyBuildConfig
 
 
 class Stage(Section):
@@ -47,7 +50,7 @@ def test_malformed_override_is_an_error(bad):
 
 
 def test_override_with_invalid_yaml_names_the_override():
-    bad = "benchmarks=[{name: toy, limit: 5}] n_samples=4"  # two overrides quoted as one
+    bad = "benchmarks=[{benchmark: toy, limit: 5}] n_samples=4"  # two overrides quoted as one
     with pytest.raises(ConfigError, match=r"override 'benchmarks=.*not valid YAML"):
         apply_overrides({}, [bad])
 
@@ -107,3 +110,51 @@ def test_save_resolved_writes_defaults_and_round_trips(tmp_path):
     assert saved["seed"] == 7
     assert saved["generation"]["backend"] == "hf"
     assert Stage.model_validate(saved) == config
+
+
+def _old_recipe(old_key: str) -> dict:
+    """A recipe mapping that sets `old_key` (dotted, `*` for the first list item)."""
+    data: dict = {}
+    node: dict = data
+    parts = old_key.split(".")
+    for part, after in zip(parts, parts[1:], strict=False):
+        if after == "*":
+            item: dict = {}
+            node[part] = [item]
+            node = item
+        elif part != "*":
+            node = node.setdefault(part, {})
+    node[parts[-1]] = 1
+    return data
+
+
+@pytest.mark.parametrize(
+    ("schema", "old_key", "new_key"),
+    [
+        (schema, old, new)
+        for schema in (
+            resolve(STAGES[name][0]) for name in ("identify", "sft", "grpo", "eval")
+        )
+        for old, new in schema.renamed_keys.items()
+    ]
+    + [(ToyBuildConfig, old, new) for old, new in ToyBuildConfig.renamed_keys.items()],
+)
+def test_a_renamed_key_names_its_new_spelling(schema, old_key, new_key):
+    with pytest.raises(ConfigError) as err:
+        validate(schema, _old_recipe(old_key), "old.yaml")
+    shown_old, shown_new = old_key.replace("*", "0"), new_key.replace("*", "0")
+    assert f"key '{shown_old}' was renamed: it is now '{shown_new}'" in str(err.value)
+
+
+def test_every_renamed_key_is_valid_under_its_new_name():
+    """The table points at keys that exist (a typo in it would send users nowhere)."""
+    schemas = [resolve(STAGES[name][0]) for name in ("identify", "sft", "grpo", "eval")]
+    for schema in [*schemas, ToyBuildConfig]:
+        for new_key in schema.renamed_keys.values():
+            model = schema
+            for part in new_key.split("."):
+                if part == "*":
+                    continue
+                field = model.model_fields[part]
+                annotation = field.annotation
+                model = getattr(annotation, "__args__", [annotation])[0]

@@ -15,7 +15,8 @@ from cft_rl.eval.passk import mean_pass_at_k
 
 RECIPE = str(Path(__file__).resolve().parents[1] / "recipes" / "toy" / "eval.yaml")
 SMALL = [
-    "benchmarks=[{name: toy, limit: 6, template: toy}, {name: toy-hard, limit: 3, template: toy}]",
+    "benchmarks=[{benchmark: toy, limit: 6, template: toy},"
+    " {benchmark: toy-hard, limit: 3, template: toy}]",
     "n_samples=4",
     "generation.batch_size=16",
     "verifier.num_workers=1",

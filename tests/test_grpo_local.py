@@ -50,7 +50,7 @@ def make_config(model_dir: Path, train_file: Path, out: Path, **changes) -> Grpo
         "batch": {"prompts_per_step": 4, "mini_batch_prompts": 2, "micro_batch_size": 3},
         "optim": {"lr": 1e-2},
         "steps": 4,
-        "checkpoint_every": 2,
+        "checkpoint": {"every_steps": 2},
         "monitor": {"enabled": False},
     }
     for dotted, value in changes.items():
@@ -99,7 +99,7 @@ def test_prompt_schedule_is_a_function_of_seed_and_step():
 
 def test_a_step_learns_from_the_reward_and_logs_metrics(model_dir, train_file, tmp_path):
     config = make_config(
-        model_dir, train_file, tmp_path / "run", steps=6, checkpoint_every=0, optim__lr=3e-2
+        model_dir, train_file, tmp_path / "run", steps=6, checkpoint__every_steps=0, optim__lr=3e-2
     )
     run_local(config, scorer=digit_share)
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
@@ -239,7 +239,7 @@ def test_monitor_stop_ends_the_run_with_a_checkpoint(model_dir, train_file, tmp_
         train_file,
         out,
         steps=4,
-        checkpoint_every=0,
+        checkpoint__every_steps=0,
         monitor={"floor": 100.0, "max_relative_drop": None, "action": "stop"},
     )
     run_local(config, scorer=digit_share)

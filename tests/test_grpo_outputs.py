@@ -69,7 +69,7 @@ def grpo_args(model_dir: Path, train_file: Path, out: Path, *extra: str) -> list
         "batch.prompts_per_step=2",
         "batch.micro_batch_size=4",
         "steps=2",
-        "checkpoint_every=1",
+        "checkpoint.every_steps=1",
         "verifier.num_workers=1",
         *extra,
     ]

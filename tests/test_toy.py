@@ -255,10 +255,10 @@ def test_interrupted_build_resumes_to_the_same_model(tmp_path, monkeypatch):
     # Killed during step 4, after the checkpoint at step 2.
     monkeypatch.setattr(build_module, "solution_loss", _interrupted_at_step(4))
     # The CLI turns Ctrl-C into exit status 130 with a "rerun to resume" line.
-    assert _build(tmp_path / "resumed", "train.steps=4", "train.checkpoint_every=2") == 130
+    assert _build(tmp_path / "resumed", "train.steps=4", "checkpoint.every_steps=2") == 130
     monkeypatch.undo()
     assert (tmp_path / "resumed" / build_module.STATE_FILE).is_file()
-    assert _build(tmp_path / "resumed", "train.steps=4", "train.checkpoint_every=2") == 0
+    assert _build(tmp_path / "resumed", "train.steps=4", "checkpoint.every_steps=2") == 0
 
     report = json.loads((tmp_path / "resumed" / "build.json").read_text())
     assert report["resumed_at_step"] == 2
@@ -276,9 +276,9 @@ def test_interrupted_build_resumes_to_the_same_model(tmp_path, monkeypatch):
 
 def test_resume_refuses_a_changed_config(tmp_path, monkeypatch):
     monkeypatch.setattr(build_module, "solution_loss", _interrupted_at_step(2))
-    assert _build(tmp_path, "train.steps=4", "train.checkpoint_every=1") == 130
+    assert _build(tmp_path, "train.steps=4", "checkpoint.every_steps=1") == 130
     monkeypatch.undo()
-    assert _build(tmp_path, "train.steps=4", "train.checkpoint_every=1", "train.lr=0.01") == 2
+    assert _build(tmp_path, "train.steps=4", "checkpoint.every_steps=1", "train.lr=0.01") == 2
 
 
 def _interrupted_at_step(step: int):

@@ -5,25 +5,23 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from cft_rl.config import CpuThreads, GenerationSettings, ModelSpec, Section, VerifierSettings
+from cft_rl.data.source import DataSource
 
 # written into output_dir by `cft-rl eval`, read by `cft-rl report passk`
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 
 
-class BenchmarkSpec(Section):
-    """One benchmark: a registry name (see cft_rl.data.BENCHMARKS), where to read it,
-    how many problems, and the prompt template ("toy": bare question, "boxed": ask for
-    \\boxed{})."""
+class BenchmarkSpec(DataSource):
+    """One benchmark (see DataSource); evaluation prompts ask for \\boxed{} by default."""
 
-    name: str
-    path: str | None = None
-    limit: int | None = Field(default=None, ge=1)
     template: str = "boxed"
 
 
 class EvalConfig(Section):
     """Greedy accuracy, and pass@k from `n_samples` samples per problem, on each benchmark."""
+
+    renamed_keys = {"benchmarks.*.name": "benchmarks.*.benchmark"}
 
     model: ModelSpec = ModelSpec()
     generation: GenerationSettings = GenerationSettings()
@@ -44,7 +42,7 @@ class EvalConfig(Section):
         bad = [k for k in self.ks if not 1 <= k <= self.n_samples]
         if bad:
             raise ValueError(f"ks: each k must be in 1..n_samples={self.n_samples}, got {bad}")
-        names = [b.name for b in self.benchmarks]
+        names = [b.benchmark for b in self.benchmarks]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(f"benchmarks: each name may appear once, repeated: {repeated}")

@@ -27,7 +27,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from cft_rl.data import DataError, Example, load_benchmark
+from cft_rl.data import DataError, Example
 from cft_rl.data.prompts import format_prompt
 from cft_rl.errors import UserError
 from cft_rl.eval.config import SUMMARY_JSON, SUMMARY_MD, BenchmarkSpec, EvalConfig
@@ -47,9 +47,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     if config.cpu_threads is not None:
         torch.set_num_threads(config.cpu_threads)
     # Every benchmark is read first: a bad name or file fails before the model loads.
-    benchmarks = [
-        (spec, load_benchmark(spec.name, spec.path, spec.limit)) for spec in config.benchmarks
-    ]
+    benchmarks = [(spec, spec.load()) for spec in config.benchmarks]
     for spec, examples in benchmarks:
         _check_unique_ids(spec, examples)
     backend = make_backend(config.model, config.generation)
@@ -62,7 +60,9 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
             evaluator = _BenchmarkEval(config, spec, backend, verifier)
             log = evaluator.open_log(out / "generations")
             task = progress.add_task(
-                spec.name, total=len(examples), completed=evaluator.problems_done(examples, log)
+                spec.benchmark,
+                total=len(examples),
+                completed=evaluator.problems_done(examples, log),
             )
             results.append(
                 evaluator.run(examples, log, lambda done, task=task: progress.advance(task, done))
@@ -106,7 +106,7 @@ class _BenchmarkEval:
         )
 
     def open_log(self, folder: Path) -> GenerationLog:
-        return GenerationLog(folder / f"{self.spec.name}.jsonl", self._log_settings()).open()
+        return GenerationLog(folder / f"{self.spec.benchmark}.jsonl", self._log_settings()).open()
 
     def problems_done(self, examples: list[Example], log: GenerationLog) -> float:
         """Problems' worth of generations already in the log (a sample is 1/(n+1) of one)."""
@@ -174,7 +174,7 @@ class _BenchmarkEval:
         return {
             "model": resolve_model_path(config.model.path),
             "dtype": config.model.dtype,
-            "benchmark": self.spec.name,
+            "benchmark": self.spec.benchmark,
             "path": self.spec.path,
             "template": self.spec.template,
             "max_new_tokens": config.generation.max_new_tokens,
@@ -191,7 +191,7 @@ class _BenchmarkEval:
             sum(log.records[(e.id, s)]["correct"] for s in range(n)) for e in examples
         ]
         return {
-            "benchmark": self.spec.name,
+            "benchmark": self.spec.benchmark,
             "problems": len(examples),
             "greedy_accuracy": sum(r["correct"] for r in greedy) / len(greedy),
             "pass_at_k": {
@@ -233,7 +233,7 @@ def _check_unique_ids(spec: BenchmarkSpec, examples: list[Example]) -> None:
     counts = Counter(e.id for e in examples)
     repeated = [problem_id for problem_id, count in counts.items() if count > 1]
     if repeated:
-        raise DataError(f"benchmark '{spec.name}': problem ids repeat: {repeated[:5]}")
+        raise DataError(f"benchmark '{spec.benchmark}': problem ids repeat: {repeated[:5]}")
 
 
 def _check_same_references(examples: list[Example], log: GenerationLog, samples: list) -> None:

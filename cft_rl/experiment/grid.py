@@ -292,7 +292,10 @@ def _benchmarks(cell: Cell) -> list[tuple[str, str]]:
     recipe = cell.recipe
     found = []
     if cell.stage == "eval":
-        found += [(f"benchmarks[{i}].name", b["name"]) for i, b in enumerate(recipe["benchmarks"])]
+        found += [
+            (f"benchmarks[{i}].benchmark", b["benchmark"])
+            for i, b in enumerate(recipe["benchmarks"])
+        ]
     for section in ("data", "validation"):
         name = (recipe.get(section) or {}).get("benchmark")
         if name is not None:

@@ -10,24 +10,28 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cft_rl.config import CpuThreads, ModelSpec, Section, VerifierSettings
+from cft_rl.config import (
+    CheckpointSettings,
+    CpuThreads,
+    ModelSpec,
+    OptimSettings,
+    Section,
+    VerifierSettings,
+)
+from cft_rl.data.source import DataSource
 from cft_rl.grpo.algos import KL_PENALTY_NAMES, LOSS_AGG_MODES
 from cft_rl.grpo.entropy_monitor import EntropyMonitorSettings
 
 LossAggMode = Literal[tuple(LOSS_AGG_MODES)]  # type: ignore[valid-type]
 
 
-class GrpoData(Section):
+class GrpoData(DataSource):
     """The training questions: "toy-train" draws them from the toy world's *training* split
-    (the questions `cft-rl identify` answers; never the held-out eval problems); any other
-    name is a cft_rl.data benchmark read from `path` (point it at the training file)."""
+    (the questions `cft-rl identify` answers; never the held-out eval problems), exactly
+    `limit` of them (default 500); any other name is a cft_rl.data benchmark read from
+    `path` (point it at the training file)."""
 
     benchmark: str = "toy-train"
-    path: str | None = None
-    # Number of training questions (toy-train: exactly this many, default 500).
-    limit: int | None = Field(default=None, ge=1)
-    # Prompt template of cft_rl.data.prompts ("toy": bare question, "boxed": ask for \boxed{}).
-    template: str = "toy"
     # Prompts longer than this many tokens are an error (verl: data.max_prompt_length).
     max_prompt_tokens: int = Field(default=512, ge=1)
 
@@ -79,16 +83,6 @@ class KLSettings(Section):
         return self
 
 
-class GrpoOptimSettings(Section):
-    """AdamW with linear warm-up to a constant learning rate (verl's default schedule)."""
-
-    lr: float = Field(default=1e-6, gt=0)
-    weight_decay: float = Field(default=0.01, ge=0)
-    warmup_steps: int = Field(default=0, ge=0)
-    # Global gradient-norm clip; 0 turns it off.
-    grad_clip: float = Field(default=1.0, ge=0)
-
-
 class BatchSettings(Section):
     """How many prompts a step samples and how the update is cut up."""
 
@@ -130,7 +124,7 @@ class ProbeSettings(Section):
     micro_batch_size: int = Field(default=16, ge=1)
 
 
-class ValidationSettings(Section):
+class GrpoValidationSettings(DataSource):
     """Reward on fixed held-out questions, before the first step and every `every` steps.
 
     The training reward is measured on each step's fresh questions, so it moves with their
@@ -140,9 +134,7 @@ class ValidationSettings(Section):
     """
 
     benchmark: str | None = None
-    path: str | None = None
     limit: int = Field(default=64, ge=1)
-    template: str = "toy"
     # Samples per question, at the rollout temperature, top_p and budget.
     n: int = Field(default=4, ge=1)
     every: int = Field(default=10, ge=1)
@@ -171,6 +163,12 @@ class VerlSettings(Section):
 class GrpoConfig(Section):
     """`cft-rl grpo`: GRPO from a (CFT or SFT) checkpoint, with entropy monitoring."""
 
+    renamed_keys = {
+        "checkpoint_every": "checkpoint.every_steps",
+        "keep_checkpoints": "checkpoint.keep",
+        "optim.grad_clip": "optim.max_grad_norm",
+    }
+
     engine: Literal["local", "verl"] = "local"
     # verl engine: print the command and overrides (and write the parquet), launch nothing.
     dry_run: bool = False
@@ -182,15 +180,14 @@ class GrpoConfig(Section):
     rollout: RolloutSettings = RolloutSettings()
     algorithm: AlgorithmSettings = AlgorithmSettings()
     kl: KLSettings = KLSettings()
-    optim: GrpoOptimSettings = GrpoOptimSettings()
+    # AdamW with linear warm-up to a constant learning rate (verl's default schedule).
+    optim: OptimSettings = OptimSettings(lr=1e-6, weight_decay=0.01)
     batch: BatchSettings = BatchSettings()
     steps: int = Field(default=50, ge=1)
-    # Save a resumable checkpoint every this many steps (and always at the end); 0: end only.
-    checkpoint_every: int = Field(default=10, ge=0)
-    keep_checkpoints: int = Field(default=2, ge=1)
+    checkpoint: CheckpointSettings = CheckpointSettings(every_steps=10)
     monitor: EntropyMonitorSettings = EntropyMonitorSettings()
     probe: ProbeSettings = ProbeSettings()
-    validation: ValidationSettings = ValidationSettings()
+    validation: GrpoValidationSettings = GrpoValidationSettings()
     verifier: VerifierSettings = VerifierSettings()
     cpu_threads: CpuThreads = None  # local engine only
     verl: VerlSettings = VerlSettings()
@@ -200,7 +197,7 @@ class GrpoConfig(Section):
         shapes the trajectory (not where it is written, how long it runs or how often it
         saves, nor speed-only settings, nor the probe and validation, which only measure)."""
         settings = self.model_dump(mode="json")
-        for key in ("output_dir", "steps", "checkpoint_every", "keep_checkpoints", "dry_run"):
+        for key in ("output_dir", "steps", "checkpoint", "dry_run"):
             settings.pop(key)
         for key in ("cpu_threads", "probe", "validation"):
             settings.pop(key)

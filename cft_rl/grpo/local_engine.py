@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 from cft_rl.checkpointing import check_resume_settings, data_fingerprint, latest_checkpoint
-from cft_rl.data import load_benchmark
 from cft_rl.data.prompts import encode_prompts
 from cft_rl.generation import FINISH_LENGTH, SamplingParams
 from cft_rl.generation.hf import HFBackend
@@ -102,7 +101,7 @@ class LocalGrpo:
             torch.set_num_threads(config.cpu_threads)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
-        examples = load_benchmark(config.data.benchmark, config.data.path, config.data.limit)
+        examples = config.data.load()
         self.tokenizer = load_tokenizer(config.model)
         self.pad_id = self.tokenizer.pad_token_id
         self.model = load_causal_lm(config.model)
@@ -154,7 +153,7 @@ class LocalGrpo:
             for event in self.monitor.update(step, record):
                 self.events.append(event.to_record())
                 print(f"entropy monitor: {event.message}", flush=True)
-            due = config.checkpoint_every and step % config.checkpoint_every == 0
+            due = config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0
             if due or step == config.steps or self.monitor.should_stop:
                 self._save(step)
                 last_saved = step
@@ -197,7 +196,7 @@ class LocalGrpo:
             self.optimizer,
             self.scheduler,
             self.resume_settings,
-            self.config.keep_checkpoints,
+            self.config.checkpoint.keep,
         )
 
     def _periodic(self, step: int) -> dict[str, Any]:
@@ -221,7 +220,7 @@ class LocalGrpo:
         spec = self.config.validation
         if spec.benchmark is None:
             return None
-        examples = load_benchmark(spec.benchmark, spec.path, spec.limit)
+        examples = spec.load()
         prompts = encode_prompts(
             self.tokenizer, examples, spec.template, self.config.data.max_prompt_tokens
         )
@@ -434,7 +433,7 @@ class LocalGrpo:
     def _apply_gradients(self) -> float:
         """Clip and step; returns the gradient norm before clipping."""
         params = [p for p in self.model.parameters() if p.grad is not None]
-        max_norm = self.config.optim.grad_clip or math.inf
+        max_norm = self.config.optim.max_grad_norm or math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if math.isfinite(grad_norm):
             self.optimizer.step()

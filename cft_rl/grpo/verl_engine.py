@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cft_rl.checkpointing import check_resume_settings, data_fingerprint
 from cft_rl.config import ConfigError
-from cft_rl.data import DataError, Example, load_benchmark
+from cft_rl.data import DataError, Example
 from cft_rl.data.prompts import TEMPLATES
 from cft_rl.grpo.config import GrpoConfig
 from cft_rl.grpo.entropy_monitor import EntropyMonitor, VerlMetricsReader
@@ -51,7 +51,7 @@ def run_verl(config: GrpoConfig) -> list[str]:
         )
     out_dir = Path(config.output_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    examples = load_benchmark(config.data.benchmark, config.data.path, config.data.limit)
+    examples = config.data.load()
     settings = run_settings(config, examples)
     record = out_dir / RUN_RECORD
     if record.is_file():
@@ -147,7 +147,7 @@ def verl_overrides(config: GrpoConfig, train_path: Path, out_dir: Path) -> list[
         f"{actor}.optim.lr": optim.lr,
         f"{actor}.optim.weight_decay": optim.weight_decay,
         f"{actor}.optim.lr_warmup_steps": optim.warmup_steps,
-        f"{actor}.grad_clip": optim.grad_clip,
+        f"{actor}.grad_clip": optim.max_grad_norm,
         f"{actor}.ppo_mini_batch_size": batch.mini_batch,
         f"{actor}.ppo_micro_batch_size_per_gpu": batch.micro_batch_size,
         f"{actor}.ppo_epochs": algo.ppo_epochs,
@@ -181,8 +181,8 @@ def verl_overrides(config: GrpoConfig, train_path: Path, out_dir: Path) -> list[
         "trainer.n_gpus_per_node": config.verl.n_gpus_per_node,
         "trainer.total_training_steps": config.steps,
         "trainer.total_epochs": math.ceil(config.steps / steps_per_epoch),
-        "trainer.save_freq": config.checkpoint_every or config.steps,
-        "trainer.max_actor_ckpt_to_keep": config.keep_checkpoints,
+        "trainer.save_freq": config.checkpoint.every_steps or config.steps,
+        "trainer.max_actor_ckpt_to_keep": config.checkpoint.keep,
         "trainer.default_local_dir": str(out_dir / "verl_checkpoints"),
         "trainer.resume_mode": "auto",
         "trainer.val_before_train": False,

@@ -6,20 +6,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cft_rl.config import CpuThreads, GenerationSettings, ModelSpec, Section
-
-
-class IdentifyData(Section):
-    """Which questions the model answers (training questions, as in the paper)."""
-
-    # "toy-train" (the toy world's training split) or a name in cft_rl.data.BENCHMARKS,
-    # with `path` naming its training file (e.g. ../shared/benchmarks/gsm8k/train.jsonl).
-    benchmark: str = "toy-train"
-    path: str | None = None
-    # At most this many questions (toy-train: exactly this many; default 500).
-    limit: int | None = Field(default=None, ge=1)
-    # Prompt template of cft_rl.data.prompts ("toy", "boxed").
-    template: str = "toy"
+from cft_rl.config import CpuThreads, GenerationSettings, ModelSpec, Section, VerifierSettings
+from cft_rl.data.source import DataSource
 
 
 class CounterfactualSettings(Section):
@@ -73,16 +61,24 @@ class DecoderSettings(Section):
 class IdentifyConfig(Section):
     """`cft-rl identify`: correct set, then critical tokens by counterfactual perturbation."""
 
+    renamed_keys = {
+        "verifier_workers": "verifier.num_workers",
+        "verifier_timeout_s": "verifier.timeout_s",
+        "decoder.engine": "decoder.kind",
+    }
+
     output_dir: str = "runs/toy-identify"
     seed: int = 0
     model: ModelSpec = ModelSpec()
     generation: GenerationSettings = GenerationSettings()
-    data: IdentifyData = IdentifyData()
+    # Which questions the model answers: training questions, as in the paper ("toy-train",
+    # the toy world's training split, or e.g. gsm8k with path=.../gsm8k/train.jsonl);
+    # toy-train gives exactly `limit` questions (default 500).
+    data: DataSource = DataSource(benchmark="toy-train")
     counterfactual: CounterfactualSettings = CounterfactualSettings()
     decoder: DecoderSettings = DecoderSettings()
     cpu_threads: CpuThreads = None
-    verifier_workers: int = Field(default=2, ge=1)
-    verifier_timeout_s: float = Field(default=5.0, gt=0)
+    verifier: VerifierSettings = VerifierSettings()
     # Split one run into num_shards independent jobs (SLURM array, one per GPU); the last
     # shard to finish merges. merge_only: just merge the finished shards of output_dir.
     shard_index: int = Field(default=0, ge=0)
@@ -104,12 +100,12 @@ class IdentifyConfig(Section):
         for key in (
             "output_dir",
             "cpu_threads",
-            "verifier_workers",
             "shard_index",
             "num_shards",
             "merge_only",
         ):
             settings.pop(key)
+        settings["verifier"].pop("num_workers")
         settings["generation"].pop("gpu_memory_utilization")
         settings["decoder"].pop("max_batch_rows")
         settings["decoder"].pop("near_tie_margin")

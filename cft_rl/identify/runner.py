@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cft_rl.data import Example, load_benchmark
+from cft_rl.data import Example
 from cft_rl.errors import UserError
 from cft_rl.generation import GenerationBackend, SamplingParams
 from cft_rl.identify.config import IdentifyConfig
@@ -80,7 +80,8 @@ class Workbench:
             from reward import Verifier
 
             self.verifier = Verifier(
-                num_workers=self.config.verifier_workers, timeout_s=self.config.verifier_timeout_s
+                num_workers=self.config.verifier.num_workers,
+                timeout_s=self.config.verifier.timeout_s,
             )
             self._owned.append(self.verifier)
         return self.verifier
@@ -108,7 +109,7 @@ def run_identify(config: IdentifyConfig, workbench: Workbench | None = None) -> 
         torch.set_num_threads(config.cpu_threads)
     if not config.merge_only:
         check_settings(out_dir, config.result_settings())
-        examples = load_benchmark(config.data.benchmark, config.data.path, config.data.limit)
+        examples = config.data.load()
         files = ShardFiles(out_dir, config.shard_index, config.num_shards)
         workbench = workbench or Workbench(config)
         try:

@@ -191,7 +191,7 @@ def _group_key(path: Path) -> str:
     if not config_path.is_file():
         return str(path.resolve())
     config = yaml.safe_load(config_path.read_text()) or {}
-    for key in ("seed", "output_dir", "steps", "checkpoint_every", "dry_run"):
+    for key in ("seed", "output_dir", "steps", "checkpoint", "dry_run"):
         config.pop(key, None)
     return json.dumps(config, sort_keys=True)
 

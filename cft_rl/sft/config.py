@@ -6,14 +6,22 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cft_rl.config import ModelSpec, Section, VerifierSettings
+from cft_rl.config import (
+    CheckpointSettings,
+    CpuThreads,
+    ModelSpec,
+    OptimSettings,
+    Section,
+    VerifierSettings,
+)
+from cft_rl.data.source import DataSource
 from cft_rl.sft.losses import LossConfig
 
 # Written by `cft-rl sft` next to OUT/hf_model: which checkpoint it is, its validation result.
 EXPORT_INFO = "export.json"
 
 
-class SftData(Section):
+class SftData(DataSource):
     """What is trained on."""
 
     # identify: the dataset of `cft-rl identify` (self-generated, verified answers with
@@ -22,10 +30,7 @@ class SftData(Section):
     #   whose files carry solutions, e.g. gsm8k with path=.../gsm8k/train.jsonl), templated
     #   with `template`; no masks, so only losses that need none (sft, dft, numbers_only).
     format: Literal["identify", "examples"] = "identify"
-    path: str | None = None
     benchmark: str | None = None
-    template: str = "toy"
-    limit: int | None = Field(default=None, ge=1)
     # Responses that do not end with an end-of-sequence token get one (supervised, never
     # critical), so that a model trained on them learns to stop.
     append_eos: bool = True
@@ -35,11 +40,9 @@ class SftData(Section):
     drop_unsupervised: bool = True
 
 
-class SftOptimSettings(Section):
+class SftOptimSettings(OptimSettings):
     """AdamW with linear warm-up, then a constant, linear or cosine schedule."""
 
-    lr: float = Field(default=1e-5, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(default=1e-8, gt=0)
     # Steps of linear warm-up from 0; `warmup_ratio` (of all steps) is used when this is null.
@@ -48,8 +51,6 @@ class SftOptimSettings(Section):
     schedule: Literal["constant", "linear", "cosine"] = "cosine"
     # The decaying schedules end at lr * min_lr_ratio.
     min_lr_ratio: float = Field(default=0.0, ge=0, le=1)
-    # Gradient-norm clipping (DeepSpeed `gradient_clipping`); 0 disables it.
-    max_grad_norm: float = Field(default=1.0, ge=0)
     # DeepSpeed "torch_adam": torch's AdamW instead of DeepSpeed's fused or CPU Adam, which
     # compile C++/CUDA extensions on first use.
     torch_adam: bool = True
@@ -80,33 +81,27 @@ class LoraSettings(Section):
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
-class CheckpointSettings(Section):
-    """Resumable DeepSpeed checkpoints and Hugging Face exports in output_dir."""
+class SftCheckpointSettings(CheckpointSettings):
+    """Resumable DeepSpeed checkpoints and Hugging Face exports in output_dir. Each kept
+    checkpoint holds both; with export: best, the best-validation one is kept as well."""
 
-    # Every this many optimizer steps, and at the end; 0: only at the end.
-    every_steps: int = Field(default=0, ge=0)
-    # Newest checkpoints kept (each holds a DeepSpeed checkpoint and an HF export); with
-    # export: best, the best-validation checkpoint is kept as well.
-    keep: int = Field(default=2, ge=1)
     # What OUT/hf_model holds at the end: the last checkpoint, or the one with the highest
     # validation greedy accuracy (earliest on ties; needs `validation`).
     export: Literal["last", "best"] = "last"
 
 
-class ValidationSettings(Section):
+class SftValidationSettings(DataSource):
     """Greedy accuracy (and the loss of reference solutions, where the questions have them)
     on held-out questions, before training and at every checkpoint (checkpoint.every_steps
     and the end). For choosing a learning rate or a checkpoint without looking at test sets.
     `benchmark`: a cft_rl.data benchmark, e.g. "toy-val"; null turns validation off."""
 
     benchmark: str | None = None
-    path: str | None = None
     limit: int | None = Field(default=200, ge=1)
     # Prompt template; null: the training data's (data.template).
     template: str | None = None
     max_new_tokens: int = Field(default=256, ge=1)
     batch_size: int = Field(default=64, ge=1)
-    verifier: VerifierSettings = VerifierSettings()
 
 
 class WandbSettings(Section):
@@ -127,6 +122,8 @@ class LoggingSettings(Section):
 class SftConfig(Section):
     """`cft-rl sft`: CFT (or a baseline loss) with DeepSpeed."""
 
+    renamed_keys = {"validation.verifier": "verifier"}
+
     output_dir: str = "runs/toy-cft"
     seed: int = 0
     model: ModelSpec = ModelSpec()
@@ -137,9 +134,12 @@ class SftConfig(Section):
     optim: SftOptimSettings = SftOptimSettings()
     train: TrainSettings = TrainSettings()
     lora: LoraSettings = LoraSettings()
-    checkpoint: CheckpointSettings = CheckpointSettings()
-    validation: ValidationSettings = ValidationSettings()
+    checkpoint: SftCheckpointSettings = SftCheckpointSettings()
+    validation: SftValidationSettings = SftValidationSettings()
+    # The verifier of the validation answers.
+    verifier: VerifierSettings = VerifierSettings()
     logging: LoggingSettings = LoggingSettings()
+    cpu_threads: CpuThreads = None
 
     @model_validator(mode="after")
     def _data_source_given(self) -> SftConfig:

@@ -102,10 +102,9 @@ def read_identify_dataset(path: str) -> tuple[str, list[TokenizedExample]]:
 
 def templated_examples(data: SftData, tokenizer) -> tuple[str, list[TokenizedExample]]:
     """Questions through the prompt template, their worked solutions as responses."""
-    from cft_rl.data import load_benchmark
     from cft_rl.data.prompts import format_prompt
 
-    examples = load_benchmark(data.benchmark, data.path, data.limit)
+    examples = data.load()
     source = data.path or data.benchmark
     tokenized = []
     for example in examples:

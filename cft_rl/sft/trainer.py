@@ -45,7 +45,7 @@ from reward import Verifier
 RUN_INFO = "run_info.json"
 # Sections a resumed run may change: they do not change what is trained (validation does
 # when it chooses the export: see _resume_settings).
-RESUMABLE_CHANGES = ("output_dir", "logging", "checkpoint", "validation")
+RESUMABLE_CHANGES = ("output_dir", "logging", "checkpoint", "validation", "verifier", "cpu_threads")
 
 
 def run_sft(config: SftConfig) -> Path:
@@ -53,6 +53,8 @@ def run_sft(config: SftConfig) -> Path:
     from cft_rl.modeling import load_tokenizer
 
     _quiet_libraries()
+    if config.cpu_threads is not None:
+        torch.set_num_threads(config.cpu_threads)
     # data errors surface before the (slow, on first use) distributed start-up
     tokenizer = load_tokenizer(config.model)
     training = build_training_set(config, tokenizer)
@@ -154,7 +156,7 @@ def _validation(
             torch.distributed.barrier()
 
         return wait
-    spec = config.validation.verifier
+    spec = config.verifier
     verifier = stack.enter_context(Verifier(spec.num_workers, spec.timeout_s))
     log = StepLog(Path(config.output_dir) / VALIDATION)
     log.rewind(start)
@@ -274,6 +276,7 @@ def _resume_settings(config: SftConfig, world_size: int, training: TrainingSet) 
     settings = config.model_dump(mode="json", exclude=set(RESUMABLE_CHANGES))
     if config.checkpoint.export == "best":  # scores of different validations do not compare
         settings["validation"] = config.validation.model_dump(mode="json")
+        settings["verifier"] = config.verifier.model_dump(mode="json")
     # Only what was read: derived fields (a reference model's log-probs) are recomputed on
     # resume and may differ in the last bits on other hardware.
     derived = set(DERIVED_FIELDS.values())

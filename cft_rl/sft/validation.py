@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from cft_rl.data import load_benchmark
 from cft_rl.data.prompts import encode_prompts
 from cft_rl.errors import UserError
 from cft_rl.generation import SamplingParams
@@ -37,7 +36,7 @@ class ValidationSet:
 
     def __init__(self, config: SftConfig, tokenizer) -> None:
         spec = config.validation
-        examples = load_benchmark(spec.benchmark, spec.path, spec.limit)
+        examples = spec.load()
         if not examples:
             raise UserError(f"validation.benchmark '{spec.benchmark}' has no questions")
         self.spec = spec

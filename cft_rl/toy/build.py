@@ -30,7 +30,7 @@ STATE_FILE = "train_state.pt"
 
 def build_toy_model(config: ToyBuildConfig) -> dict:
     """Train and save the toy model; returns what build.json records."""
-    torch.set_num_threads(config.train.threads)
+    torch.set_num_threads(config.cpu_threads)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     started, cpu_started = time.time(), time.process_time()
@@ -65,7 +65,7 @@ def build_toy_model(config: ToyBuildConfig) -> dict:
         "params": sum(p.numel() for p in model.parameters()),
         "steps": config.train.steps,
         "problems_seen": config.train.steps * config.train.batch_size,
-        "threads": config.train.threads,
+        "threads": config.cpu_threads,
         "train_wall_s": round(time.time() - started, 1),
         "train_cpu_s": round(time.process_time() - cpu_started, 1),
         "resumed_at_step": first_step,
@@ -108,7 +108,7 @@ def _train(config, model, optimizer, tokenizer, out: Path, first_step: int) -> N
             group["lr"] = lr
         loss = solution_loss(model, next(batches))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         window_loss.append(loss.item())
@@ -131,7 +131,7 @@ def _train(config, model, optimizer, tokenizer, out: Path, first_step: int) -> N
                 flush=True,
             )
             window_loss, window_start = [], time.time()
-        if done % settings.checkpoint_every == 0 and done < settings.steps:
+        if done % config.checkpoint.every_steps == 0 and done < settings.steps:
             _save_state(out, config, model, optimizer, done)
     metrics.close()
 

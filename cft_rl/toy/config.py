@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from cft_rl.config import Section
+from cft_rl.config import CpuThreads, Section
 from cft_rl.modeling import TOY_MODEL_DIR
 
 # vLLM's CPU build refuses smaller attention heads.
@@ -45,12 +45,13 @@ class TrainSettings(Section):
     # Linear warm-up steps, then cosine decay to 10% of lr.
     warmup_steps: int = Field(50, ge=0)
     weight_decay: float = Field(0.1, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    # CPU threads for torch (the build is meant for 2 cores).
-    threads: int = Field(2, ge=1)
+    max_grad_norm: float = Field(1.0, gt=0)
     log_every: int = Field(25, ge=1)
+
+
+class BuildCheckpointSettings(Section):
     # Steps between resumable checkpoints (train_state.pt in output_dir, removed at the end).
-    checkpoint_every: int = Field(200, ge=1)
+    every_steps: int = Field(200, ge=1)
 
 
 class BuildEvalSettings(Section):
@@ -59,10 +60,19 @@ class BuildEvalSettings(Section):
 
 
 class ToyBuildConfig(Section):
+    renamed_keys = {
+        "train.grad_clip": "train.max_grad_norm",
+        "train.threads": "cpu_threads",
+        "train.checkpoint_every": "checkpoint.every_steps",
+    }
+
     # Default: the model directory shipped inside the package.
     output_dir: str = str(TOY_MODEL_DIR)
     seed: int = 0
     tokenizer: TokenizerSettings = TokenizerSettings()
     model: ModelSettings = ModelSettings()
     train: TrainSettings = TrainSettings()
+    checkpoint: BuildCheckpointSettings = BuildCheckpointSettings()
+    # CPU threads for torch (the build is meant for 2 cores).
+    cpu_threads: CpuThreads = 2
     eval: BuildEvalSettings = BuildEvalSettings()
