@@ -26,7 +26,6 @@ import torch
 from cft_rl.errors import UserError
 
 CHECKPOINTS = "checkpoints"
-HF_EXPORT = "hf_model"
 MARKER = "trainer_state.json"
 _PREFIX = "step_"
 _TMP_PREFIX = ".tmp-"

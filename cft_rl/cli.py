@@ -1,14 +1,12 @@
 """`cft-rl`: the command line. Subcommands only; the work lives in the stage modules.
 
-Recipe-driven stages take `--recipe PATH` and dotted `key=value` overrides. Each
-is registered below as (schema, runner) import paths, imported only when used so
-that `cft-rl --help` stays fast.
+Recipe-driven stages take `--recipe PATH` and dotted `key=value` overrides. The commands,
+their schemas and runners are listed in cft_rl.commands.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import re
 import sys
@@ -16,65 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cft_rl.commands import REPORTS, STAGES, TOY_COMMANDS, resolve
 from cft_rl.config import ConfigError, load_config, save_resolved
 from cft_rl.errors import UserError
 
 # The first line of every shipped recipe: "# cft-rl <command> --recipe <its path>".
 RECIPE_HEADER = re.compile(r"^# cft-rl (toy \w+|\w+) --recipe (\S+)")
-
-# stage name -> ("module:SchemaClass", "module:run_function", help text)
-STAGES: dict[str, tuple[str, str, str]] = {
-    "identify": (
-        "cft_rl.identify.config:IdentifyConfig",
-        "cft_rl.identify.runner:run_identify",
-        "correct set + critical tokens by counterfactual perturbation",
-    ),
-    "sft": (
-        "cft_rl.sft.config:SftConfig",
-        "cft_rl.sft.trainer:run_sft",
-        "CFT (or an SFT/DFT/... baseline) with DeepSpeed, resumable",
-    ),
-    "eval": (
-        "cft_rl.eval.config:EvalConfig",
-        "cft_rl.eval.runner:run_eval",
-        "greedy accuracy and pass@k on benchmarks",
-    ),
-    "grpo": (
-        "cft_rl.grpo.config:GrpoConfig",
-        "cft_rl.grpo.runner:run_grpo",
-        "GRPO from a checkpoint (local engine or verl), entropy monitored",
-    ),
-    "experiment": (
-        "cft_rl.experiment.config:ExperimentConfig",
-        "cft_rl.experiment.runner:run_experiment",
-        "a grid of the stages above: methods x learning rates x seeds, GRPO, eval, report",
-    ),
-}
-
-# report kind -> ("module:function", help text); each takes a list of run directories.
-REPORTS: dict[str, tuple[str, str]] = {
-    "tokens": (
-        "cft_rl.report.tokens:report_tokens",
-        "critical-token statistics and highlighted responses of an identify run",
-    ),
-    "passk": ("cft_rl.report.passk:report_passk", "pass@k curves of several eval runs"),
-    "entropy": ("cft_rl.report.entropy:report_entropy", "entropy and reward curves of GRPO runs"),
-    "compare": ("cft_rl.report.compare:report_compare", "statistics and plots of an experiment"),
-}
-
-TOY_COMMANDS: dict[str, tuple[str, str, str]] = {
-    "build": (
-        "cft_rl.toy.config:ToyBuildConfig",
-        "cft_rl.toy.build:build_toy_model",
-        "train the embedded toy tokenizer and model from scratch",
-    ),
-}
-
-
-def resolve(target: str) -> Any:
-    """The object a "module:name" path names, imported when asked for."""
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def _add_recipe_args(parser: argparse.ArgumentParser) -> None:

@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection
 from typing import Literal
 
 from reward.extract import extract_final_answer
+from reward.grading import grade
 
 Reason = Literal["correct", "wrong", "no_answer", "timeout", "error"]
 REASONS: tuple[Reason, ...] = ("correct", "wrong", "no_answer", "timeout", "error")
@@ -216,7 +217,6 @@ def _warm_up() -> None:
     # grade() turns math-verify's own (SIGALRM) timeouts off and math-verify warns about it;
     # the worker processes' hard deadline is the guard instead.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    from reward.grading import grade
 
     for predicted, reference in _WARM_UP_PAIRS:
         grade(predicted, reference)
@@ -235,7 +235,6 @@ def _serve(conn: Connection) -> None:
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
-    from reward.grading import grade  # imported and warmed up by the parent before the fork
 
     conn.send(_READY)
     while True:

@@ -9,7 +9,7 @@ from pathlib import Path
 from tiny_lm import char_tokenizer, save_tiny_model
 
 from cft_rl.identify.dataset import write_dataset
-from cft_rl.identify.store import DATASET_NAME
+from cft_rl.outputs import IDENTIFY_DATASET
 from cft_rl.sft.config import SftConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def arithmetic_records(count: int, seed: int = 0) -> list[dict]:
 def write_identify_dataset(directory: Path, count: int = 16, records=None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     rows = arithmetic_records(count) if records is None else records
-    return write_dataset(rows, directory / DATASET_NAME, {"test": True})
+    return write_dataset(rows, directory / IDENTIFY_DATASET, {"test": True})
 
 
 def tiny_setup(tmp_path: Path, count: int = 16) -> tuple[Path, Path]:

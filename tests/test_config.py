@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cft_rl.cli import STAGES, resolve
+from cft_rl.commands import STAGES, resolve
 from cft_rl.config import (
     ConfigError,
     GenerationSettings,
@@ -132,9 +132,7 @@ def _old_recipe(old_key: str) -> dict:
     ("schema", "old_key", "new_key"),
     [
         (schema, old, new)
-        for schema in (
-            resolve(STAGES[name][0]) for name in ("identify", "sft", "grpo", "eval")
-        )
+        for schema in (resolve(STAGES[name][0]) for name in ("identify", "sft", "grpo", "eval"))
         for old, new in schema.renamed_keys.items()
     ]
     + [(ToyBuildConfig, old, new) for old, new in ToyBuildConfig.renamed_keys.items()],

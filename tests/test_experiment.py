@@ -18,8 +18,8 @@ from cft_rl.config import ConfigError, load_config
 from cft_rl.errors import UserError
 from cft_rl.experiment.config import ExperimentConfig
 from cft_rl.experiment.grid import Grid, lr_label
-from cft_rl.experiment.layout import CELL_DONE
 from cft_rl.experiment.runner import CELL_LOG, Markers, run_experiment, write_cell_recipe
+from cft_rl.outputs import CELL_DONE
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "recipes/toy/experiment-smoke.yaml"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cft_rl.cli import RECIPE_HEADER, STAGES, TOY_COMMANDS, resolve
+from cft_rl.cli import RECIPE_HEADER
+from cft_rl.commands import STAGES, TOY_COMMANDS, resolve
 from cft_rl.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,8 +14,9 @@ from cft_rl.config import ConfigError, ModelSpec
 from cft_rl.errors import UserError
 from cft_rl.modeling import load_tokenizer
 from cft_rl.sft.config import SftOptimSettings
-from cft_rl.sft.data import TokenizedExample, build_training_set, collate, with_eos
+from cft_rl.sft.data import TokenizedExample, build_training_set, with_eos
 from cft_rl.sft.distributed import LrSchedule, deepspeed_config
+from cft_rl.sft.fields import collate
 from cft_rl.sft.losses import LOSSES
 from cft_rl.sft.plan import StepPlan
 from cft_rl.sft.reference import reference_logprobs

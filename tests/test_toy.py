@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from cft_rl.data.registry import toy_examples
-from cft_rl.toy import build as build_module
-from cft_rl.toy.problems import (
+from cft_rl.data.toy_problems import (
     DIFFICULTIES,
     eval_problems,
     generate_problems,
     split_of,
     training_problems,
 )
+from cft_rl.toy import build as build_module
 from cft_rl.toy.tokenizer import END, train_tokenizer
 from cft_rl.toy.train import collate, prompt_text, tokenize_problems
 
@@ -300,7 +300,7 @@ def test_head_dim_below_32_is_refused(tmp_path, capsys):
 
 
 def test_every_difficulty_has_test_validation_and_training_sets_apart():
-    from cft_rl.toy.problems import VALIDATION_DISJOINT_FROM, toy_problems
+    from cft_rl.data.toy_problems import VALIDATION_DISJOINT_FROM, toy_problems
 
     for name in DIFFICULTIES:
         test = eval_problems(name, VALIDATION_DISJOINT_FROM)

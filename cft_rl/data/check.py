@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cft_rl.data.example import Example
 from cft_rl.data.registry import BENCHMARKS, FileBenchmark, default_root, load_benchmark
+from reward import Verifier
 
 _PROSE = re.compile(r"(?:\b[A-Za-z]{2,}\b[ ,;:.]+){3}")
 
@@ -53,8 +54,6 @@ def score_references(
     examples: dict[str, list[Example]], workers: int, timeout_s: float
 ) -> tuple[dict[str, dict[str, int]], list[Failure], float]:
     """Per-benchmark reason counts, the failures, and the seconds the verifier took."""
-    from reward import Verifier
-
     items = [(name, e) for name, exs in examples.items() for e in exs]
     start = time.perf_counter()
     with Verifier(num_workers=workers, timeout_s=timeout_s, fast_path=False) as verifier:

@@ -28,7 +28,7 @@ from cft_rl.data.readers import (
     unchanged,
 )
 from cft_rl.data.records import SUFFIXES, Record, read_records, records_from_rows
-from cft_rl.toy.problems import toy_benchmark_names, toy_problems
+from cft_rl.data.toy_problems import toy_benchmark_names, toy_problems
 
 ROOT_ENV = "CFT_RL_BENCHMARK_ROOT"
 HUB_PREFIX = "hub:"
@@ -103,7 +103,7 @@ class FileBenchmark:
 class ToyBenchmark:
     """Problems of the embedded toy world, generated on demand (seeded): held-out test
     problems ("toy", "toy-hard", "toy-long"), held-out validation problems ("toy-val", ...)
-    and training-split problems ("toy-train", ...); see cft_rl.toy.problems."""
+    and training-split problems ("toy-train", ...); see cft_rl.data.toy_problems."""
 
     name: str
 

@@ -8,8 +8,6 @@ from cft_rl.config import CpuThreads, GenerationSettings, ModelSpec, Section, Ve
 from cft_rl.data.source import DataSource
 
 # written into output_dir by `cft-rl eval`, read by `cft-rl report passk`
-SUMMARY_JSON = "summary.json"
-SUMMARY_MD = "summary.md"
 
 
 class BenchmarkSpec(DataSource):

@@ -30,12 +30,13 @@ from rich.text import Text
 from cft_rl.data import DataError, Example
 from cft_rl.data.prompts import format_prompt
 from cft_rl.errors import UserError
-from cft_rl.eval.config import SUMMARY_JSON, SUMMARY_MD, BenchmarkSpec, EvalConfig
+from cft_rl.eval.config import BenchmarkSpec, EvalConfig
 from cft_rl.eval.log import GREEDY, GenerationLog
 from cft_rl.eval.passk import mean_pass_at_k
 from cft_rl.files import write_text_atomic
 from cft_rl.generation import GenerationBackend, SamplingParams, make_backend
 from cft_rl.modeling import resolve_model_path
+from cft_rl.outputs import EVAL_SUMMARY_JSON, EVAL_SUMMARY_MD
 from reward import Verifier
 
 
@@ -75,11 +76,13 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         "ks": config.pass_ks(),
         "benchmarks": results,
     }
-    write_text_atomic(out / SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / EVAL_SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
     table = markdown_table(summary)
-    (out / SUMMARY_MD).write_text(table)
+    (out / EVAL_SUMMARY_MD).write_text(table)
     console.print(table)
-    console.print(f"wrote {out / SUMMARY_JSON}, {out / SUMMARY_MD} and {out / 'generations'}/")
+    console.print(
+        f"wrote {out / EVAL_SUMMARY_JSON}, {out / EVAL_SUMMARY_MD} and {out / 'generations'}/"
+    )
     return summary
 
 

@@ -27,14 +27,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cft_rl.checkpointing import HF_EXPORT
-from cft_rl.cli import STAGES, resolve
+from cft_rl.commands import STAGES, resolve
 from cft_rl.config import ConfigError, apply_mapping, read_recipe, validate
 from cft_rl.data import BENCHMARKS
 from cft_rl.errors import UserError
 from cft_rl.experiment.config import ExperimentConfig, Method
-from cft_rl.identify.store import DATASET_NAME as IDENTIFY_DATASET
-from cft_rl.sft.config import EXPORT_INFO
+from cft_rl.outputs import EXPORT_INFO, HF_EXPORT, IDENTIFY_DATASET
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ from cft_rl.config import save_resolved
 from cft_rl.errors import UserError
 from cft_rl.experiment.config import ExperimentConfig
 from cft_rl.experiment.grid import Cell, Grid
-from cft_rl.experiment.layout import CELL_DONE, PLAN
 from cft_rl.files import write_text_atomic
+from cft_rl.outputs import CELL_DONE, EXPERIMENT_PLAN
 from cft_rl.report.compare import report_compare
 
 CELL_RECIPE = "recipe.yaml"
@@ -408,7 +408,7 @@ def _write_plan(grid: Grid, cells: list[Cell]) -> None:
         "grpo": [{**cell.info, "dir": cell.name} for cell in cells if cell.stage == "grpo"],
         "evals": [{**cell.info, "dir": cell.name} for cell in cells if cell.stage == "eval"],
     }
-    write_text_atomic(grid.out / PLAN, json.dumps(plan, indent=1))
+    write_text_atomic(grid.out / EXPERIMENT_PLAN, json.dumps(plan, indent=1))
 
 
 def _relative(path: Path, out: Path) -> str:

@@ -11,6 +11,7 @@ params.n completions. vllm is imported only when the `vllm` backend is made.
 from __future__ import annotations
 
 from cft_rl.config import GenerationSettings, ModelSpec
+from cft_rl.generation.hf import HFBackend
 from cft_rl.generation.types import (
     FINISH_ANSWER,
     FINISH_EOS,
@@ -19,6 +20,8 @@ from cft_rl.generation.types import (
     GenerationBackend,
     SamplingParams,
 )
+from cft_rl.generation.vllm_backend import VLLMBackend
+from cft_rl.modeling import load_causal_lm, load_tokenizer
 
 __all__ = [
     "FINISH_ANSWER",
@@ -34,10 +37,5 @@ __all__ = [
 def make_backend(model: ModelSpec, settings: GenerationSettings) -> GenerationBackend:
     """Load `model` into the backend that `settings.backend` names."""
     if settings.backend == "vllm":
-        from cft_rl.generation.vllm_backend import VLLMBackend
-
         return VLLMBackend(model, settings)
-    from cft_rl.generation.hf import HFBackend
-    from cft_rl.modeling import load_causal_lm, load_tokenizer
-
     return HFBackend(load_causal_lm(model), load_tokenizer(model), settings.batch_size)

@@ -15,7 +15,6 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from cft_rl.checkpointing import (
-    HF_EXPORT,
     checkpoint_dir,
     commit_checkpoint,
     read_marker,
@@ -26,6 +25,7 @@ from cft_rl.checkpointing import (
     temporary_dir,
 )
 from cft_rl.errors import UserError
+from cft_rl.outputs import HF_EXPORT
 
 
 @dataclass

@@ -38,13 +38,14 @@ from cft_rl.grpo.checkpoint import (
     save_checkpoint,
 )
 from cft_rl.grpo.config import GrpoConfig
+from cft_rl.grpo.curves import plot_runs
 from cft_rl.grpo.entropy_monitor import EntropyMonitor
 from cft_rl.grpo.probe import load_probe_set, probe_entropy
 from cft_rl.grpo.prompts import PromptSchedule
 from cft_rl.grpo.sequences import pad_rows, token_stats
 from cft_rl.jsonl import EVENTS, METRICS, PROBE, VALIDATION, StepLog
 from cft_rl.modeling import load_causal_lm, load_tokenizer
-from cft_rl.report.entropy import plot_runs
+from reward import Verifier
 
 # responses (texts), references -> one reward per response
 Scorer = Callable[[list[str], list[str]], list[float]]
@@ -69,8 +70,6 @@ class VerifierScorer:
     """The reward: 1.0 for a verified correct final answer, else 0.0 (reward.Verifier)."""
 
     def __init__(self, num_workers: int, timeout_s: float) -> None:
-        from reward import Verifier
-
         self.verifier = Verifier(num_workers=num_workers, timeout_s=timeout_s)
 
     def __call__(self, responses: list[str], references: list[str]) -> list[float]:

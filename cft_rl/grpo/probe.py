@@ -17,6 +17,7 @@ import torch
 from cft_rl.data import DataError
 from cft_rl.grpo.algos import masked_sum
 from cft_rl.grpo.sequences import pad_rows, token_stats
+from cft_rl.outputs import IDENTIFY_DATASET
 
 COLUMNS = ("prompt_token_ids", "response_token_ids", "critical_mask")
 
@@ -32,11 +33,9 @@ def load_probe_set(path: str | Path, limit: int | None) -> ProbeSet:
     """The first `limit` responses of an identify dataset (its parquet or its output dir)."""
     import pyarrow.parquet as pq
 
-    from cft_rl.identify.store import DATASET_NAME
-
     path = Path(path)
     if path.is_dir():
-        path = path / DATASET_NAME
+        path = path / IDENTIFY_DATASET
     if not path.is_file():
         raise DataError(f"probe.path: {path} not found (the output of `cft-rl identify`)")
     schema = pq.read_schema(path)

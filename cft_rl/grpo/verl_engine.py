@@ -26,10 +26,10 @@ from cft_rl.config import ConfigError
 from cft_rl.data import DataError, Example
 from cft_rl.data.prompts import TEMPLATES
 from cft_rl.grpo.config import GrpoConfig
+from cft_rl.grpo.curves import plot_runs
 from cft_rl.grpo.entropy_monitor import EntropyMonitor, VerlMetricsReader
 from cft_rl.jsonl import EVENTS, METRICS, StepLog
 from cft_rl.modeling import resolve_model_path
-from cft_rl.report.entropy import plot_runs
 
 TRAIN_PARQUET = "verl_train.parquet"
 VERL_METRICS = "verl_metrics.jsonl"

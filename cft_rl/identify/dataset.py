@@ -20,7 +20,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cft_rl.identify.store import DATASET_NAME, ShardFiles
+from cft_rl.identify.store import ShardFiles
+from cft_rl.outputs import IDENTIFY_DATASET
 
 METADATA_KEY = b"cft_rl.identify"
 
@@ -82,7 +83,7 @@ def load_identified(path: str | Path):
 
     path = Path(path)
     if path.is_dir():
-        path = path / DATASET_NAME
+        path = path / IDENTIFY_DATASET
     return datasets.Dataset.from_parquet(str(path))
 
 

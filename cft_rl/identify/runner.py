@@ -18,20 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from cft_rl.data import Example
+from cft_rl.data.prompts import format_prompt
 from cft_rl.errors import UserError
-from cft_rl.generation import GenerationBackend, SamplingParams
+from cft_rl.generation import GenerationBackend, SamplingParams, make_backend
 from cft_rl.identify.config import IdentifyConfig
 from cft_rl.identify.counterfactual import Decoder, identify_response
 from cft_rl.identify.dataset import finished_shards, merged_records, write_dataset
 from cft_rl.identify.decoders import BackendDecoder, CachedDecoder, ContinuationSampling
-from cft_rl.identify.store import (
-    DATASET_NAME,
-    SUMMARY_NAME,
-    ShardFiles,
-    check_settings,
-    write_json,
-)
+from cft_rl.identify.store import ShardFiles, check_settings, write_json
 from cft_rl.identify.summary import one_line, summarize
+from cft_rl.modeling import load_causal_lm, resolve_model_path
+from cft_rl.outputs import IDENTIFY_DATASET, IDENTIFY_SUMMARY
+from reward import Verifier
 
 
 @dataclass
@@ -47,8 +45,6 @@ class Workbench:
 
     def get_backend(self) -> GenerationBackend:
         if self.backend is None:
-            from cft_rl.generation import make_backend
-
             self.backend = make_backend(self.config.model, self.config.generation)
             if hasattr(self.backend, "close"):  # vLLM: free the engine when done
                 self._owned.append(self.backend)
@@ -77,8 +73,6 @@ class Workbench:
 
     def get_verifier(self):
         if self.verifier is None:
-            from reward import Verifier
-
             self.verifier = Verifier(
                 num_workers=self.config.verifier.num_workers,
                 timeout_s=self.config.verifier.timeout_s,
@@ -94,8 +88,6 @@ class Workbench:
         """The hf backend's model, else (vLLM for the correct set) a transformers copy."""
         model = getattr(self.get_backend(), "model", None)
         if model is None:
-            from cft_rl.modeling import load_causal_lm
-
             model = load_causal_lm(self.config.model)
         return model
 
@@ -166,8 +158,6 @@ def answer_chunk(
     config: IdentifyConfig, examples: list[Example], chunk: list[int], workbench: Workbench
 ) -> list[dict[str, Any]]:
     """Greedy answers to one chunk of questions, verified: the correct set's candidates."""
-    from cft_rl.data.prompts import format_prompt
-
     backend = workbench.get_backend()
     tokenizer = backend.tokenizer
     start = time.perf_counter()
@@ -251,9 +241,9 @@ def merge(config: IdentifyConfig, shards: list[ShardFiles]) -> Path:
     out_dir = Path(config.output_dir)
     records = merged_records(shards)
     provenance = provenance_of(config)
-    path = write_dataset([r for r in records if r["kept"]], out_dir / DATASET_NAME, provenance)
+    path = write_dataset([r for r in records if r["kept"]], out_dir / IDENTIFY_DATASET, provenance)
     summary = summarize(records)
-    write_json(out_dir / SUMMARY_NAME, {**summary, "provenance": provenance})
+    write_json(out_dir / IDENTIFY_SUMMARY, {**summary, "provenance": provenance})
     print(one_line(summary), file=sys.stderr)
     print(f"wrote {path}", file=sys.stderr)
     return path
@@ -264,8 +254,6 @@ def provenance_of(config: IdentifyConfig) -> dict[str, Any]:
     names and sizes, cheap even for large models), library versions."""
     import torch
     import transformers
-
-    from cft_rl.modeling import resolve_model_path
 
     model_dir = Path(resolve_model_path(config.model.path))
     fingerprint = hashlib.sha256()

@@ -22,9 +22,6 @@ from cft_rl.errors import UserError
 from cft_rl.files import write_text_atomic
 from cft_rl.jsonl import append_records, read_repaired
 
-DATASET_NAME = "critical_tokens.parquet"
-SUMMARY_NAME = "summary.json"
-
 
 class RunSettingsError(UserError):
     """An output directory holds work done with other settings."""

@@ -17,26 +17,30 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from cft_rl.checkpointing import HF_EXPORT
+from cft_rl.config import ModelSpec
 from cft_rl.errors import UserError
-from cft_rl.eval.config import SUMMARY_JSON
 from cft_rl.eval.log import GREEDY
 from cft_rl.eval.passk import pass_at_k
-from cft_rl.experiment.layout import CELL_DONE, PLAN
-from cft_rl.identify.store import SUMMARY_NAME
+from cft_rl.grpo.probe import ProbeSet, load_probe_set, probe_entropy
 from cft_rl.jsonl import METRICS, PROBE, VALIDATION, read_records
+from cft_rl.modeling import load_causal_lm, load_tokenizer
+from cft_rl.outputs import (
+    CELL_DONE,
+    EVAL_SUMMARY_JSON,
+    EXPERIMENT_PLAN,
+    EXPORT_INFO,
+    HF_EXPORT,
+    IDENTIFY_DATASET,
+    IDENTIFY_SUMMARY,
+)
 from cft_rl.report.compare_common import BASE, N_BOOT, GrpoRun
 from cft_rl.report.compare_markdown import render_markdown
 from cft_rl.report.compare_plots import plot_accuracy, plot_grpo, plot_passk
 from cft_rl.report.stats import mean_ci, paired_bootstrap
-from cft_rl.sft.config import EXPORT_INFO
-
-if TYPE_CHECKING:
-    from cft_rl.grpo.probe import ProbeSet
 
 MARKDOWN_NAME = "compare.md"
 JSON_NAME = "compare.json"
@@ -55,11 +59,11 @@ PLAN_FIELDS = {
 
 # What marks each kind of run in the plan as finished (a path inside its dir).
 DONE_MARKER = {
-    "identify": SUMMARY_NAME,
-    "probe": SUMMARY_NAME,
+    "identify": IDENTIFY_SUMMARY,
+    "probe": IDENTIFY_SUMMARY,
     "sft": EXPORT_INFO,
     "grpo": HF_EXPORT,
-    "eval": SUMMARY_JSON,
+    "eval": EVAL_SUMMARY_JSON,
 }
 
 
@@ -125,7 +129,7 @@ def report_compare(run_dirs: list[str], out: str | None = None) -> None:
 
 def load_plan(experiment: Path) -> dict[str, Any]:
     """plan.json, its optional parts filled in (baseline, identify, probe: None; lists: [])."""
-    path = experiment / PLAN
+    path = experiment / EXPERIMENT_PLAN
     if not path.is_file():
         raise UserError(f"{path} not found: is {experiment} the output_dir of `cft-rl experiment`?")
     try:
@@ -190,11 +194,11 @@ def read_generations(path: Path) -> dict[Any, ProblemStats]:
 
 def load_eval_run(experiment: Path, entry: dict[str, Any]) -> EvalRun:
     path = experiment / entry["dir"]
-    summary = _read_json(path / SUMMARY_JSON)
+    summary = _read_json(path / EVAL_SUMMARY_JSON)
     try:
         names = [b["benchmark"] for b in summary["benchmarks"]]
     except (KeyError, TypeError) as err:
-        raise UserError(f"{path / SUMMARY_JSON}: not an eval summary ({err!r})") from None
+        raise UserError(f"{path / EVAL_SUMMARY_JSON}: not an eval summary ({err!r})") from None
     problems = {name: read_generations(path / "generations" / f"{name}.jsonl") for name in names}
     return EvalRun(entry["group"], entry.get("seed"), path, entry["model"], summary, problems)
 
@@ -515,9 +519,7 @@ class ProbeSource:
 
     @cached_property
     def dataset(self) -> Path:
-        from cft_rl.identify.store import DATASET_NAME
-
-        return self.path / DATASET_NAME
+        return self.path / IDENTIFY_DATASET
 
     @cached_property
     def fingerprint(self) -> str:
@@ -529,8 +531,6 @@ class ProbeSource:
 
     @cached_property
     def probe_set(self) -> ProbeSet:
-        from cft_rl.grpo.probe import load_probe_set
-
         return load_probe_set(self.dataset, limit=None)
 
 
@@ -577,10 +577,6 @@ def cached_probe_entropy(run: EvalRun, model: str, source: ProbeSource) -> dict[
 def compute_probe_entropy(model: str, probe_set: ProbeSet) -> dict[str, Any]:
     import torch
     from transformers.utils import logging as transformers_logging
-
-    from cft_rl.config import ModelSpec
-    from cft_rl.grpo.probe import probe_entropy
-    from cft_rl.modeling import load_causal_lm, load_tokenizer
 
     torch.set_num_threads(1)  # a report should not take the cores of a running experiment
     transformers_logging.disable_progress_bar()  # one bar per model would bury the report

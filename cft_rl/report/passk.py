@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cft_rl.errors import UserError
-from cft_rl.eval.config import SUMMARY_JSON
+from cft_rl.outputs import EVAL_SUMMARY_JSON
 
 PNG_NAME = "passk.png"
 TABLE_NAME = "passk.md"
@@ -40,7 +40,7 @@ def report_passk(run_dirs: list[str], out: str | None = None) -> None:
 
 
 def _load_run(run_dir: str) -> dict[str, Any]:
-    path = Path(run_dir) / SUMMARY_JSON
+    path = Path(run_dir) / EVAL_SUMMARY_JSON
     if not path.is_file():
         raise UserError(f"{path} not found: is {run_dir} the output_dir of a `cft-rl eval` run?")
     try:

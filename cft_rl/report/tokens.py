@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from cft_rl.errors import UserError
-from cft_rl.identify.store import DATASET_NAME
+from cft_rl.outputs import IDENTIFY_DATASET
 
 TABLE_NAME = "tokens.md"
 HTML_NAME = "tokens.html"
@@ -64,7 +64,7 @@ def report_tokens(run_dirs: list[str], out: str | None = None) -> None:
 
 
 def _load(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / DATASET_NAME
+    path = run_dir / IDENTIFY_DATASET
     if not path.is_file():
         raise UserError(
             f"{path} not found: is {run_dir} the output_dir of a `cft-rl identify` run?"

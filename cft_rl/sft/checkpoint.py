@@ -24,7 +24,6 @@ from typing import Any
 import torch
 
 from cft_rl.checkpointing import (
-    HF_EXPORT,
     Score,
     checkpoint_dir,
     commit_checkpoint,
@@ -35,6 +34,7 @@ from cft_rl.checkpointing import (
     set_rng_state,
     temporary_dir,
 )
+from cft_rl.outputs import HF_EXPORT
 from cft_rl.sft.export import export_hf
 
 DEEPSPEED_TAG = "deepspeed"

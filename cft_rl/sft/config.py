@@ -18,7 +18,6 @@ from cft_rl.data.source import DataSource
 from cft_rl.sft.losses import LossConfig
 
 # Written by `cft-rl sft` next to OUT/hf_model: which checkpoint it is, its validation result.
-EXPORT_INFO = "export.json"
 
 
 class SftData(DataSource):

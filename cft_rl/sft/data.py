@@ -8,21 +8,21 @@ input_ids (prompt then response), plus `example_seed`; `collate` right-pads them
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from cft_rl.data.prompts import format_prompt
 from cft_rl.errors import UserError
+from cft_rl.outputs import IDENTIFY_DATASET
 from cft_rl.sft.config import SftConfig, SftData
-from cft_rl.sft.fields import digit_token_table, example_seed
+from cft_rl.sft.fields import Fields, collate, digit_token_table, example_seed
 from cft_rl.sft.losses import LossConfig, TokenView, get_loss
+from cft_rl.sft.reference import reference_logprobs
 
 # Losses that need a field built from more than the data: the field they need.
 DERIVED_FIELDS = {"numbers_only": "digit_mask", "rho1": "ref_logprobs"}
-
-Fields = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,9 @@ def read_identify_dataset(path: str) -> tuple[str, list[TokenizedExample]]:
     """The kept answers of an identify run (`path`: its output_dir or its parquet file)."""
     import pyarrow.parquet as pq
 
-    from cft_rl.identify.store import DATASET_NAME
-
     file = Path(path)
     if file.is_dir():
-        file = file / DATASET_NAME
+        file = file / IDENTIFY_DATASET
     if not file.is_file():
         raise UserError(
             f"data.path: no identify dataset at {file}; run `cft-rl identify` first "
@@ -102,8 +100,6 @@ def read_identify_dataset(path: str) -> tuple[str, list[TokenizedExample]]:
 
 def templated_examples(data: SftData, tokenizer) -> tuple[str, list[TokenizedExample]]:
     """Questions through the prompt template, their worked solutions as responses."""
-    from cft_rl.data.prompts import format_prompt
-
     examples = data.load()
     source = data.path or data.benchmark
     tokenized = []
@@ -159,25 +155,6 @@ def example_fields(example: TokenizedExample) -> Fields:
     return fields
 
 
-def collate(items: Sequence[Mapping[str, torch.Tensor]], pad_id: int = 0) -> Fields:
-    """Right-pad the examples' fields into [batch, width] tensors (real tokens keep their
-    positions); per-example scalars become [batch]."""
-    width = max(item["input_ids"].shape[0] for item in items)
-    batch = {}
-    for key in items[0]:
-        if items[0][key].dim() == 0:
-            batch[key] = torch.stack([item[key] for item in items])
-            continue
-        fill = pad_id if key == "input_ids" else 0
-        batch[key] = torch.stack(
-            [
-                torch.nn.functional.pad(item[key], (0, width - item[key].shape[0]), value=fill)
-                for item in items
-            ]
-        )
-    return batch
-
-
 def build_training_set(config: SftConfig, tokenizer) -> TrainingSet:
     """Load, tokenize, add the fields the loss needs, leave out what cannot be trained on."""
     source, examples = load_examples(config.data, tokenizer)
@@ -210,8 +187,6 @@ def add_derived_fields(config: SftConfig, tokenizer, items: list[Fields]) -> Non
         for item in items:
             item["digit_mask"] = table[item["input_ids"]].long()
     elif needed == "ref_logprobs":
-        from cft_rl.sft.reference import reference_logprobs
-
         for item, logprobs in zip(
             items,
             reference_logprobs(config.reference_model, items, config.loss.chunk_size),

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from cft_rl.sft.model import causal_lm
+
 
 def gathered_state_dict(model: torch.nn.Module, rank: int) -> dict[str, torch.Tensor]:
     """Full weights on CPU, on rank 0 (empty elsewhere), one parameter gathered at a time.
@@ -48,8 +50,6 @@ def _standalone_model(model: torch.nn.Module, state: dict[str, torch.Tensor]):
     """A CPU copy of `model` holding `state`, LoRA merged, made without initialising weights."""
     from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
-
-    from cft_rl.sft.model import causal_lm
 
     source = causal_lm(model)
     config = copy.deepcopy(source.config)

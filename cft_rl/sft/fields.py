@@ -7,8 +7,12 @@ token input_ids[b, t]. The losses shift them to the predictions that produce tho
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping, Sequence
 
 import torch
+
+# A micro-batch (or one example's fields): field name -> tensor.
+Fields = dict[str, torch.Tensor]
 
 # field name -> what it holds; the losses name the fields they need in their errors.
 FIELDS: dict[str, str] = {
@@ -36,3 +40,22 @@ def digit_token_table(tokenizer) -> torch.Tensor:
 def example_seed(example_id: str) -> int:
     """A stable per-example integer (same across runs and processes, unlike `hash`)."""
     return zlib.crc32(example_id.encode("utf-8"))
+
+
+def collate(items: Sequence[Mapping[str, torch.Tensor]], pad_id: int = 0) -> Fields:
+    """Right-pad the examples' fields into [batch, width] tensors (real tokens keep their
+    positions); per-example scalars become [batch]."""
+    width = max(item["input_ids"].shape[0] for item in items)
+    batch = {}
+    for key in items[0]:
+        if items[0][key].dim() == 0:
+            batch[key] = torch.stack([item[key] for item in items])
+            continue
+        fill = pad_id if key == "input_ids" else 0
+        batch[key] = torch.stack(
+            [
+                torch.nn.functional.pad(item[key], (0, width - item[key].shape[0]), value=fill)
+                for item in items
+            ]
+        )
+    return batch

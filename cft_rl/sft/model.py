@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import torch
 
 from cft_rl.config import ModelSpec
+from cft_rl.modeling import from_pretrained
 from cft_rl.sft.config import LoraSettings
 from cft_rl.sft.losses import LossConfig, selected_token_loss
 
@@ -16,8 +17,6 @@ def load_trainable_model(spec: ModelSpec, lora: LoraSettings, gradient_checkpoin
     """The HF causal LM of `spec` in float32 (DeepSpeed casts it for bf16), in train mode,
     wrapped with LoRA adapters when `lora.enabled`."""
     from transformers import AutoModelForCausalLM
-
-    from cft_rl.modeling import from_pretrained
 
     model = from_pretrained(AutoModelForCausalLM, spec.path, dtype=torch.float32)
     model.config.use_cache = False

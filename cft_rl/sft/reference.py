@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 
 from cft_rl.config import ModelSpec
+from cft_rl.modeling import load_causal_lm
+from cft_rl.sft.fields import collate
+from cft_rl.sft.model import final_hidden_states, lm_head_weight
 from cft_rl.sft.token_logprobs import token_statistics
 
 BATCH_SIZE = 8
@@ -16,10 +19,6 @@ def reference_logprobs(
 ) -> list[torch.Tensor]:
     """For each example, log p_ref(token_t | tokens_<t) at every position t (0 at t = 0),
     taken on the response tokens only (the only ones a loss trains on)."""
-    from cft_rl.modeling import load_causal_lm
-    from cft_rl.sft.data import collate
-    from cft_rl.sft.model import final_hidden_states, lm_head_weight
-
     model = load_causal_lm(spec)
     device = next(model.parameters()).device
     results = []

@@ -31,10 +31,13 @@ from cft_rl.checkpointing import (
 from cft_rl.errors import UserError
 from cft_rl.files import write_text_atomic
 from cft_rl.jsonl import VALIDATION, StepLog
+from cft_rl.modeling import load_tokenizer
+from cft_rl.outputs import EXPORT_INFO
 from cft_rl.sft.checkpoint import load_checkpoint, publish_export, save_checkpoint
-from cft_rl.sft.config import EXPORT_INFO, SftConfig
-from cft_rl.sft.data import DERIVED_FIELDS, TrainingSet, build_training_set, collate
+from cft_rl.sft.config import SftConfig
+from cft_rl.sft.data import DERIVED_FIELDS, TrainingSet, build_training_set
 from cft_rl.sft.distributed import Topology, build_engine, deepspeed_config, process_group
+from cft_rl.sft.fields import collate
 from cft_rl.sft.losses import all_reduce_sum, step_normalizer
 from cft_rl.sft.metrics import MetricsSinks
 from cft_rl.sft.model import load_trainable_model
@@ -50,8 +53,6 @@ RESUMABLE_CHANGES = ("output_dir", "logging", "checkpoint", "validation", "verif
 
 def run_sft(config: SftConfig) -> Path:
     """Train (or resume, or only re-export a finished run); returns OUT/hf_model."""
-    from cft_rl.modeling import load_tokenizer
-
     _quiet_libraries()
     if config.cpu_threads is not None:
         torch.set_num_threads(config.cpu_threads)

@@ -20,7 +20,8 @@ from cft_rl.errors import UserError
 from cft_rl.generation import SamplingParams
 from cft_rl.generation.hf import HFBackend
 from cft_rl.sft.config import SftConfig
-from cft_rl.sft.data import TokenizedExample, collate, example_fields
+from cft_rl.sft.data import TokenizedExample, example_fields
+from cft_rl.sft.fields import collate
 from cft_rl.sft.losses import TokenView
 from cft_rl.sft.model import final_hidden_states, lm_head_weight
 from cft_rl.sft.token_logprobs import token_logprobs

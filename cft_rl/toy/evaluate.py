@@ -16,8 +16,10 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from cft_rl.toy.problems import Problem
+from cft_rl.data.toy_problems import Problem, eval_problems
+from cft_rl.modeling import TOY_MODEL_DIR
 from cft_rl.toy.train import prompt_text
+from reward import Verifier
 
 _FINAL_ANSWER = re.compile(r"####\s*(-?\d+)")
 
@@ -105,9 +107,6 @@ def measure(model_dir: str, problems: int, samples: int, threads: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cft_rl.toy.problems import eval_problems
-    from reward import Verifier
-
     torch.set_num_threads(threads)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -132,8 +131,6 @@ def measure(model_dir: str, problems: int, samples: int, threads: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from cft_rl.modeling import TOY_MODEL_DIR
-
     parser = argparse.ArgumentParser(description=measure.__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(TOY_MODEL_DIR))
     parser.add_argument("--problems", type=int, default=500)

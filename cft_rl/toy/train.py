@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
-from cft_rl.toy.problems import Difficulty, Problem, training_problems
+from cft_rl.data.toy_problems import Difficulty, Problem, training_problems
 
 # Batches are cut from a pool of this many batches' worth of problems sorted by length, so
 # that rows of one batch have similar lengths and little compute goes to padding.
