@@ -24,8 +24,9 @@ import torch
 from cft_rl.config import ModelSpec
 from cft_rl.data.prompts import TEMPLATES
 from cft_rl.grpo.config import GrpoConfig
-from cft_rl.grpo.local_engine import LocalGrpo, VerifierScorer
+from cft_rl.grpo.local_engine import LocalGrpo
 from cft_rl.grpo.prompts import PromptSchedule
+from cft_rl.grpo.rollouts import VerifierScorer
 from cft_rl.modeling import load_causal_lm, load_tokenizer
 
 

@@ -32,6 +32,7 @@ from cft_rl.generation.hf import HFBackend
 from cft_rl.identify.config import CounterfactualSettings
 from cft_rl.identify.counterfactual import Decoder, ResponseCriticality, identify_response
 from cft_rl.identify.decoders import CachedDecoder, ContinuationSampling
+from cft_rl.identify.kv_cache import KV_CACHE_LAYOUTS
 from cft_rl.identify.naive import NaiveDecoder
 from cft_rl.modeling import load_causal_lm, load_tokenizer
 from reward import Verifier
@@ -62,9 +63,15 @@ def main() -> None:
         settings = CounterfactualSettings()
         decoders: dict[str, Decoder] = {
             "naive": NaiveDecoder(model, pad_id=backend.pad_id),
-            "shared": CachedDecoder(model, ContinuationSampling(), batching="shared"),
-            "padded": CachedDecoder(model, ContinuationSampling(), batching="padded"),
-            "grouped": CachedDecoder(model, ContinuationSampling(), batching="grouped"),
+            "shared": CachedDecoder(
+                model, ContinuationSampling(), layout=KV_CACHE_LAYOUTS["shared"]
+            ),
+            "padded": CachedDecoder(
+                model, ContinuationSampling(), layout=KV_CACHE_LAYOUTS["padded"]
+            ),
+            "grouped": CachedDecoder(
+                model, ContinuationSampling(), layout=KV_CACHE_LAYOUTS["grouped"]
+            ),
         }
         results: dict[str, list[ResponseCriticality]] = {}
         seconds: dict[str, float] = {}

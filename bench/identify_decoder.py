@@ -22,6 +22,7 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from cft_rl.identify.decoders import CachedDecoder, ContinuationSampling
+from cft_rl.identify.kv_cache import KV_CACHE_LAYOUTS
 from cft_rl.identify.naive import NaiveDecoder
 from cft_rl.identify.perturbations import AnswerStops, Perturbation
 
@@ -74,7 +75,9 @@ def main() -> None:
 
     timings, outputs = {}, {}
     for batching in args.batchings:
-        decoder = CachedDecoder(model, ContinuationSampling(), args.rows, batching)
+        decoder = CachedDecoder(
+            model, ContinuationSampling(), args.rows, KV_CACHE_LAYOUTS[batching]
+        )
         ranked = decoder.rank(prompt, response, depth=4)
         perturbations = [
             Perturbation(t, k, ranked.candidate_ids[t][k + 1])

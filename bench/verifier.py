@@ -7,7 +7,7 @@ On the GSM8K test references, side by side in one run:
      math-verify called serially (its own extraction and timeouts) vs the Verifier;
   2. each reference written differently ("\\boxed{\\frac{2N}{2}}"), so that every item
      needs math-verify: grading serially in this process vs the Verifier's workers.
-Then scores each hostile case (reward/hostile.py) alone and prints the slowest.
+Then scores each hostile case (tests/hostile_cases.py) alone and prints the slowest.
 """
 
 from __future__ import annotations
@@ -15,14 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 from reward.extract import extract_final_answer
-from reward.hostile import HOSTILE_CASES
 from reward.verifier import Verifier
+
+# The hostile cases are test data (tests/hostile_cases.py), shared with the verifier's tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from hostile_cases import HOSTILE_CASES  # noqa: E402
 
 GSM8K_TEST = Path(__file__).resolve().parents[2] / "shared/benchmarks/gsm8k/test.jsonl"
 

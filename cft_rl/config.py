@@ -21,10 +21,12 @@ __all__ = [
     "CheckpointSettings",
     "ConfigError",
     "GenerationSettings",
+    "LoggingSettings",
     "ModelSpec",
     "OptimSettings",
     "Section",
     "VerifierSettings",
+    "WandbSettings",
     "apply_mapping",
     "apply_overrides",
     "load_config",
@@ -89,6 +91,23 @@ class OptimSettings(Section):
     warmup_steps: int = Field(default=0, ge=0)
     # Global gradient-norm clipping; 0 turns it off.
     max_grad_norm: float = Field(default=1.0, ge=0)
+
+
+class WandbSettings(Section):
+    enabled: bool = False
+    project: str = "cft-rl"
+    name: str | None = None
+    # offline: written under output_dir/wandb, `wandb sync` uploads it later.
+    mode: Literal["online", "offline"] = "offline"
+
+
+class LoggingSettings(Section):
+    """Where a training stage's step records go besides OUT/metrics.jsonl (cft_rl.metric_sinks)."""
+
+    # A progress line (or bar, on a terminal) per step.
+    progress: bool = True
+    tensorboard: bool = False
+    wandb: WandbSettings = WandbSettings()
 
 
 class VerifierSettings(Section):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny_lm import char_tokenizer, save_tiny_model, tiny_qwen2
 
 from cft_rl.checkpointing import latest_checkpoint
@@ -17,6 +18,7 @@ from cft_rl.grpo.config import GrpoConfig
 from cft_rl.grpo.local_engine import LocalGrpo, run_local
 from cft_rl.grpo.prompts import PromptSchedule
 from cft_rl.grpo.sequences import token_stats
+from cft_rl.grpo.update import BeforeUpdate
 
 torch.set_num_threads(1)
 
@@ -146,19 +148,21 @@ def test_micro_batching_does_not_change_the_gradient(model_dir, train_file, tmp_
     changes = {"kl__use_reference": True, "kl__coef": 0.1, "algorithm__entropy_coeff": 0.01}
     config = make_config(model_dir, train_file, tmp_path, algorithm__loss_agg_mode=mode, **changes)
     trainer = LocalGrpo(config, digit_share)
-    rollouts = trainer.generate(step=1)
+    rollouts = trainer.sampler.sample(step=1)
     scores = torch.tensor(digit_share(rollouts.texts, rollouts.references))
-    advantages = algos.compute_advantages("grpo", scores, rollouts.group, torch.ones(16, 1))[:, 0]
-    old, entropies, ref = trainer.old_log_probs(rollouts)
+    advantages = algos.sequence_advantages("grpo", scores, rollouts.group)
+    before = trainer.update.before_update(rollouts, with_policy=True)
+    on_policy = BeforeUpdate(None, None, before.ref_log_probs)
     rows = list(range(8))  # one mini-batch: 2 prompts x 4 responses
     gradients = []
-    for micro, recomputed in ((1, old), (3, old), (8, old), (3, None)):
+    coeff = config.algorithm.entropy_coeff
+    for micro, given in ((1, before), (3, before), (8, before), (3, on_policy)):
         trainer.config.batch.micro_batch_size = micro
         trainer.model.zero_grad(set_to_none=True)
-        _, seen = trainer.backward(rollouts, rows, advantages, recomputed, ref)
+        _, seen = trainer.update.backward(rollouts, rows, advantages, given, coeff)
         gradients.append({n: p.grad.clone() for n, p in trainer.model.named_parameters()})
         for row in rows:
-            torch.testing.assert_close(seen[row], entropies[row])
+            torch.testing.assert_close(seen[row], before.entropies[row])
     assert any(g.abs().sum() > 0 for g in gradients[0].values())
     for other in gradients[1:]:
         for name, grad in gradients[0].items():
@@ -264,3 +268,15 @@ def test_raise_entropy_coeff_takes_effect_and_survives_resume(model_dir, train_f
     coeffs = [r["entropy_coeff"] for r in read_jsonl(out / "metrics.jsonl")]
     # fires at step 1 (0 -> 0.002), quiet for the window, fires again at step 4 (-> 0.004)
     assert coeffs == [0.0, 0.002, 0.002, 0.002, 0.004]
+
+
+def test_metrics_reach_tensorboard_and_offline_wandb(model_dir, train_file, tmp_path):
+    """The same sinks as `cft-rl sft` (cft_rl.metric_sinks), from the same `logging` keys."""
+    logging = {"progress": False, "tensorboard": True, "wandb": {"enabled": True}}
+    config = make_config(model_dir, train_file, tmp_path, steps=2, logging=logging)
+    run_local(config, scorer=digit_share)
+    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2]
+    [events] = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    scalars = EventAccumulator(str(events)).Reload().Scalars("train/reward_mean")
+    assert [s.step for s in scalars] == [1, 2]
+    assert list((tmp_path / "wandb").glob("offline-run-*"))

@@ -9,6 +9,7 @@ from test_identify_fixtures import byte_tokenizer, random_qwen2
 
 from cft_rl.generation.hf import HFBackend
 from cft_rl.identify.decoders import BackendDecoder, CachedDecoder, ContinuationSampling
+from cft_rl.identify.kv_cache import KV_CACHE_LAYOUTS
 from cft_rl.identify.naive import NaiveDecoder
 from cft_rl.identify.perturbations import AnswerStops, Perturbation
 
@@ -52,7 +53,9 @@ def test_cached_greedy_equals_naive_generate(world, batching, rows):
     tokenizer, model, prompt, response = world
     eos = frequent_token(model, tokenizer, prompt, response)
     stops = AnswerStops(tokenizer, response, {eos})
-    cached = CachedDecoder(model, ContinuationSampling(), max_batch_rows=rows, batching=batching)
+    cached = CachedDecoder(
+        model, ContinuationSampling(), max_batch_rows=rows, layout=KV_CACHE_LAYOUTS[batching]
+    )
     naive = NaiveDecoder(model, pad_id=tokenizer.pad_token_id)
 
     ranked = cached.rank(prompt, response, depth=4)

@@ -18,6 +18,7 @@ from cft_rl.sft.data import TokenizedExample, build_training_set, with_eos
 from cft_rl.sft.distributed import LrSchedule, deepspeed_config
 from cft_rl.sft.fields import collate
 from cft_rl.sft.losses import LOSSES
+from cft_rl.sft.metrics import SftMetrics
 from cft_rl.sft.plan import StepPlan
 from cft_rl.sft.reference import reference_logprobs
 
@@ -166,11 +167,9 @@ def test_resume_settings_record_the_training_data(setup, tmp_path):
 
 
 def test_progress_is_a_plain_line_per_step_in_a_log_file(setup, tmp_path, capsys):
-    from cft_rl.sft.metrics import MetricsSinks
-
     model, data = setup
     config = tiny_config(model, data, tmp_path / "out", logging__progress=True)
-    sinks = MetricsSinks(config, resumed_step=0, total_steps=4)
+    sinks = SftMetrics(config, resumed_step=0, total_steps=4)
     record = {"step": 1, "loss": 0.5, "lr": 1e-3, "tokens_per_s": 100.0}
     sinks.write({**record, "supervised_tokens_per_s": 40.0})
     sinks.close()

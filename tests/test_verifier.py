@@ -11,9 +11,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from hostile_cases import HOSTILE_CASES, NESTED_BRACES, HostileCase
 
 from reward import Verdict, Verifier, compute_score, extract_final_answer
-from reward.hostile import HOSTILE_CASES, NESTED_BRACES, HostileCase
 
 TIMEOUT_S = 1.5
 # Killing a worker, forking its replacement and extracting from 200 KB take well under this.

@@ -1,4 +1,5 @@
-"""RL math for GRPO-style training: pure functions of tensors in string-keyed registries.
+"""RL math for GRPO-style training: pure functions of tensors, each registered where it is
+defined under the name a recipe gives it (the recipe's choices are the registries' keys).
 
 Names and semantics follow verl 0.9.1's `verl.trainer.ppo.core_algos` so a recipe means the
 same thing on the local engine and on verl (tests/test_grpo_algos.py runs the same tensors
@@ -17,6 +18,7 @@ import torch
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
+    "AdvantageEstimator",
     "KL_PENALTIES",
     "KL_PENALTY_NAMES",
     "LOSS_AGG_MODES",
@@ -29,8 +31,9 @@ __all__ = [
     "kl_penalty",
     "masked_mean",
     "masked_sum",
-    "masked_var",
-    "masked_whiten",
+    "register_advantage_estimator",
+    "register_policy_loss",
+    "sequence_advantages",
     "vanilla_policy_loss",
 ]
 
@@ -57,31 +60,6 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None
     return masked_sum(values, mask, dim) / (count + MASK_EPS)
 
 
-def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-    """Variance over the masked elements; unbiased needs at least two of them."""
-    mean = masked_mean(values, mask)
-    var = masked_mean((values - mean) ** 2, mask)
-    if unbiased:
-        count = mask.sum()
-        if count < 2:
-            raise ValueError(f"unbiased variance needs 2 or more masked elements, got {int(count)}")
-        var = var * count / (count - 1)
-    return var
-
-
-def masked_whiten(
-    values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True
-) -> torch.Tensor:
-    """Scale `values` to unit variance over the mask; zero mean too unless `shift_mean=False`."""
-    mean = masked_mean(values, mask)
-    whitened = (values - mean) * torch.rsqrt(masked_var(values, mask) + MASK_EPS)
-    return whitened if shift_mean else whitened + mean
-
-
-# ---------------------------------------------------------------------------------------------
-# Advantage estimators (outcome rewards: one score per response)
-
-
 def group_index(group_ids: torch.Tensor | Sequence[Hashable]) -> torch.Tensor:
     """Map arbitrary group labels (prompt uids, ints) to contiguous ids 0..G-1, [batch] long."""
     if isinstance(group_ids, torch.Tensor):
@@ -97,6 +75,29 @@ def _group_sums(values: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
     return totals.index_add(0, group, values)[group]
 
 
+@dataclass(frozen=True)
+class AdvantageEstimator:
+    """One response's advantage from its group's scores, and verl's spelling of the same:
+    `algorithm.adv_estimator` with `algorithm.norm_adv_by_std_in_grpo`."""
+
+    fn: Callable[..., torch.Tensor]
+    verl_name: str
+    verl_norm_by_std: bool = True
+
+
+# algorithm.advantage_estimator -> its estimator
+ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
+
+
+def register_advantage_estimator(name: str, verl_name: str, verl_norm_by_std: bool = True):
+    def register(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        ADVANTAGE_ESTIMATORS[name] = AdvantageEstimator(fn, verl_name, verl_norm_by_std)
+        return fn
+
+    return register
+
+
+@register_advantage_estimator("grpo", verl_name="grpo")
 def grpo_advantages(
     scores: torch.Tensor,
     group: torch.Tensor,
@@ -121,6 +122,7 @@ def grpo_advantages(
     return centred / (std + epsilon)
 
 
+@register_advantage_estimator("dr_grpo", verl_name="grpo", verl_norm_by_std=False)
 def dr_grpo_advantages(
     scores: torch.Tensor, group: torch.Tensor, epsilon: float = ADV_EPS
 ) -> torch.Tensor:
@@ -131,6 +133,7 @@ def dr_grpo_advantages(
     return grpo_advantages(scores, group, epsilon, norm_adv_by_std=False)
 
 
+@register_advantage_estimator("rloo", verl_name="rloo")
 def rloo_advantages(
     scores: torch.Tensor, group: torch.Tensor, epsilon: float = ADV_EPS
 ) -> torch.Tensor:
@@ -145,12 +148,22 @@ def rloo_advantages(
     return torch.where(others > 0, scores - leave_one_out_mean, scores)
 
 
-AdvantageFn = Callable[..., torch.Tensor]
-ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {
-    "grpo": grpo_advantages,
-    "dr_grpo": dr_grpo_advantages,
-    "rloo": rloo_advantages,
-}
+def sequence_advantages(
+    estimator: str,
+    scores: torch.Tensor,
+    group_ids: torch.Tensor | Sequence[Hashable],
+    epsilon: float = ADV_EPS,
+) -> torch.Tensor:
+    """One advantage per response [batch]. `scores` [batch] are outcome rewards; responses
+    with the same `group_ids` label answer the same prompt. Computed without gradient, in
+    float32 at least."""
+    fn = _lookup(ADVANTAGE_ESTIMATORS, estimator, "advantage estimator").fn
+    with torch.no_grad():
+        values = scores if scores.dtype == torch.float64 else scores.float()
+        group = group_index(group_ids).to(values.device)
+        if group.shape != values.shape:
+            raise ValueError(f"group_ids {tuple(group.shape)} do not match scores {values.shape}")
+        return fn(values, group, epsilon)
 
 
 def compute_advantages(
@@ -160,19 +173,9 @@ def compute_advantages(
     response_mask: torch.Tensor,
     epsilon: float = ADV_EPS,
 ) -> torch.Tensor:
-    """Per-token advantages [batch, response_len]: each response's scalar on its masked tokens.
-
-    `scores` [batch] are outcome rewards; responses with the same `group_ids` label answer the
-    same prompt. Computed without gradient, in float32 at least.
-    """
-    fn = _lookup(ADVANTAGE_ESTIMATORS, estimator, "advantage estimator")
-    with torch.no_grad():
-        values = scores if scores.dtype == torch.float64 else scores.float()
-        group = group_index(group_ids).to(values.device)
-        if group.shape != values.shape:
-            raise ValueError(f"group_ids {tuple(group.shape)} do not match scores {values.shape}")
-        per_response = fn(values, group, epsilon)
-        return per_response.unsqueeze(-1) * response_mask
+    """Per-token advantages [batch, response_len]: each response's advantage on its masked
+    tokens (verl's layout)."""
+    return sequence_advantages(estimator, scores, group_ids, epsilon).unsqueeze(-1) * response_mask
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +258,19 @@ class PolicyLoss:
     ppo_kl: torch.Tensor
 
 
+# algorithm.policy_loss (verl: actor.policy_loss.loss_mode) -> its loss function
+POLICY_LOSSES: dict[str, Callable[..., PolicyLoss]] = {}
+
+
+def register_policy_loss(name: str):
+    def register(fn: Callable[..., PolicyLoss]) -> Callable[..., PolicyLoss]:
+        POLICY_LOSSES[name] = fn
+        return fn
+
+    return register
+
+
+@register_policy_loss("vanilla")
 def vanilla_policy_loss(
     log_prob: torch.Tensor,
     old_log_prob: torch.Tensor,
@@ -297,10 +313,6 @@ def vanilla_policy_loss(
         clipfrac_lower = masked_mean((negative & (pessimistic > dual_bound)).float(), response_mask)
         ppo_kl = masked_mean(-log_ratio, response_mask)
     return PolicyLoss(loss, clipfrac, clipfrac_lower, ppo_kl)
-
-
-# verl's `actor.policy_loss.loss_mode`; only its default, "vanilla", is offered.
-POLICY_LOSSES: dict[str, Callable[..., PolicyLoss]] = {"vanilla": vanilla_policy_loss}
 
 
 # ---------------------------------------------------------------------------------------------

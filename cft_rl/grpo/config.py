@@ -13,15 +13,19 @@ from pydantic import Field, model_validator
 from cft_rl.config import (
     CheckpointSettings,
     CpuThreads,
+    LoggingSettings,
     ModelSpec,
     OptimSettings,
     Section,
     VerifierSettings,
 )
 from cft_rl.data.source import DataSource
-from cft_rl.grpo.algos import KL_PENALTY_NAMES, LOSS_AGG_MODES
+from cft_rl.grpo.algos import ADVANTAGE_ESTIMATORS, KL_PENALTY_NAMES, LOSS_AGG_MODES, POLICY_LOSSES
 from cft_rl.grpo.entropy_monitor import EntropyMonitorSettings
 
+# The choices of these settings are the names cft_rl.grpo.algos registers.
+AdvantageEstimatorName = Literal[tuple(ADVANTAGE_ESTIMATORS)]  # type: ignore[valid-type]
+PolicyLossName = Literal[tuple(POLICY_LOSSES)]  # type: ignore[valid-type]
 LossAggMode = Literal[tuple(LOSS_AGG_MODES)]  # type: ignore[valid-type]
 
 
@@ -52,7 +56,10 @@ class AlgorithmSettings(Section):
     """Advantages and the clipped policy loss (cft_rl.grpo.algos; verl's core_algos)."""
 
     # grpo: (r - mean) / std per group; dr_grpo: r - mean; rloo: leave-one-out baseline.
-    advantage_estimator: Literal["grpo", "dr_grpo", "rloo"] = "grpo"
+    advantage_estimator: AdvantageEstimatorName = "grpo"
+    # The policy-gradient loss (verl: actor.policy_loss.loss_mode); vanilla: PPO's clipped
+    # surrogate with clip-higher and dual-clip.
+    policy_loss: PolicyLossName = "vanilla"
     clip_ratio_low: float = Field(default=0.2, ge=0, lt=1)
     # Clip-higher (DAPO) raises this above clip_ratio_low, e.g. 0.28.
     clip_ratio_high: float = Field(default=0.2, ge=0)
@@ -189,6 +196,8 @@ class GrpoConfig(Section):
     probe: ProbeSettings = ProbeSettings()
     validation: GrpoValidationSettings = GrpoValidationSettings()
     verifier: VerifierSettings = VerifierSettings()
+    # Local engine: the per-step line, TensorBoard and W&B (verl logs through its own trainer).
+    logging: LoggingSettings = LoggingSettings()
     cpu_threads: CpuThreads = None  # local engine only
     verl: VerlSettings = VerlSettings()
 
@@ -199,7 +208,7 @@ class GrpoConfig(Section):
         settings = self.model_dump(mode="json")
         for key in ("output_dir", "steps", "checkpoint", "dry_run"):
             settings.pop(key)
-        for key in ("cpu_threads", "probe", "validation"):
+        for key in ("cpu_threads", "probe", "validation", "logging"):
             settings.pop(key)
         speed_only = (
             ("rollout", "batch_size"),

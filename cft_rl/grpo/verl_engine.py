@@ -25,6 +25,7 @@ from cft_rl.checkpointing import check_resume_settings, data_fingerprint
 from cft_rl.config import ConfigError
 from cft_rl.data import DataError, Example
 from cft_rl.data.prompts import TEMPLATES
+from cft_rl.grpo.algos import ADVANTAGE_ESTIMATORS
 from cft_rl.grpo.config import GrpoConfig
 from cft_rl.grpo.curves import plot_runs
 from cft_rl.grpo.entropy_monitor import EntropyMonitor, VerlMetricsReader
@@ -38,8 +39,6 @@ COMMAND_FILE = "verl_command.sh"
 # checkpoints whatever it is given, so a later launch is checked against this first.
 RUN_RECORD = "verl_run.json"
 REWARD_FILE = Path(__file__).resolve().parents[2] / "reward" / "score.py"
-# verl's names of our estimators: Dr. GRPO is GRPO without the std division.
-_ESTIMATORS = {"grpo": ("grpo", True), "dr_grpo": ("grpo", False), "rloo": ("rloo", True)}
 
 
 def run_verl(config: GrpoConfig) -> list[str]:
@@ -123,7 +122,7 @@ def verl_overrides(config: GrpoConfig, train_path: Path, out_dir: Path) -> list[
         config.optim,
         config.kl,
     )
-    estimator, norm_by_std = _ESTIMATORS[algo.advantage_estimator]
+    estimator = ADVANTAGE_ESTIMATORS[algo.advantage_estimator]
     num_examples = _parquet_rows(train_path)
     steps_per_epoch = num_examples // batch.prompts_per_step
     if steps_per_epoch < 1:
@@ -133,8 +132,8 @@ def verl_overrides(config: GrpoConfig, train_path: Path, out_dir: Path) -> list[
         )
     actor = "actor_rollout_ref.actor"
     values: dict[str, object] = {
-        "algorithm.adv_estimator": estimator,
-        "algorithm.norm_adv_by_std_in_grpo": norm_by_std,
+        "algorithm.adv_estimator": estimator.verl_name,
+        "algorithm.norm_adv_by_std_in_grpo": estimator.verl_norm_by_std,
         "algorithm.use_kl_in_reward": False,
         "data.train_files": str(train_path),
         # No validation during training (evaluate with `cft-rl eval`); verl still wants a file.
@@ -154,6 +153,7 @@ def verl_overrides(config: GrpoConfig, train_path: Path, out_dir: Path) -> list[
         f"{actor}.clip_ratio_low": algo.clip_ratio_low,
         f"{actor}.clip_ratio_high": algo.clip_ratio_high,
         f"{actor}.clip_ratio_c": algo.clip_ratio_c,
+        f"{actor}.policy_loss.loss_mode": algo.policy_loss,
         f"{actor}.loss_agg_mode": algo.loss_agg_mode,
         # The Dr. GRPO normaliser of seq-mean-token-sum-norm: the generation budget, as locally.
         f"{actor}.loss_scale_factor": float(rollout.max_new_tokens),

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from cft_rl.config import CpuThreads, GenerationSettings, ModelSpec, Section, VerifierSettings
 from cft_rl.data.source import DataSource
+from cft_rl.identify.kv_cache import KV_CACHE_LAYOUTS
 
 
 class CounterfactualSettings(Section):
@@ -50,7 +51,7 @@ class DecoderSettings(Section):
     # cached decoder: shared: the rows of a batch share the response's KV cache (each keeps
     # only its new tokens'); padded: each row gets a left-padded copy of its prefix's cache;
     # grouped: padded, one position (equal prefixes, no padding) per batch.
-    batching: Literal["shared", "padded", "grouped"] = "shared"
+    batching: Literal[tuple(KV_CACHE_LAYOUTS)] = "shared"  # type: ignore[valid-type]
     # cached decoder: at most this many continuations decoded at once.
     max_batch_rows: int = Field(default=256, ge=1)
     # A greedy step whose top-2 logit gap is below this is a near tie: batching or padding

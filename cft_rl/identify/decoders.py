@@ -28,7 +28,7 @@ import torch
 from cft_rl.errors import UserError
 from cft_rl.generation.types import GenerationBackend, SamplingParams, sample_seed
 from cft_rl.identify.alternatives import rank_candidates
-from cft_rl.identify.kv_cache import PaddedBatch, SharedPrefixBatch
+from cft_rl.identify.kv_cache import SharedPrefixBatch
 from cft_rl.identify.perturbations import AnswerStops, Continuation, Perturbation
 
 
@@ -74,12 +74,12 @@ class CachedDecoder:
         model: torch.nn.Module,
         sampling: ContinuationSampling,
         max_batch_rows: int = 256,
-        batching: str = "shared",
+        layout: type = SharedPrefixBatch,
     ) -> None:
         self.model = model
         self.sampling = sampling
         self.max_batch_rows = max_batch_rows
-        self.batching = batching
+        self.layout = layout
         self.device = next(model.parameters()).device
         self.stats = DecoderStats()
 
@@ -128,7 +128,7 @@ class CachedDecoder:
         """Sorted by prefix length (a padded batch pads little); grouped: one position
         (equal prefixes, no padding) per batch."""
         todo = sorted(todo, key=lambda i: perturbations[i].position)
-        if self.batching == "grouped":
+        if self.layout.one_position_per_batch:
             groups: dict[int, list[int]] = defaultdict(list)
             for i in todo:
                 groups[perturbations[i].position].append(i)
@@ -149,8 +149,7 @@ class CachedDecoder:
         prefix_lengths = torch.tensor(
             [len(ranked.prompt_ids) + p.position for p in perturbations], device=self.device
         )
-        layout = SharedPrefixBatch if self.batching == "shared" else PaddedBatch
-        batch = layout(ranked.keys_values, prefix_lengths, reserve=max(caps) + 1)
+        batch = self.layout(ranked.keys_values, prefix_lengths, reserve=max(caps) + 1)
         tokens = torch.tensor([p.token_id for p in perturbations], device=self.device)
         positions = prefix_lengths
         generators = (

@@ -85,8 +85,26 @@ def _reserved_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], reserve: in
     return cache
 
 
+# decoder.batching name -> the batch class of that KV-cache layout (see register_layout).
+KV_CACHE_LAYOUTS: dict[str, type] = {}
+
+
+def register_layout(name: str):
+    """Make a batch class the layout that `decoder.batching: <name>` chooses."""
+
+    def register(cls: type) -> type:
+        KV_CACHE_LAYOUTS[name] = cls
+        return cls
+
+    return register
+
+
+@register_layout("padded")
 class PaddedBatch:
     """Each row holds a copy of its prefix's cache, left padded to the widest prefix."""
+
+    # Batch only continuations from one position (equal prefixes): no padding at all.
+    one_position_per_batch = False
 
     def __init__(
         self,
@@ -138,8 +156,18 @@ class SharedPrefix:
     lengths: torch.Tensor
 
 
+@register_layout("grouped")
+class GroupedBatch(PaddedBatch):
+    """Padded, with the continuations of one position per batch (nothing to pad)."""
+
+    one_position_per_batch = True
+
+
+@register_layout("shared")
 class SharedPrefixBatch:
     """Rows share the prefill's cache; each stores only its own new tokens."""
+
+    one_position_per_batch = False
 
     def __init__(
         self,

@@ -25,6 +25,7 @@ from cft_rl.identify.config import IdentifyConfig
 from cft_rl.identify.counterfactual import Decoder, identify_response
 from cft_rl.identify.dataset import finished_shards, merged_records, write_dataset
 from cft_rl.identify.decoders import BackendDecoder, CachedDecoder, ContinuationSampling
+from cft_rl.identify.kv_cache import KV_CACHE_LAYOUTS
 from cft_rl.identify.store import ShardFiles, check_settings, write_json
 from cft_rl.identify.summary import one_line, summarize
 from cft_rl.modeling import load_causal_lm, resolve_model_path
@@ -67,7 +68,7 @@ class Workbench:
                     self._hf_model(),
                     sampling,
                     max_batch_rows=self.config.decoder.max_batch_rows,
-                    batching=self.config.decoder.batching,
+                    layout=KV_CACHE_LAYOUTS[self.config.decoder.batching],
                 )
         return self.decoder
 

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from cft_rl.config import (
     CheckpointSettings,
     CpuThreads,
+    LoggingSettings,
     ModelSpec,
     OptimSettings,
     Section,
@@ -101,21 +102,6 @@ class SftValidationSettings(DataSource):
     template: str | None = None
     max_new_tokens: int = Field(default=256, ge=1)
     batch_size: int = Field(default=64, ge=1)
-
-
-class WandbSettings(Section):
-    enabled: bool = False
-    project: str = "cft-rl"
-    name: str | None = None
-    # offline: written under output_dir/wandb, `wandb sync` uploads it later.
-    mode: Literal["online", "offline"] = "offline"
-
-
-class LoggingSettings(Section):
-    # Progress bar (rank 0); metrics.jsonl is always written.
-    progress: bool = True
-    tensorboard: bool = False
-    wandb: WandbSettings = WandbSettings()
 
 
 class SftConfig(Section):

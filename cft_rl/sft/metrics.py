@@ -1,12 +1,10 @@
-"""Where each optimizer step's metrics go (rank 0 only): metrics.jsonl (always), a progress
-bar (a plain line per step when stderr is not a terminal, e.g. a log file), TensorBoard and
-Weights & Biases (both off by default; W&B offline-capable)."""
+"""What `cft-rl sft` shows of each optimizer step (rank 0 only): the shared metric sinks
+(cft_rl.metric_sinks), and a progress bar (a plain line per step when stderr is not a
+terminal, e.g. a log file)."""
 
 from __future__ import annotations
 
 import sys
-import uuid
-from pathlib import Path
 from typing import Any
 
 from rich.progress import (
@@ -18,18 +16,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from cft_rl.jsonl import METRICS, StepLog
+from cft_rl.metric_sinks import MetricSinks
 from cft_rl.sft.config import SftConfig
 
 
-class MetricsSinks:
-    """Writes step records to every enabled sink; a resumed run first drops the records of
-    steps after its checkpoint (written by the crashed run, about to be redone)."""
+class SftMetrics:
+    """The step records into the metric sinks, and the progress display."""
 
     def __init__(self, config: SftConfig, resumed_step: int, total_steps: int) -> None:
-        out = Path(config.output_dir)
-        self.log = StepLog(out / METRICS)
-        self.log.rewind(resumed_step)
+        run_config = config.model_dump(mode="json")
+        self.sinks = MetricSinks(config.output_dir, config.logging, run_config, resumed_step)
         self.total_steps = total_steps
         self.plain_lines = config.logging.progress and not sys.stderr.isatty()
         self.progress = (
@@ -37,22 +33,10 @@ class MetricsSinks:
             if config.logging.progress and not self.plain_lines
             else None
         )
-        self.tensorboard = None
-        if config.logging.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tensorboard = SummaryWriter(str(out / "tensorboard"), purge_step=resumed_step + 1)
-        self.wandb = _start_wandb(config) if config.logging.wandb.enabled else None
 
     def write(self, record: dict[str, Any]) -> None:
-        self.log.append(record)
+        self.sinks.write(record)
         step = record["step"]
-        scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
-        if self.tensorboard is not None:
-            for key, value in scalars.items():
-                self.tensorboard.add_scalar(f"train/{key}", value, step)
-        if self.wandb is not None:
-            self.wandb.log({f"train/{key}": value for key, value in scalars.items()}, step=step)
         if self.plain_lines:
             print(
                 f"sft step {step}/{self.total_steps}  loss {record['loss']:.4f}  "
@@ -74,10 +58,7 @@ class MetricsSinks:
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-        if self.wandb is not None:
-            self.wandb.finish()
+        self.sinks.close()
 
 
 def _progress_bar(done: int, total: int) -> Progress:
@@ -96,23 +77,3 @@ def _progress_bar(done: int, total: int) -> Progress:
     )
     progress.start()
     return progress
-
-
-def _start_wandb(config: SftConfig):
-    """A W&B run that a resumed training continues (its id is kept in output_dir)."""
-    import wandb
-
-    out = Path(config.output_dir)
-    id_file = out / "wandb_run_id"
-    if not id_file.exists():
-        id_file.write_text(uuid.uuid4().hex[:16])
-    settings = config.logging.wandb
-    return wandb.init(
-        project=settings.project,
-        name=settings.name,
-        mode=settings.mode,
-        dir=str(out),
-        id=id_file.read_text().strip(),
-        resume="allow",
-        config=config.model_dump(mode="json"),
-    )

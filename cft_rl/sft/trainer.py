@@ -39,7 +39,7 @@ from cft_rl.sft.data import DERIVED_FIELDS, TrainingSet, build_training_set
 from cft_rl.sft.distributed import Topology, build_engine, deepspeed_config, process_group
 from cft_rl.sft.fields import collate
 from cft_rl.sft.losses import all_reduce_sum, step_normalizer
-from cft_rl.sft.metrics import MetricsSinks
+from cft_rl.sft.metrics import SftMetrics
 from cft_rl.sft.model import load_trainable_model
 from cft_rl.sft.plan import StepPlan
 from cft_rl.sft.validation import ValidationSet, validation_accuracy
@@ -108,7 +108,7 @@ def _train(
     trainer = _Trainer(config, engine, training, plan, topology, tokenizer.pad_token_id)
     keep_best = validation_accuracy if config.checkpoint.export == "best" else None
     with contextlib.ExitStack() as stack:
-        sinks = MetricsSinks(config, start, plan.total_steps) if topology.rank == 0 else None
+        sinks = SftMetrics(config, start, plan.total_steps) if topology.rank == 0 else None
         if sinks is not None:
             stack.callback(sinks.close)
         validate = _validation(config, validation, engine, topology, start, stack)
