@@ -12,18 +12,15 @@ previous checkpoint as the newest valid one; leftovers are removed by the next c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-
-from cft_rl.errors import UserError
 
 CHECKPOINTS = "checkpoints"
 MARKER = "trainer_state.json"
@@ -133,44 +130,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def changed_settings(saved: Any, current: Any, prefix: str = "") -> list[str]:
-    """The dotted keys whose values differ between two nested settings dicts, sorted."""
-    if isinstance(saved, dict) and isinstance(current, dict):
-        keys = set(saved) | set(current)
-        return sorted(
-            k
-            for key in keys
-            for k in changed_settings(saved.get(key), current.get(key), f"{prefix}{key}.")
-        )
-    return [] if saved == current else [prefix.rstrip(".")]
-
-
-def data_fingerprint(chunks: Iterable[bytes]) -> str:
-    """A short hash of what a run trains on. Recorded with its settings, it stops a resumed
-    run from continuing on other data (an edited file, or a default number of questions
-    that changed), which its step-indexed data order would follow without notice."""
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        digest.update(len(chunk).to_bytes(8, "little"))
-        digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
-def check_resume_settings(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
-    """A resumed run must be the run it continues: name every setting that changed. Only the
-    top-level entries both record are compared: one the code no longer records does not shape
-    the run, and a checkpoint from an older version cannot be checked for what it lacks."""
-    shared = set(saved) & set(current)
-    changed = changed_settings(
-        {key: saved[key] for key in shared}, {key: current[key] for key in shared}
-    )
-    if changed:
-        raise UserError(
-            f"{path} was written with different settings ({', '.join(changed)}); use a new "
-            "output_dir or restore those settings"
-        )
 
 
 def remove(path: Path) -> None:

@@ -22,7 +22,7 @@ from cft_rl.identify.config import IdentifyConfig
 from cft_rl.identify.dataset import load_identified, read_provenance
 from cft_rl.identify.decoders import CachedDecoder, ContinuationSampling
 from cft_rl.identify.runner import Workbench, run_identify
-from cft_rl.identify.store import RunSettingsError
+from cft_rl.run_settings import RunSettingsError
 from reward import Verifier, extract_final_answer
 
 torch.set_num_threads(1)

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("reward",),
     ("cft_rl.errors", "cft_rl.outputs"),
     ("cft_rl.files", "cft_rl.config", "cft_rl.jsonl", "cft_rl.commands"),
-    ("cft_rl.checkpointing", "cft_rl.modeling", "cft_rl.metric_sinks"),
+    ("cft_rl.checkpointing", "cft_rl.modeling", "cft_rl.metric_sinks", "cft_rl.run_settings"),
     ("cft_rl.data",),
     ("cft_rl.generation", "cft_rl.toy"),
     ("cft_rl.identify", "cft_rl.sft", "cft_rl.grpo", "cft_rl.eval"),

@@ -32,7 +32,6 @@ from typing import IO, Any
 
 import yaml
 
-from cft_rl.checkpointing import changed_settings
 from cft_rl.config import save_resolved
 from cft_rl.errors import UserError
 from cft_rl.experiment.config import ExperimentConfig
@@ -40,6 +39,7 @@ from cft_rl.experiment.grid import Cell, Grid
 from cft_rl.files import write_text_atomic
 from cft_rl.outputs import CELL_DONE, EXPERIMENT_PLAN
 from cft_rl.report.compare import report_compare
+from cft_rl.run_settings import changed_settings
 
 CELL_RECIPE = "recipe.yaml"
 CELL_LOG = "log.txt"

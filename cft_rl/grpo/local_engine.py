@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from cft_rl.checkpointing import check_resume_settings, data_fingerprint, latest_checkpoint
+from cft_rl.checkpointing import latest_checkpoint
 from cft_rl.data.prompts import encode_prompts
 from cft_rl.generation.hf import HFBackend
 from cft_rl.grpo import algos
@@ -49,6 +49,7 @@ from cft_rl.grpo.update import PolicyUpdate
 from cft_rl.jsonl import EVENTS, PROBE, VALIDATION, StepLog
 from cft_rl.metric_sinks import MetricSinks
 from cft_rl.modeling import load_causal_lm, load_tokenizer
+from cft_rl.run_settings import check_same_settings, data_fingerprint
 
 
 def run_local(config: GrpoConfig, scorer: Scorer | None = None) -> Path:
@@ -165,7 +166,7 @@ class LocalGrpo:
                 log.rewind(0)
             return 0
         state = read_training_state(path)
-        check_resume_settings(path, state.settings, self.resume_settings)
+        check_same_settings(path, state.settings, self.resume_settings)
         load_checkpoint(path, self.model, self.optimizer, self.scheduler)
         self.sinks = MetricSinks(self.out_dir, self.config.logging, run_config, state.step)
         kept = self.sinks.kept

@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-from cft_rl.checkpointing import check_resume_settings, data_fingerprint
 from cft_rl.config import ConfigError
 from cft_rl.data import DataError, Example
 from cft_rl.data.prompts import TEMPLATES
@@ -31,6 +30,7 @@ from cft_rl.grpo.curves import plot_runs
 from cft_rl.grpo.entropy_monitor import EntropyMonitor, VerlMetricsReader
 from cft_rl.jsonl import EVENTS, METRICS, StepLog
 from cft_rl.modeling import resolve_model_path
+from cft_rl.run_settings import check_same_settings, data_fingerprint
 
 TRAIN_PARQUET = "verl_train.parquet"
 VERL_METRICS = "verl_metrics.jsonl"
@@ -54,7 +54,7 @@ def run_verl(config: GrpoConfig) -> list[str]:
     settings = run_settings(config, examples)
     record = out_dir / RUN_RECORD
     if record.is_file():
-        check_resume_settings(record, json.loads(record.read_text()), settings)
+        check_same_settings(record, json.loads(record.read_text()), settings)
     train_path = write_verl_parquet(examples, config.data.template, out_dir / TRAIN_PARQUET)
     overrides = verl_overrides(config, train_path, out_dir)
     compose_verl_config(overrides)

@@ -17,30 +17,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cft_rl.checkpointing import changed_settings
-from cft_rl.errors import UserError
 from cft_rl.files import write_text_atomic
 from cft_rl.jsonl import append_records, read_repaired
-
-
-class RunSettingsError(UserError):
-    """An output directory holds work done with other settings."""
+from cft_rl.run_settings import record_or_check
 
 
 def check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
     """Record `settings` on the first run; on later runs (resume, other shards) insist on them."""
-    path = out_dir / "shards" / "settings.json"
-    if path.exists():
-        recorded = json.loads(path.read_text())
-        if recorded != settings:
-            changed = changed_settings(recorded, settings)
-            raise RunSettingsError(
-                f"{out_dir} holds results computed with other settings ({', '.join(changed)} "
-                f"differ from {path}); use a new output_dir or the same settings"
-            )
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(settings, indent=2, sort_keys=True))
+    record_or_check(out_dir / "shards" / "settings.json", settings)
 
 
 class ShardFiles:

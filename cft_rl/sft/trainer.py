@@ -21,18 +21,13 @@ from typing import Any
 
 import torch
 
-from cft_rl.checkpointing import (
-    best_checkpoint,
-    check_resume_settings,
-    data_fingerprint,
-    latest_checkpoint,
-    read_marker,
-)
+from cft_rl.checkpointing import best_checkpoint, latest_checkpoint, read_marker
 from cft_rl.errors import UserError
 from cft_rl.files import write_text_atomic
 from cft_rl.jsonl import VALIDATION, StepLog
 from cft_rl.modeling import load_tokenizer
 from cft_rl.outputs import EXPORT_INFO
+from cft_rl.run_settings import check_same_settings, data_fingerprint
 from cft_rl.sft.checkpoint import load_checkpoint, publish_export, save_checkpoint
 from cft_rl.sft.config import SftConfig
 from cft_rl.sft.data import DERIVED_FIELDS, TrainingSet, build_training_set
@@ -95,7 +90,7 @@ def _train(
     settings = _resume_settings(config, topology.world_size, training)
     latest = latest_checkpoint(out)
     if latest is not None:
-        check_resume_settings(latest, read_marker(latest), settings)
+        check_same_settings(latest, read_marker(latest), settings)
 
     _seed_everything(config.seed)  # LoRA's initial weights
     model = load_trainable_model(config.model, config.lora, config.train.gradient_checkpointing)

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
 
-from cft_rl.checkpointing import changed_settings
 from cft_rl.data.toy_problems import DIFFICULTIES, eval_problems, generate_problems
 from cft_rl.errors import UserError
 from cft_rl.jsonl import METRICS
+from cft_rl.run_settings import changed_settings
 from cft_rl.toy.config import ToyBuildConfig
 from cft_rl.toy.evaluate import generate_solutions, score
 from cft_rl.toy.tokenizer import train_tokenizer

@@ -1,0 +1,76 @@
+"""A run against the earlier run whose work it continues: a resumed training, another shard
+of identify, a rerun of eval into the same folder. Each records the settings its results
+depend on (and a fingerprint of its data); a later run must have the same ones, and an error
+names every setting that changed. One check for every stage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from cft_rl.errors import UserError
+from cft_rl.files import write_text_atomic
+
+
+class RunSettingsError(UserError):
+    """An output directory holds work done with other settings."""
+
+
+def changed_settings(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two nested settings dicts, sorted."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        keys = set(saved) | set(current)
+        return sorted(
+            k
+            for key in keys
+            for k in changed_settings(saved.get(key), current.get(key), f"{prefix}{key}.")
+        )
+    return [] if saved == current else [prefix.rstrip(".")]
+
+
+def data_fingerprint(chunks: Iterable[bytes]) -> str:
+    """A short hash of what a run trains on. Recorded with its settings, it stops a resumed
+    run from continuing on other data (an edited file, or a default number of questions
+    that changed), which its step-indexed data order would follow without notice."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(len(chunk).to_bytes(8, "little"))
+        digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def check_same_settings(where: str | Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """`current` must equal the `saved` settings of the work at `where`. Only the top-level
+    entries both record are compared: one the code no longer records does not shape the run,
+    and work from an older version cannot be checked for what it lacks."""
+    shared = set(saved) & set(current)
+    changed = changed_settings(
+        {key: saved[key] for key in shared}, {key: current[key] for key in shared}
+    )
+    if changed:
+        details = ", ".join(
+            f"{key}: {_at(saved, key)!r} -> {_at(current, key)!r}" for key in changed
+        )
+        raise RunSettingsError(
+            f"{where} holds work done with other settings ({details}); use a new output_dir "
+            "or the same settings"
+        )
+
+
+def record_or_check(path: Path, settings: dict[str, Any]) -> None:
+    """The first run records `settings` at `path`; later runs must have the same."""
+    if path.exists():
+        check_same_settings(path, json.loads(path.read_text()), settings)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def _at(settings: dict[str, Any], dotted: str) -> Any:
+    value: Any = settings
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
