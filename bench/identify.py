@@ -29,10 +29,10 @@ from cft_rl.data import load_benchmark
 from cft_rl.data.prompts import format_prompt
 from cft_rl.generation import SamplingParams
 from cft_rl.generation.hf import HFBackend
+from cft_rl.generation.kv_cache import KV_CACHE_LAYOUTS
 from cft_rl.identify.config import CounterfactualSettings
 from cft_rl.identify.counterfactual import Decoder, ResponseCriticality, identify_response
 from cft_rl.identify.decoders import CachedDecoder, ContinuationSampling
-from cft_rl.identify.kv_cache import KV_CACHE_LAYOUTS
 from cft_rl.identify.naive import NaiveDecoder
 from cft_rl.modeling import load_causal_lm, load_tokenizer
 from reward import Verifier

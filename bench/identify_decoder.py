@@ -21,8 +21,8 @@ import time
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from cft_rl.generation.kv_cache import KV_CACHE_LAYOUTS
 from cft_rl.identify.decoders import CachedDecoder, ContinuationSampling
-from cft_rl.identify.kv_cache import KV_CACHE_LAYOUTS
 from cft_rl.identify.naive import NaiveDecoder
 from cft_rl.identify.perturbations import AnswerStops, Perturbation
 

@@ -8,8 +8,8 @@ import torch
 from test_identify_fixtures import byte_tokenizer, random_qwen2
 
 from cft_rl.generation.hf import HFBackend
+from cft_rl.generation.kv_cache import KV_CACHE_LAYOUTS
 from cft_rl.identify.decoders import BackendDecoder, CachedDecoder, ContinuationSampling
-from cft_rl.identify.kv_cache import KV_CACHE_LAYOUTS
 from cft_rl.identify.naive import NaiveDecoder
 from cft_rl.identify.perturbations import AnswerStops, Perturbation
 

@@ -1,4 +1,5 @@
-"""The transformers backend: our own batched decoding loop over a KV cache.
+"""The transformers backend: batched decoding with the project's decode loop
+(cft_rl.generation.decode_loop) over the prefill's KV cache.
 
 Why not `model.generate`: we want (1) per-sample RNG streams, so a sample does not
 depend on which batch it landed in, (2) raw log-probabilities of the top-k tokens,
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 
 from cft_rl.errors import UserError
+from cft_rl.generation.decode_loop import compact_at_every_finish, decode_loop
+from cft_rl.generation.kv_cache import PrefillBatch
 from cft_rl.generation.stopping import answer_complete, is_trigger
 from cft_rl.generation.types import (
     FINISH_ANSWER,
@@ -101,19 +104,17 @@ class HFBackend:
         cache = out.past_key_values
         row_slots = torch.tensor([slot[row.prompt_index] for row in rows], device=self.device)
         cache.batch_select_indices(row_slots)
-        logits = out.logits[row_slots, -1, :]
-        attention_mask = attention_mask[row_slots]
-        next_position = positions[row_slots, -1] + 1
         generators = None if params.greedy else [self._generator(prompts, r, params) for r in rows]
-
         budget = [self._budget(len(prompts[row.prompt_index]), params) for row in rows]
-        active = list(range(len(rows)))
-        while True:
-            chosen = self._choose(logits, params, generators, active)
+
+        def step(logits: torch.Tensor, active: list[int | None]) -> tuple[list[int], list[bool]]:
+            """Rows finish at once (compact_at_every_finish), so every `active` entry is live."""
+            live = [row_index for row_index in active if row_index is not None]
+            chosen = self._choose(logits, params, generators, live)
             if params.top_logprobs:
                 top_values, top_ids = logits.float().log_softmax(-1).topk(params.top_logprobs)
-            still_active = []
-            for local, row_index in enumerate(active):
+            finished = []
+            for local, row_index in enumerate(live):
                 row = rows[row_index]
                 token = chosen[local]
                 row.tokens.append(token)
@@ -126,29 +127,20 @@ class HFBackend:
                 elif params.stop_when_answered and self._answered(row, token):
                     row.finish_reason = FINISH_ANSWER
                 elif len(row.tokens) < budget[row_index]:
-                    still_active.append(local)
-            if not still_active:
-                return
-            if len(still_active) < len(active):
-                keep = torch.tensor(still_active, device=self.device)
-                cache.batch_select_indices(keep)
-                attention_mask = attention_mask[keep]
-                next_position = next_position[keep]
-                chosen = [chosen[i] for i in still_active]
-                active = [active[i] for i in still_active]
-            attention_mask = torch.cat(
-                [attention_mask, attention_mask.new_ones(len(active), 1)], dim=1
-            )
-            out = self.model(
-                input_ids=torch.tensor(chosen, device=self.device).unsqueeze(1),
-                attention_mask=attention_mask,
-                position_ids=next_position.unsqueeze(1),
-                past_key_values=cache,
-                use_cache=True,
-            )
-            cache = out.past_key_values
-            logits = out.logits[:, -1, :]
-            next_position = next_position + 1
+                    finished.append(False)
+                    continue
+                finished.append(True)
+            return chosen, finished
+
+        decode_loop(
+            self.model,
+            PrefillBatch(cache, attention_mask[row_slots]),
+            list(range(len(rows))),
+            step,
+            compact_at_every_finish,
+            positions=positions[row_slots, -1],
+            first_logits=out.logits[row_slots, -1, :],
+        )
 
     def _choose(self, logits: torch.Tensor, params, generators, active: list[int]) -> list[int]:
         """Next token of each active row: argmax, or a draw from the tempered, top-p

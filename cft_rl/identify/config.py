@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from cft_rl.config import CpuThreads, GenerationSettings, ModelSpec, Section, VerifierSettings
 from cft_rl.data.source import DataSource
-from cft_rl.identify.kv_cache import KV_CACHE_LAYOUTS
+from cft_rl.generation.kv_cache import KV_CACHE_LAYOUTS
 
 
 class CounterfactualSettings(Section):

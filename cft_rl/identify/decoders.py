@@ -4,7 +4,7 @@
 alternatives' ranking at every position and the KV cache; a continuation from position
 t reuses the first len(prompt) + t entries of that cache (attention is causal, so the
 prefix's keys and values do not depend on what follows), and many continuations are
-decoded as one batch (cft_rl.identify.kv_cache: rows share the prefill's cache, or each
+decoded as one batch (cft_rl.generation.kv_cache: rows share the prefill's cache, or each
 gets a left-padded copy). A row stops as soon as its answer is complete.
 
 `BackendDecoder` (any generation backend, vLLM in practice): every continuation is a
@@ -26,9 +26,10 @@ from dataclasses import dataclass
 import torch
 
 from cft_rl.errors import UserError
+from cft_rl.generation.decode_loop import decode_loop
+from cft_rl.generation.kv_cache import SharedPrefixBatch
 from cft_rl.generation.types import GenerationBackend, SamplingParams, sample_seed
 from cft_rl.identify.alternatives import rank_candidates
-from cft_rl.identify.kv_cache import SharedPrefixBatch
 from cft_rl.identify.perturbations import AnswerStops, Continuation, Perturbation
 
 
@@ -151,37 +152,32 @@ class CachedDecoder:
         )
         batch = self.layout(ranked.keys_values, prefix_lengths, reserve=max(caps) + 1)
         tokens = torch.tensor([p.token_id for p in perturbations], device=self.device)
-        positions = prefix_lengths
         generators = (
             None if self.sampling.greedy else [self._generator(ranked, p) for p in perturbations]
         )
-        # rows[j]: the perturbation that row j of the batch decodes, None once it has finished.
+
+        def step(logits: torch.Tensor, rows: list[int | None]) -> tuple[list[int], list[bool]]:
+            chosen, margins = self._choose(logits, generators, rows)
+            finished = [
+                row is not None
+                and self._record(
+                    results[row], chosen[j], margins[j], caps[row], stops, perturbations[row]
+                )
+                for j, row in enumerate(rows)
+            ]
+            return chosen, finished
+
         # Finished rows ride along until a quarter of the batch has finished: selecting
         # rows copies the cache, so doing it at every finish would cost more than it saves.
-        rows: list[int | None] = list(range(len(perturbations)))
-        with batch.attention(self.model):
-            while any(row is not None for row in rows):
-                out = self.model(
-                    input_ids=tokens[:, None],
-                    position_ids=positions[:, None],
-                    use_cache=True,
-                    **batch.step_inputs(),
-                )
-                chosen, margins = self._choose(out.logits[:, -1, :], generators, rows)
-                for j, row in enumerate(rows):
-                    if row is not None and self._record(
-                        results[row], chosen[j], margins[j], caps[row], stops, perturbations[row]
-                    ):
-                        rows[j] = None
-                live = [j for j, row in enumerate(rows) if row is not None]
-                if live and len(live) <= 0.75 * len(rows):
-                    index = torch.tensor(live, device=self.device)
-                    batch.select(index)
-                    rows = [rows[j] for j in live]
-                    chosen = [chosen[j] for j in live]
-                    positions = positions[index]
-                tokens = torch.tensor(chosen, device=self.device)
-                positions = positions + 1
+        decode_loop(
+            self.model,
+            batch,
+            list(range(len(perturbations))),
+            step,
+            lambda live, total: live <= 0.75 * total,
+            positions=prefix_lengths,
+            tokens=tokens,
+        )
 
     def _record(
         self,

@@ -21,11 +21,11 @@ from cft_rl.data import Example
 from cft_rl.data.prompts import format_prompt
 from cft_rl.errors import UserError
 from cft_rl.generation import GenerationBackend, SamplingParams, make_backend
+from cft_rl.generation.kv_cache import KV_CACHE_LAYOUTS
 from cft_rl.identify.config import IdentifyConfig
 from cft_rl.identify.counterfactual import Decoder, identify_response
 from cft_rl.identify.dataset import finished_shards, merged_records, write_dataset
 from cft_rl.identify.decoders import BackendDecoder, CachedDecoder, ContinuationSampling
-from cft_rl.identify.kv_cache import KV_CACHE_LAYOUTS
 from cft_rl.identify.store import ShardFiles, check_settings, write_json
 from cft_rl.identify.summary import one_line, summarize
 from cft_rl.modeling import load_causal_lm, resolve_model_path

@@ -1,6 +1,13 @@
-"""KV caches for a batch of continuations, cut from the prefill of prompt + response.
+"""KV-cache layouts: how the rows of a batch hold the keys and values that the decode loop
+(cft_rl.generation.decode_loop) extends by one token per step. Each layout gives the model's
+cache arguments for the next step (`step_inputs`), keeps only some rows (`select`), and may
+route the model's attention meanwhile (`attention`).
 
-Row i continues from the first n_i tokens of that sequence (its prefix). Two layouts:
+`PrefillBatch` (the hf backend): the cache of a left-padded prefill of whole prompts, as
+transformers builds it.
+
+For a batch of continuations cut from the prefill of one prompt + response (identify's
+cached decoder), row i continues from the first n_i tokens of that sequence (its prefix):
 
 - `SharedPrefixBatch` (default): the rows share the prefill's keys and values; each row
   stores only the keys and values of its own new tokens. Attention is computed by
@@ -29,6 +36,27 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 SHARED_PREFIX_ATTENTION = "cft_rl_shared_prefix"
+
+
+class PrefillBatch:
+    """The rows' cache as the model's prefill built it, with the left-padding mask."""
+
+    def __init__(self, cache: DynamicCache, attention_mask: torch.Tensor) -> None:
+        self.cache = cache
+        self.attention_mask = attention_mask
+
+    def step_inputs(self) -> dict[str, Any]:
+        """Model arguments for the next step (one new token per row)."""
+        ones = self.attention_mask.new_ones(len(self.attention_mask), 1)
+        self.attention_mask = torch.cat([self.attention_mask, ones], dim=1)
+        return {"past_key_values": self.cache, "attention_mask": self.attention_mask}
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.cache.batch_select_indices(rows)
+        self.attention_mask = self.attention_mask[rows]
+
+    def attention(self, model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 class ReservedLayer(DynamicLayer):
