@@ -253,3 +253,23 @@ def test_the_checks_catch_a_forbidden_import():
     fresh = Imports(project_modules())
     hidden = _with_module(fresh, "cft_rl.eval.bad", "def f():\n    import cft_rl.jsonl\n")
     assert hidden_imports(hidden) == ["cft_rl.eval.bad imports cft_rl.jsonl inside a function"]
+
+
+def test_the_picture_in_docs_architecture_is_this_layering():
+    """docs/architecture.md draws LAYERS: one row per layer, top to bottom, the names being
+    the last part of each prefix (separated by " . ", a comment after them)."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    diagram = text.split("```")[1]
+    known = {prefix.split(".")[-1] for layer in LAYERS for prefix in layer}
+    rows = []
+    for line in diagram.splitlines():
+        words = [w for w in line.split() if w != "."]
+        names = []
+        for word in words:
+            if word not in known:
+                break
+            names.append(word)
+        if names:
+            rows.append(set(names))
+    expected = [{prefix.split(".")[-1] for prefix in layer} for layer in reversed(LAYERS)]
+    assert rows == expected

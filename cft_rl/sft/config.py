@@ -16,7 +16,7 @@ from cft_rl.config import (
     VerifierSettings,
 )
 from cft_rl.data.source import DataSource
-from cft_rl.sft.losses import LossConfig
+from cft_rl.sft.losses import LOSSES, LossConfig
 
 # Written by `cft-rl sft` next to OUT/hf_model: which checkpoint it is, its validation result.
 
@@ -112,7 +112,8 @@ class SftConfig(Section):
     output_dir: str = "runs/toy-cft"
     seed: int = 0
     model: ModelSpec = ModelSpec()
-    # rho1 only: the reference model whose per-token loss the excess loss subtracts.
+    # For the losses that need one (rho1): the reference model whose per-token loss the
+    # excess loss subtracts.
     reference_model: ModelSpec | None = None
     data: SftData = SftData()
     loss: LossConfig = LossConfig()
@@ -132,8 +133,9 @@ class SftConfig(Section):
             raise ValueError("data.path: the output_dir or parquet file of `cft-rl identify`")
         if self.data.format == "examples" and self.data.benchmark is None:
             raise ValueError("data.benchmark: 'toy-train' or a benchmark name (with data.path)")
-        if self.loss.name == "rho1" and self.reference_model is None:
-            raise ValueError("reference_model: loss 'rho1' needs a reference model")
+        loss = LOSSES.get(self.loss.name)  # an unknown name is LossConfig's error
+        if loss is not None and loss.needs_reference_model and self.reference_model is None:
+            raise ValueError(f"reference_model: loss '{loss.name}' needs a reference model")
         if self.checkpoint.export == "best" and self.validation.benchmark is None:
             raise ValueError("checkpoint.export: 'best' needs validation.benchmark")
         return self

@@ -22,7 +22,6 @@ from cft_rl.sft.losses import LossConfig, TokenView, get_loss
 from cft_rl.sft.reference import reference_logprobs
 
 # Losses that need a field built from more than the data: the field they need.
-DERIVED_FIELDS = {"numbers_only": "digit_mask", "rho1": "ref_logprobs"}
 
 
 @dataclass(frozen=True)
@@ -181,7 +180,7 @@ def build_training_set(config: SftConfig, tokenizer) -> TrainingSet:
 
 def add_derived_fields(config: SftConfig, tokenizer, items: list[Fields]) -> None:
     """Fields computed from the tokenizer or a model, built only for the loss that needs them."""
-    needed = DERIVED_FIELDS.get(config.loss.name)
+    needed = get_loss(config.loss.name).derived_field
     if needed == "digit_mask":
         table = digit_token_table(tokenizer)
         for item in items:

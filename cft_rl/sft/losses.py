@@ -147,6 +147,10 @@ class TokenLoss:
     fn: WeightFn
     ranked: bool = False
     scale_by_probability: bool = False
+    # A batch field the data loader computes for this loss only (cft_rl.sft.data), from the
+    # tokenizer or, with needs_reference_model, from the recipe's `reference_model`.
+    derived_field: str | None = None
+    needs_reference_model: bool = False
 
     def weights(self, view: TokenView, config: LossConfig) -> torch.Tensor:
         """Float weights [batch, seq - 1], zero where no loss is taken."""
@@ -165,14 +169,22 @@ LOSSES: dict[str, TokenLoss] = {}
 
 
 def register_loss(
-    name: str, *, ranked: bool = False, scale_by_probability: bool = False
+    name: str,
+    *,
+    ranked: bool = False,
+    scale_by_probability: bool = False,
+    derived_field: str | None = None,
+    needs_reference_model: bool = False,
 ) -> Callable[[WeightFn], WeightFn]:
-    """Register `fn(view, config)` as the loss `name` (weights; scores if `ranked`)."""
+    """Register `fn(view, config)` as the loss `name` (weights; scores if `ranked`), with
+    what it needs besides the identify dataset's fields."""
 
     def decorator(fn: WeightFn) -> WeightFn:
         if name in LOSSES:
             raise ValueError(f"loss '{name}' is already registered")
-        LOSSES[name] = TokenLoss(name, fn, ranked, scale_by_probability)
+        LOSSES[name] = TokenLoss(
+            name, fn, ranked, scale_by_probability, derived_field, needs_reference_model
+        )
         return fn
 
     return decorator
@@ -203,7 +215,7 @@ def failure_fractions(view: TokenView, config: LossConfig) -> torch.Tensor:
     return fractions
 
 
-@register_loss("numbers_only")
+@register_loss("numbers_only", derived_field="digit_mask")
 def digit_tokens(view: TokenView, config: LossConfig) -> torch.Tensor:
     return view.field("digit_mask").bool()
 
@@ -213,7 +225,7 @@ def entropy(view: TokenView, config: LossConfig) -> torch.Tensor:
     return view.statistics[1]
 
 
-@register_loss("rho1", ranked=True)
+@register_loss("rho1", ranked=True, derived_field="ref_logprobs", needs_reference_model=True)
 def excess_loss(view: TokenView, config: LossConfig) -> torch.Tensor:
     # (-log p_model) - (-log p_ref): high where the model lags the reference most
     return view.field("ref_logprobs").float() - view.statistics[0]

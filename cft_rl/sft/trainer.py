@@ -30,10 +30,10 @@ from cft_rl.outputs import EXPORT_INFO
 from cft_rl.run_settings import check_same_settings, data_fingerprint
 from cft_rl.sft.checkpoint import load_checkpoint, publish_export, save_checkpoint
 from cft_rl.sft.config import SftConfig
-from cft_rl.sft.data import DERIVED_FIELDS, TrainingSet, build_training_set
+from cft_rl.sft.data import TrainingSet, build_training_set
 from cft_rl.sft.distributed import Topology, build_engine, deepspeed_config, process_group
 from cft_rl.sft.fields import collate
-from cft_rl.sft.losses import all_reduce_sum, step_normalizer
+from cft_rl.sft.losses import LOSSES, all_reduce_sum, step_normalizer
 from cft_rl.sft.metrics import SftMetrics
 from cft_rl.sft.model import load_trainable_model
 from cft_rl.sft.plan import StepPlan
@@ -275,7 +275,7 @@ def _resume_settings(config: SftConfig, world_size: int, training: TrainingSet) 
         settings["verifier"] = config.verifier.model_dump(mode="json")
     # Only what was read: derived fields (a reference model's log-probs) are recomputed on
     # resume and may differ in the last bits on other hardware.
-    derived = set(DERIVED_FIELDS.values())
+    derived = {loss.derived_field for loss in LOSSES.values() if loss.derived_field}
     data = data_fingerprint(
         chunk
         for fields in training.examples
