@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from cft_rl.config import CpuThreads, GenerationSettings, ModelSpec, Section, VerifierSettings
 from cft_rl.data.source import DataSource
 from cft_rl.generation.kv_cache import KV_CACHE_LAYOUTS
+from cft_rl.identify.decoders import DECODERS
 
 
 class CounterfactualSettings(Section):
@@ -47,7 +48,7 @@ class DecoderSettings(Section):
     # cached: our batched decoder reusing the response's KV cache (hf models only).
     # backend: each continuation is a prompt for the generation backend (vLLM with prefix
     # caching). auto: cached for generation.backend hf, backend for vllm.
-    kind: Literal["auto", "cached", "backend"] = "auto"
+    kind: Literal[("auto", *DECODERS)] = "auto"  # type: ignore[valid-type]
     # cached decoder: shared: the rows of a batch share the response's KV cache (each keeps
     # only its new tokens'); padded: each row gets a left-padded copy of its prefix's cache;
     # grouped: padded, one position (equal prefixes, no padding) per batch.

@@ -22,12 +22,13 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from cft_rl.errors import UserError
 from cft_rl.generation.decode_loop import decode_loop
-from cft_rl.generation.kv_cache import SharedPrefixBatch
+from cft_rl.generation.kv_cache import KV_CACHE_LAYOUTS, SharedPrefixBatch
 from cft_rl.generation.types import GenerationBackend, SamplingParams, sample_seed
 from cft_rl.identify.alternatives import rank_candidates
 from cft_rl.identify.perturbations import AnswerStops, Continuation, Perturbation
@@ -57,6 +58,27 @@ class Ranked:
     keys_values: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
+class RunResources(Protocol):
+    """What a decoder is built from: the run's generation backend, or a transformers model
+    (the hf backend's own, else a copy)."""
+
+    def get_backend(self) -> GenerationBackend: ...
+
+    def hf_model(self) -> torch.nn.Module: ...
+
+
+# decoder.kind -> the decoder class (each builds itself with `for_run`)
+DECODERS: dict[str, type] = {}
+
+
+def register_decoder(name: str):
+    def register(cls: type) -> type:
+        DECODERS[name] = cls
+        return cls
+
+    return register
+
+
 @dataclass
 class DecoderStats:
     """Seconds spent and work done, accumulated over calls."""
@@ -67,8 +89,19 @@ class DecoderStats:
     decoded_continuations: int = 0
 
 
+@register_decoder("cached")
 class CachedDecoder:
     """Batched continuations from slices of the response's KV cache (transformers models)."""
+
+    @classmethod
+    def for_run(
+        cls,
+        run: RunResources,
+        sampling: ContinuationSampling,
+        max_batch_rows: int,
+        batching: str,
+    ) -> CachedDecoder:
+        return cls(run.hf_model(), sampling, max_batch_rows, KV_CACHE_LAYOUTS[batching])
 
     def __init__(
         self,
@@ -227,9 +260,21 @@ class CachedDecoder:
         return torch.Generator(device=self.device).manual_seed(seed)
 
 
+@register_decoder("backend")
 class BackendDecoder:
     """Continuations as prompts for a generation backend (vLLM: prefix caching shares the
     prefixes). Ranking asks the backend for one token after every prefix y_<t."""
+
+    @classmethod
+    def for_run(
+        cls,
+        run: RunResources,
+        sampling: ContinuationSampling,
+        max_batch_rows: int,
+        batching: str,
+    ) -> BackendDecoder:
+        """The backend batches and caches by itself: the cached decoder's settings do not apply."""
+        return cls(run.get_backend(), sampling)
 
     def __init__(self, backend: GenerationBackend, sampling: ContinuationSampling) -> None:
         self.backend = backend

@@ -17,15 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+import transformers
+
 from cft_rl.data import Example
 from cft_rl.data.prompts import format_prompt
 from cft_rl.errors import UserError
 from cft_rl.generation import GenerationBackend, SamplingParams, make_backend
-from cft_rl.generation.kv_cache import KV_CACHE_LAYOUTS
 from cft_rl.identify.config import IdentifyConfig
 from cft_rl.identify.counterfactual import Decoder, identify_response
 from cft_rl.identify.dataset import finished_shards, merged_records, write_dataset
-from cft_rl.identify.decoders import BackendDecoder, CachedDecoder, ContinuationSampling
+from cft_rl.identify.decoders import DECODERS, ContinuationSampling
 from cft_rl.identify.store import ShardFiles, check_settings, write_json
 from cft_rl.identify.summary import one_line, summarize
 from cft_rl.modeling import load_causal_lm, resolve_model_path
@@ -58,18 +60,13 @@ class Workbench:
                 temperature=0.0 if settings.continuation == "greedy" else settings.temperature,
                 seed=self.config.seed,
             )
-            kind = self.config.decoder.kind
+            decoder = self.config.decoder
+            kind = decoder.kind
             if kind == "auto":
                 kind = "cached" if self.config.generation.backend == "hf" else "backend"
-            if kind == "backend":
-                self.decoder = BackendDecoder(self.get_backend(), sampling)
-            else:
-                self.decoder = CachedDecoder(
-                    self._hf_model(),
-                    sampling,
-                    max_batch_rows=self.config.decoder.max_batch_rows,
-                    layout=KV_CACHE_LAYOUTS[self.config.decoder.batching],
-                )
+            self.decoder = DECODERS[kind].for_run(
+                self, sampling, decoder.max_batch_rows, decoder.batching
+            )
         return self.decoder
 
     def get_verifier(self):
@@ -85,7 +82,7 @@ class Workbench:
         for owned in self._owned:
             owned.close()
 
-    def _hf_model(self):
+    def hf_model(self) -> torch.nn.Module:
         """The hf backend's model, else (vLLM for the correct set) a transformers copy."""
         model = getattr(self.get_backend(), "model", None)
         if model is None:
@@ -97,8 +94,6 @@ def run_identify(config: IdentifyConfig, workbench: Workbench | None = None) -> 
     """Run this shard (unless merge_only), then merge if every shard is done."""
     out_dir = Path(config.output_dir)
     if config.cpu_threads is not None:
-        import torch
-
         torch.set_num_threads(config.cpu_threads)
     if not config.merge_only:
         check_settings(out_dir, config.result_settings())
@@ -253,9 +248,6 @@ def merge(config: IdentifyConfig, shards: list[ShardFiles]) -> Path:
 def provenance_of(config: IdentifyConfig) -> dict[str, Any]:
     """What made the dataset: settings, the model (with a hash of its config and weights'
     names and sizes, cheap even for large models), library versions."""
-    import torch
-    import transformers
-
     model_dir = Path(resolve_model_path(config.model.path))
     fingerprint = hashlib.sha256()
     if model_dir.is_dir():
