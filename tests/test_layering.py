@@ -22,7 +22,7 @@ HEAVY = ("vllm", "verl", "deepspeed", "trl", "matplotlib")
 # the packages of one layer do not import one another (in particular the four stages).
 LAYERS: list[tuple[str, ...]] = [
     ("reward",),
-    ("cft_rl.errors", "cft_rl.outputs"),
+    ("cft_rl.errors", "cft_rl.outputs", "cft_rl.registry"),
     ("cft_rl.files", "cft_rl.config", "cft_rl.jsonl", "cft_rl.commands"),
     ("cft_rl.checkpointing", "cft_rl.modeling", "cft_rl.metric_sinks", "cft_rl.run_settings"),
     ("cft_rl.data",),

@@ -35,6 +35,8 @@ from transformers import AttentionInterface
 from transformers.cache_utils import DynamicCache, DynamicLayer
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from cft_rl.registry import registrar
+
 SHARED_PREFIX_ATTENTION = "cft_rl_shared_prefix"
 
 
@@ -115,16 +117,7 @@ def _reserved_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], reserve: in
 
 # decoder.batching name -> the batch class of that KV-cache layout (see register_layout).
 KV_CACHE_LAYOUTS: dict[str, type] = {}
-
-
-def register_layout(name: str):
-    """Make a batch class the layout that `decoder.batching: <name>` chooses."""
-
-    def register(cls: type) -> type:
-        KV_CACHE_LAYOUTS[name] = cls
-        return cls
-
-    return register
+register_layout = registrar(KV_CACHE_LAYOUTS)
 
 
 @register_layout("padded")

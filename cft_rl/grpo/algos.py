@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from cft_rl.registry import registrar
+
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "AdvantageEstimator",
@@ -260,14 +262,7 @@ class PolicyLoss:
 
 # algorithm.policy_loss (verl: actor.policy_loss.loss_mode) -> its loss function
 POLICY_LOSSES: dict[str, Callable[..., PolicyLoss]] = {}
-
-
-def register_policy_loss(name: str):
-    def register(fn: Callable[..., PolicyLoss]) -> Callable[..., PolicyLoss]:
-        POLICY_LOSSES[name] = fn
-        return fn
-
-    return register
+register_policy_loss = registrar(POLICY_LOSSES)
 
 
 @register_policy_loss("vanilla")

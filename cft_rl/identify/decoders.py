@@ -32,6 +32,7 @@ from cft_rl.generation.kv_cache import KV_CACHE_LAYOUTS, SharedPrefixBatch
 from cft_rl.generation.types import GenerationBackend, SamplingParams, sample_seed
 from cft_rl.identify.alternatives import rank_candidates
 from cft_rl.identify.perturbations import AnswerStops, Continuation, Perturbation
+from cft_rl.registry import registrar
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,7 @@ class RunResources(Protocol):
 
 # decoder.kind -> the decoder class (each builds itself with `for_run`)
 DECODERS: dict[str, type] = {}
-
-
-def register_decoder(name: str):
-    def register(cls: type) -> type:
-        DECODERS[name] = cls
-        return cls
-
-    return register
+register_decoder = registrar(DECODERS)
 
 
 @dataclass
