@@ -244,14 +244,17 @@ def test_policy_loss_matches_verl(verl, batch, clip_name, mode, normalisers):
     theirs.backward()
 
     ours_lp = batch["log_prob"].clone().requires_grad_()
+    params = algos.PolicyLossParams(
+        clip_ratio_low=clip["clip_ratio_low"],
+        clip_ratio_high=clip["clip_ratio_high"],
+        clip_ratio_c=clip.get("clip_ratio_c", 3.0),
+    )
     ours = algos.POLICY_LOSSES["vanilla"](
         ours_lp,
         batch["old_log_prob"],
         batch["advantages"],
         batch["mask"],
-        clip_ratio_low=clip["clip_ratio_low"],
-        clip_ratio_high=clip["clip_ratio_high"],
-        clip_ratio_c=clip.get("clip_ratio_c", 3.0),
+        params,
         loss_agg_mode=mode,
         **normalisers,
     )
@@ -274,7 +277,8 @@ def test_policy_loss_by_hand():
     old = torch.zeros(3, 1)
     new = torch.log(torch.tensor([[1.5], [5.0], [0.5]]))
     adv = torch.tensor([[1.0], [-1.0], [-2.0]])
-    out = algos.vanilla_policy_loss(new, old, adv, mask, clip_ratio_high=0.28, clip_ratio_c=3.0)
+    params = algos.PolicyLossParams(clip_ratio_high=0.28, clip_ratio_c=3.0)
+    out = algos.vanilla_policy_loss(new, old, adv, mask, params)
     assert_close(out.loss, torch.tensor((-1.28 + 3.0 + 1.6) / 3))
     assert_close(out.clipfrac, torch.tensor(2 / 3))  # the first and the last token
     assert_close(out.clipfrac_lower, torch.tensor(1 / 3))
@@ -283,7 +287,9 @@ def test_policy_loss_by_hand():
 
 def test_policy_loss_rejects_dual_clip_at_or_below_one():
     with pytest.raises(ValueError, match="clip_ratio_c"):
-        algos.vanilla_policy_loss(*[torch.zeros(1, 1)] * 4, clip_ratio_c=1.0)
+        algos.vanilla_policy_loss(
+            *[torch.zeros(1, 1)] * 4, algos.PolicyLossParams(clip_ratio_c=1.0)
+        )
 
 
 # --- KL penalties ----------------------------------------------------------------------------
@@ -352,3 +358,199 @@ def test_masked_helpers_match_verl(verl, batch):
     values = values.masked_fill(mask == 0, float("nan"))  # NaN outside the mask must not leak
     assert_close(algos.masked_mean(values, mask), verl_f.masked_mean(values, mask))
     assert_close(algos.masked_mean(values, mask, dim=-1), verl_f.masked_mean(values, mask, -1))
+
+
+# --- entropy-preserving policy losses (verl's clip_cov, kl_cov, gspo) -----------------------
+
+COV_PARAMS = {
+    # Ratios large enough that several tokens of the 60-token batch are chosen, bounds wide
+    # enough that the covariance window holds some.
+    "clip_cov": {"clip_cov_ratio": 0.1, "clip_cov_lb": 0.05, "clip_cov_ub": 3.0},
+    "kl_cov": {"kl_cov_ratio": 0.1, "ppo_kl_coef": 0.7},
+    "gspo": {},
+}
+
+
+@pytest.mark.parametrize("loss_mode", list(COV_PARAMS))
+@pytest.mark.parametrize("mode", AGG_MODES)
+@pytest.mark.parametrize(
+    "normalisers",
+    [{}, {"batch_num_tokens": 51, "global_batch_size": 16, "loss_scale_factor": 3}],
+    ids=["local", "global"],
+)
+def test_entropy_preserving_losses_match_verl(verl, batch, loss_mode, mode, normalisers):
+    from omegaconf import OmegaConf
+
+    core_algos, _ = verl
+    clip = CLIPS["clip_higher"]
+    if loss_mode == "gspo":  # verl's gspo insists on its ActorConfig class
+        from verl.workers.config import ActorConfig
+
+        config = ActorConfig(
+            strategy="fsdp",
+            ppo_mini_batch_size=4,
+            ppo_micro_batch_size_per_gpu=1,
+            rollout_n=1,
+            clip_ratio_low=clip["clip_ratio_low"],
+            clip_ratio_high=clip["clip_ratio_high"],
+            global_batch_info=normalisers,
+        )
+    else:
+        config = OmegaConf.create(
+            {**clip, "policy_loss": COV_PARAMS[loss_mode], "global_batch_info": normalisers}
+        )
+    theirs_lp = batch["log_prob"].clone().requires_grad_()
+    torch.manual_seed(7)  # clip_cov draws its tokens from the global generator
+    theirs, metrics = core_algos.get_policy_loss_fn(loss_mode)(
+        old_log_prob=batch["old_log_prob"],
+        log_prob=theirs_lp,
+        advantages=batch["advantages"],
+        response_mask=batch["mask"],
+        loss_agg_mode=mode,
+        config=config,
+    )
+    theirs.backward()
+
+    params = algos.PolicyLossParams(
+        clip_ratio_low=clip["clip_ratio_low"],
+        clip_ratio_high=clip["clip_ratio_high"],
+        **COV_PARAMS[loss_mode],
+    )
+    ours_lp = batch["log_prob"].clone().requires_grad_()
+    torch.manual_seed(7)
+    ours = algos.POLICY_LOSSES[loss_mode](
+        ours_lp,
+        batch["old_log_prob"],
+        batch["advantages"],
+        batch["mask"],
+        params,
+        loss_agg_mode=mode,
+        **normalisers,
+    )
+    ours.loss.backward()
+
+    assert_close(ours.loss, theirs)
+    assert_close(ours_lp.grad, theirs_lp.grad)
+    if loss_mode != "kl_cov":  # verl reports no clip fraction for kl_cov
+        assert ours.clipfrac.item() == pytest.approx(metrics["actor/pg_clipfrac"])
+    if loss_mode == "clip_cov":
+        assert ours.clipfrac > 0, "the test batch should have tokens cut"
+
+
+def test_kl_cov_penalises_the_largest_covariance_tokens_by_hand():
+    log_prob = torch.tensor([[-1.0, -2.0, -0.5]], requires_grad=True)
+    old = torch.tensor([[-1.2, -2.3, -0.1]])
+    advantages = torch.tensor([[2.0, -1.0, 0.5]])
+    mask = torch.ones(1, 3)
+    params = algos.PolicyLossParams(kl_cov_ratio=0.34, ppo_kl_coef=1.0)  # one token of three
+    out = algos.kl_cov_policy_loss(log_prob, old, advantages, mask, params)
+    # (A - mean A) x (logp - mean logp) = [1.5 x 0.17, -1.5 x -0.83, 0 x 0.67]: token 1
+    ratio = (log_prob.detach() - old).exp()
+    expected = (-advantages * ratio).clone()
+    expected[0, 1] += 0.3
+    assert_close(out.loss, expected.mean())
+    assert out.clipfrac.item() == pytest.approx(1 / 3, abs=1e-6)
+
+
+def test_gspo_ratio_is_per_sequence():
+    """Two tokens with log-ratios +0.2 and -0.2 give one sequence ratio of exactly 1."""
+    log_prob = torch.tensor([[-1.0, -1.0]], requires_grad=True)
+    old = torch.tensor([[-1.2, -0.8]])
+    out = algos.gspo_policy_loss(log_prob, old, torch.ones(1, 2), torch.ones(1, 2))
+    assert_close(out.loss, torch.tensor(-1.0))
+    assert out.clipfrac.item() == 0.0
+
+
+# --- PPO with a critic: GAE and the value loss -----------------------------------------------
+
+
+@pytest.mark.parametrize(("gamma", "lam"), [(1.0, 1.0), (1.0, 0.95), (0.9, 0.8)])
+def test_gae_matches_verl(verl, batch, gamma, lam):
+    core_algos, _ = verl
+    mask = batch["mask"].clone()
+    mask[3, 0] = 1.0  # whitening needs every row's stats defined; the empty row stays empty
+    mask[3] = 0.0
+    values = batch["loss_mat"]
+    rewards = _token_rewards(batch["scores"], mask)
+    expected = core_algos.get_adv_estimator_fn("gae")(
+        token_level_rewards=rewards, values=values, response_mask=mask, gamma=gamma, lam=lam
+    )
+    ours = algos.gae_advantages(rewards, values, mask, gamma, lam)
+    assert_close(ours[0], expected[0])
+    assert_close(ours[1], expected[1])
+
+
+def test_gae_by_hand():
+    """One response of 2 tokens, reward 1 at the end, gamma = lam = 1: the return of every
+    token is the reward, the advantage is reward - value (before whitening)."""
+    values = torch.tensor([[0.25, 0.5]])
+    rewards = torch.tensor([[0.0, 1.0]])
+    advantages, returns = algos.gae_advantages(rewards, values, torch.ones(1, 2), 1.0, 1.0)
+    assert_close(returns, torch.tensor([[1.0, 1.0]]))
+    raw = torch.tensor([[0.75, 0.5]])
+    assert_close(advantages, (raw - raw.mean()) / (raw.var() + 1e-8).sqrt())
+
+
+@pytest.mark.parametrize("mode", AGG_MODES)
+@pytest.mark.parametrize(
+    "normalisers",
+    [{}, {"batch_num_tokens": 51, "global_batch_size": 16, "loss_scale_factor": 3}],
+    ids=["local", "global"],
+)
+def test_value_loss_matches_verl(verl, batch, mode, normalisers):
+    core_algos, _ = verl
+    old_values = batch["loss_mat"]
+    returns = old_values + batch["advantages"]
+    theirs_v = (
+        old_values + torch.randn(old_values.shape, generator=torch.Generator().manual_seed(3))
+    ).requires_grad_()
+    ours_v = theirs_v.detach().clone().requires_grad_()
+    theirs, theirs_frac = core_algos.compute_value_loss(
+        vpreds=theirs_v,
+        returns=returns,
+        values=old_values,
+        response_mask=batch["mask"],
+        cliprange_value=0.5,
+        loss_agg_mode=mode,
+        **normalisers,
+    )
+    theirs.backward()
+    ours, ours_frac = algos.value_loss(
+        ours_v, returns, old_values, batch["mask"], 0.5, mode, **normalisers
+    )
+    ours.backward()
+    assert_close(ours, theirs)
+    assert_close(ours_v.grad, theirs_v.grad)
+    assert_close(ours_frac, theirs_frac)
+    assert 0 < ours_frac < 1, "the test values should be clipped at some tokens, not all"
+
+
+# --- top-entropy token selection, against TRL's ---------------------------------------------
+
+
+class _OneProcess:
+    """What TRL's GRPOTrainer.get_high_entropy_mask asks of its accelerator, on one process."""
+
+    def pad_across_processes(self, tensor, dim=0, pad_index=0):
+        return tensor
+
+    def gather(self, tensor):
+        return tensor
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.5, 1.0, 0.0])
+def test_top_entropy_mask_matches_trl(batch, fraction):
+    grpo_trainer = pytest.importorskip("trl.trainer.grpo_trainer")
+    entropies = batch["loss_mat"].abs()
+    # Padding holds the largest entropies: a threshold taken over all positions would differ.
+    entropies = torch.where(batch["mask"].bool(), entropies, torch.full_like(entropies, 50.0))
+    trainer = type("Trainer", (), {"accelerator": _OneProcess()})()
+    theirs = grpo_trainer.GRPOTrainer.get_high_entropy_mask(
+        trainer, entropies, batch["mask"], 1 - fraction
+    )
+    ours = algos.top_entropy_mask(entropies, batch["mask"], fraction)
+    assert torch.equal(ours, theirs)
+    assert not (ours & ~batch["mask"].bool()).any()
+    kept = ours.sum() / batch["mask"].sum()
+    if 0 < fraction < 1:
+        assert abs(float(kept) - fraction) < 0.1

@@ -26,17 +26,26 @@ __all__ = [
     "LOSS_AGG_MODES",
     "POLICY_LOSSES",
     "PolicyLoss",
+    "PolicyLossParams",
     "agg_loss",
+    "clip_cov_policy_loss",
     "compute_advantages",
     "entropy_from_logits",
+    "gae_advantages",
     "group_index",
+    "gspo_policy_loss",
+    "kl_cov_policy_loss",
     "kl_penalty",
     "masked_mean",
     "masked_sum",
+    "masked_var",
+    "masked_whiten",
     "register_advantage_estimator",
     "register_policy_loss",
     "sequence_advantages",
+    "top_entropy_mask",
     "vanilla_policy_loss",
+    "value_loss",
 ]
 
 # verl's constants, kept so results agree: the masked-mean guard, the advantage std guard,
@@ -44,6 +53,8 @@ __all__ = [
 MASK_EPS = 1e-8
 ADV_EPS = 1e-6
 LOG_RATIO_CLAMP = 20.0
+# GSPO's upper clamp on the log of its sequence ratio before exp().
+GSPO_LOG_RATIO_MAX = 10.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,6 +71,21 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None
     """Mean of `values` where `mask` is set (0 when nothing is set)."""
     count = mask.sum() if dim is None else mask.sum(dim=dim)
     return masked_sum(values, mask, dim) / (count + MASK_EPS)
+
+
+def masked_var(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Unbiased variance of `values` where `mask` is set (needs at least 2 such entries)."""
+    count = mask.sum()
+    if count < 2:
+        raise ValueError(f"masked_var needs 2 or more masked entries, got {int(count)}")
+    centred = values - masked_mean(values, mask)
+    return masked_mean(centred**2, mask) * count / (count - 1)
+
+
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`values` shifted and scaled to mean 0 and variance 1 over the masked entries."""
+    mean, var = masked_mean(values, mask), masked_var(values, mask)
+    return (values - mean) * torch.rsqrt(var + 1e-8)
 
 
 def group_index(group_ids: torch.Tensor | Sequence[Hashable]) -> torch.Tensor:
@@ -180,6 +206,36 @@ def compute_advantages(
     return sequence_advantages(estimator, scores, group_ids, epsilon).unsqueeze(-1) * response_mask
 
 
+def gae_advantages(
+    token_rewards: torch.Tensor,
+    values: torch.Tensor,
+    response_mask: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE (arXiv 1506.02438) for PPO with a critic: per-token advantages, whitened over the
+    batch's response tokens, and the returns the critic learns, both [batch, response_len].
+
+    `token_rewards` holds each response's outcome reward on its last token; `values` the
+    critic's value before each response token. Masked positions pass the running values
+    through untouched.
+    """
+    with torch.no_grad():
+        mask = response_mask.to(values.dtype)
+        next_value = torch.zeros_like(values[:, 0])
+        running = torch.zeros_like(values[:, 0])
+        backwards = []
+        for t in reversed(range(token_rewards.shape[-1])):
+            delta = token_rewards[:, t] + gamma * next_value - values[:, t]
+            step = delta + gamma * lam * running
+            next_value = values[:, t] * mask[:, t] + (1 - mask[:, t]) * next_value
+            running = step * mask[:, t] + (1 - mask[:, t]) * running
+            backwards.append(running)
+        advantages = torch.stack(backwards[::-1], dim=1)
+        returns = advantages + values
+        return masked_whiten(advantages, response_mask), returns
+
+
 # ---------------------------------------------------------------------------------------------
 # Loss aggregation: how a [batch, response_len] loss matrix becomes one number.
 #
@@ -260,7 +316,27 @@ class PolicyLoss:
     ppo_kl: torch.Tensor
 
 
-# algorithm.policy_loss (verl: actor.policy_loss.loss_mode) -> its loss function
+@dataclass(frozen=True)
+class PolicyLossParams:
+    """Every policy loss's parameters, named as verl names them (`actor.clip_ratio_*`,
+    `actor.policy_loss.*`); each loss reads the ones it uses."""
+
+    clip_ratio_low: float = 0.2
+    clip_ratio_high: float = 0.2
+    # Dual-clip bound for negative advantages (vanilla).
+    clip_ratio_c: float = 3.0
+    # clip_cov: share of tokens whose gradient is cut, drawn among those whose covariance
+    # of advantage and log-prob lies in (clip_cov_lb, clip_cov_ub).
+    clip_cov_ratio: float = 0.0002
+    clip_cov_lb: float = 1.0
+    clip_cov_ub: float = 5.0
+    # kl_cov: share of tokens (the highest covariance) that get a |log-ratio| penalty.
+    kl_cov_ratio: float = 0.0002
+    ppo_kl_coef: float = 1.0
+
+
+# algorithm.policy_loss.loss_mode (verl: actor.policy_loss.loss_mode) -> its loss function,
+# fn(log_prob, old_log_prob, advantages, response_mask, params, loss_agg_mode, normalisers)
 POLICY_LOSSES: dict[str, Callable[..., PolicyLoss]] = {}
 register_policy_loss = registrar(POLICY_LOSSES)
 
@@ -271,9 +347,7 @@ def vanilla_policy_loss(
     old_log_prob: torch.Tensor,
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
-    clip_ratio_low: float = 0.2,
-    clip_ratio_high: float = 0.2,
-    clip_ratio_c: float = 3.0,
+    params: PolicyLossParams = PolicyLossParams(),
     loss_agg_mode: str = "token-mean",
     batch_num_tokens: int | torch.Tensor | None = None,
     global_batch_size: int | torch.Tensor | None = None,
@@ -285,6 +359,8 @@ def vanilla_policy_loss(
     negative advantage the loss is further capped at -A * clip_ratio_c (needs c > 1), so a
     huge ratio on a bad token cannot blow up the update.
     """
+    clip_ratio_low, clip_ratio_high = params.clip_ratio_low, params.clip_ratio_high
+    clip_ratio_c = params.clip_ratio_c
     if clip_ratio_c <= 1.0:
         raise ValueError(f"clip_ratio_c must be > 1 for dual-clip PPO, got {clip_ratio_c}")
     log_ratio = (log_prob - old_log_prob).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
@@ -308,6 +384,185 @@ def vanilla_policy_loss(
         clipfrac_lower = masked_mean((negative & (pessimistic > dual_bound)).float(), response_mask)
         ppo_kl = masked_mean(-log_ratio, response_mask)
     return PolicyLoss(loss, clipfrac, clipfrac_lower, ppo_kl)
+
+
+@register_policy_loss("clip_cov")
+def clip_cov_policy_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    params: PolicyLossParams = PolicyLossParams(),
+    loss_agg_mode: str = "token-mean",
+    batch_num_tokens: int | torch.Tensor | None = None,
+    global_batch_size: int | torch.Tensor | None = None,
+    loss_scale_factor: float | None = None,
+) -> PolicyLoss:
+    """Clip-Cov (arXiv 2505.22617): PPO's clip, and no gradient at a few random tokens whose
+    centred advantage x log-prob product lies in (clip_cov_lb, clip_cov_ub). Those tokens
+    drive the entropy down; cutting them holds it. The draw uses torch's global generator,
+    as verl's does (so seeding it gives verl's choice)."""
+    if params.clip_cov_ratio <= 0:
+        raise ValueError(f"clip_cov_ratio must be > 0, got {params.clip_cov_ratio}")
+    real = response_mask > 0
+    log_ratio = log_prob - old_log_prob
+    ratio = log_ratio.exp()
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - params.clip_ratio_low, 1 + params.clip_ratio_high)
+    clipped_by_ratio = (clipped > unclipped) & real
+    covariance = (advantages - masked_mean(advantages, response_mask)) * (
+        log_prob.detach() - masked_mean(log_prob.detach(), response_mask)
+    )
+    eligible = (covariance > params.clip_cov_lb) & (covariance < params.clip_cov_ub) & real
+    eligible &= ~clipped_by_ratio
+    candidates = torch.nonzero(eligible)
+    count = max(int(params.clip_cov_ratio * response_mask.sum().item()), 1)
+    if len(candidates) > 0:
+        candidates = candidates[torch.randperm(len(candidates))[: min(count, len(candidates))]]
+    keep = torch.ones_like(advantages)
+    keep[candidates[:, 0], candidates[:, 1]] = 0
+    per_token = torch.maximum(unclipped, clipped) * keep
+    loss = agg_loss(
+        per_token,
+        response_mask,
+        loss_agg_mode,
+        batch_num_tokens,
+        global_batch_size,
+        loss_scale_factor,
+    )
+    with torch.no_grad():
+        cut = masked_mean((keep == 0).float(), response_mask)
+        return PolicyLoss(loss, cut, torch.zeros(()), masked_mean(-log_ratio, response_mask))
+
+
+@register_policy_loss("kl_cov")
+def kl_cov_policy_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    params: PolicyLossParams = PolicyLossParams(),
+    loss_agg_mode: str = "token-mean",
+    batch_num_tokens: int | torch.Tensor | None = None,
+    global_batch_size: int | torch.Tensor | None = None,
+    loss_scale_factor: float | None = None,
+) -> PolicyLoss:
+    """KL-Cov (arXiv 2505.22617): the unclipped policy gradient, plus ppo_kl_coef x
+    |log-ratio| at the kl_cov_ratio share of tokens with the largest centred advantage x
+    log-prob product. `clipfrac` reports that share."""
+    if params.kl_cov_ratio <= 0:
+        raise ValueError(f"kl_cov_ratio must be > 0, got {params.kl_cov_ratio}")
+    real = response_mask > 0
+    log_ratio = log_prob - old_log_prob
+    ratio = log_ratio.exp()
+    surrogate = -advantages * ratio
+    penalised = surrogate + params.ppo_kl_coef * log_ratio.abs()
+    chosen = torch.zeros_like(real)
+    flat = torch.nonzero(real.reshape(-1), as_tuple=True)[0]
+    if len(flat) > 0:
+        adv = advantages[real].detach().reshape(-1).cpu()
+        logp = log_prob[real].detach().reshape(-1).cpu()
+        covariance = (adv - adv.mean()) * (logp - logp.mean())
+        count = max(1, int(len(covariance) * params.kl_cov_ratio))
+        top = flat[torch.topk(covariance, count, largest=True).indices.to(flat.device)]
+        chosen.view(-1)[top] = True
+    per_token = torch.where(chosen, penalised, surrogate)
+    loss = agg_loss(
+        per_token,
+        response_mask,
+        loss_agg_mode,
+        batch_num_tokens,
+        global_batch_size,
+        loss_scale_factor,
+    )
+    with torch.no_grad():
+        share = masked_mean(chosen.float(), response_mask)
+        return PolicyLoss(loss, share, torch.zeros(()), masked_mean(-log_ratio, response_mask))
+
+
+@register_policy_loss("gspo")
+def gspo_policy_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    params: PolicyLossParams = PolicyLossParams(),
+    loss_agg_mode: str = "token-mean",
+    batch_num_tokens: int | torch.Tensor | None = None,
+    global_batch_size: int | torch.Tensor | None = None,
+    loss_scale_factor: float | None = None,
+) -> PolicyLoss:
+    """GSPO (arXiv 2507.18071): one importance ratio per sequence, the geometric mean of its
+    tokens' ratios, clipped as in PPO; each token's gradient flows through its own log-prob
+    (verl's token-level form, s_i,t = sg[s_i] * p_t / sg[p_t]). verl's paper recipe uses
+    loss_agg_mode seq-mean-token-mean."""
+    log_ratio = log_prob - old_log_prob
+    lengths = response_mask.sum(-1).clamp(min=1)
+    sequence_log_ratio = (log_ratio * response_mask).sum(-1) / lengths
+    token_log_ratio = log_prob - log_prob.detach() + sequence_log_ratio.detach()[:, None]
+    ratio = token_log_ratio.clamp(max=GSPO_LOG_RATIO_MAX).exp()
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - params.clip_ratio_low, 1 + params.clip_ratio_high)
+    loss = agg_loss(
+        torch.maximum(unclipped, clipped),
+        response_mask,
+        loss_agg_mode,
+        batch_num_tokens,
+        global_batch_size,
+        loss_scale_factor,
+    )
+    with torch.no_grad():
+        clipfrac = masked_mean((clipped > unclipped).float(), response_mask)
+        return PolicyLoss(loss, clipfrac, torch.zeros(()), masked_mean(-log_ratio, response_mask))
+
+
+def top_entropy_mask(
+    entropies: torch.Tensor, response_mask: torch.Tensor, fraction: float
+) -> torch.Tensor:
+    """The response tokens among the top `fraction` by entropy ("Beyond the 80/20 rule",
+    arXiv 2506.01939): the threshold is the (1 - fraction) quantile over the batch's real
+    tokens only, never padding. Bool [batch, response_len]."""
+    real = response_mask.bool()
+    values = entropies[real].float()
+    if values.numel() == 0:
+        return torch.zeros_like(real)
+    threshold = torch.quantile(values, 1 - fraction)
+    return (entropies * response_mask.float() >= threshold) & real
+
+
+# ---------------------------------------------------------------------------------------------
+# The critic's loss (PPO with a value model)
+
+
+def value_loss(
+    values: torch.Tensor,
+    returns: torch.Tensor,
+    old_values: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_range_value: float,
+    loss_agg_mode: str = "token-mean",
+    batch_num_tokens: int | torch.Tensor | None = None,
+    global_batch_size: int | torch.Tensor | None = None,
+    loss_scale_factor: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's clipped value loss: half the larger of the squared errors of the new values and
+    of the new values clipped to old +- clip_range_value; and the share of tokens where the
+    clipped one was larger."""
+    clipped = torch.maximum(
+        torch.minimum(values, old_values + clip_range_value), old_values - clip_range_value
+    )
+    plain_error = (values - returns) ** 2
+    clipped_error = (clipped - returns) ** 2
+    loss = 0.5 * agg_loss(
+        torch.maximum(plain_error, clipped_error),
+        response_mask,
+        loss_agg_mode,
+        batch_num_tokens,
+        global_batch_size,
+        loss_scale_factor,
+    )
+    with torch.no_grad():
+        return loss, masked_mean((clipped_error > plain_error).float(), response_mask)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -117,6 +117,11 @@ class PolicyUpdate:
         metrics and each row's token entropies."""
         config, algo = self.config, self.config.algorithm
         policy_loss = algos.POLICY_LOSSES[algo.policy_loss]
+        params = algos.PolicyLossParams(
+            clip_ratio_low=algo.clip_ratio_low,
+            clip_ratio_high=algo.clip_ratio_high,
+            clip_ratio_c=algo.clip_ratio_c,
+        )
         device = next(self.model.parameters()).device
         tokens = sum(len(rollouts.responses[i]) for i in rows)
         normaliser = {"batch_num_tokens": tokens, "global_batch_size": len(rows)}
@@ -145,9 +150,7 @@ class PolicyUpdate:
                 old,
                 adv,
                 mask,
-                clip_ratio_low=algo.clip_ratio_low,
-                clip_ratio_high=algo.clip_ratio_high,
-                clip_ratio_c=algo.clip_ratio_c,
+                params,
                 loss_agg_mode=algo.loss_agg_mode,
                 loss_scale_factor=config.rollout.max_new_tokens,
                 **normaliser,
