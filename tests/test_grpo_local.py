@@ -18,7 +18,7 @@ from cft_rl.grpo.config import GrpoConfig
 from cft_rl.grpo.local_engine import LocalGrpo, run_local
 from cft_rl.grpo.prompts import PromptSchedule
 from cft_rl.grpo.sequences import token_stats
-from cft_rl.grpo.update import BeforeUpdate
+from cft_rl.grpo.update import BeforeUpdate, Controls
 
 torch.set_num_threads(1)
 
@@ -150,16 +150,20 @@ def test_micro_batching_does_not_change_the_gradient(model_dir, train_file, tmp_
     trainer = LocalGrpo(config, digit_share)
     rollouts = trainer.sampler.sample(step=1)
     scores = torch.tensor(digit_share(rollouts.texts, rollouts.references))
-    advantages = algos.sequence_advantages("grpo", scores, rollouts.group)
+    per_response = algos.sequence_advantages("grpo", scores, rollouts.group)
+    advantages = [
+        torch.full((len(r),), float(a))
+        for a, r in zip(per_response, rollouts.responses, strict=True)
+    ]
     before = trainer.update.before_update(rollouts, with_policy=True)
     on_policy = BeforeUpdate(None, None, before.ref_log_probs)
     rows = list(range(8))  # one mini-batch: 2 prompts x 4 responses
     gradients = []
-    coeff = config.algorithm.entropy_coeff
+    controls = Controls(config.algorithm.entropy_coeff, "vanilla")
     for micro, given in ((1, before), (3, before), (8, before), (3, on_policy)):
         trainer.config.batch.micro_batch_size = micro
         trainer.model.zero_grad(set_to_none=True)
-        _, seen = trainer.update.backward(rollouts, rows, advantages, given, coeff)
+        _, seen = trainer.update.backward(rollouts, rows, advantages, given, controls)
         gradients.append({n: p.grad.clone() for n, p in trainer.model.named_parameters()})
         for row in rows:
             torch.testing.assert_close(seen[row], before.entropies[row])
@@ -280,3 +284,72 @@ def test_metrics_reach_tensorboard_and_offline_wandb(model_dir, train_file, tmp_
     scalars = EventAccumulator(str(events)).Reload().Scalars("train/reward_mean")
     assert [s.step for s in scalars] == [1, 2]
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_switch_loss_mode_takes_effect_next_step_and_survives_resume(
+    model_dir, train_file, tmp_path
+):
+    monitor = {
+        "floor": 100.0,
+        "max_relative_drop": None,
+        "window": 3,
+        "action": "switch_loss_mode",
+        "switch_to": "clip_cov",
+    }
+    out = tmp_path / "run"
+    run_local(make_config(model_dir, train_file, out, steps=2, monitor=monitor), digit_share)
+    run_local(make_config(model_dir, train_file, out, steps=3, monitor=monitor), digit_share)
+    modes = [r["loss_mode"] for r in read_jsonl(out / "metrics.jsonl")]
+    assert modes == ["vanilla", "clip_cov", "clip_cov"]  # fired at step 1, replayed on resume
+    [event] = read_jsonl(out / "collapse_events.jsonl")
+    assert event["loss_mode"] == "clip_cov" and "vanilla -> clip_cov" in event["message"]
+
+
+@pytest.mark.parametrize("loss_mode", ["clip_cov", "kl_cov", "gspo"])
+def test_every_policy_loss_trains_locally(model_dir, train_file, tmp_path, loss_mode):
+    loss = {"loss_mode": loss_mode, "clip_cov_ratio": 0.05, "kl_cov_ratio": 0.05}
+    config = make_config(model_dir, train_file, tmp_path, steps=2, algorithm__policy_loss=loss)
+    run_local(config, scorer=digit_share)
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["loss_mode"] for r in records] == [loss_mode] * 2
+    assert all(math.isfinite(r["pg_loss"]) and r["grad_norm"] > 0 for r in records)
+
+
+def test_top_entropy_tokens_only_and_micro_batching_still_invariant(
+    model_dir, train_file, tmp_path
+):
+    """With top_entropy_fraction the policy gradient sees about that share of the tokens
+    (the threshold is over the whole mini-batch, so micro-batching does not move it), and
+    the gradient differs from training on every token."""
+    config = make_config(
+        model_dir,
+        train_file,
+        tmp_path,
+        algorithm__policy_loss={"top_entropy_fraction": 0.25},
+        batch__mini_batch_prompts=4,  # one mini-batch: the first update is on-policy
+    )
+    trainer = LocalGrpo(config, digit_share)
+    rollouts = trainer.sampler.sample(step=1)
+    scores = torch.tensor(digit_share(rollouts.texts, rollouts.references))
+    per_response = algos.sequence_advantages("grpo", scores, rollouts.group)
+    advantages = [
+        torch.full((len(r),), float(a))
+        for a, r in zip(per_response, rollouts.responses, strict=True)
+    ]
+    before = trainer.update.before_update(rollouts, with_policy=True)
+    rows = list(range(len(rollouts)))
+    selected = trainer.update.selected_tokens(rows, before)
+    share = sum(int(s.sum()) for s in selected.values()) / sum(len(s) for s in selected.values())
+    assert 0.2 <= share <= 0.35
+    controls = Controls(0.0, "vanilla")
+    gradients, metrics = [], []
+    for micro, chosen in ((16, selected), (3, selected), (16, None)):
+        trainer.config.batch.micro_batch_size = micro
+        trainer.model.zero_grad(set_to_none=True)
+        found, _ = trainer.update.backward(rollouts, rows, advantages, before, controls, chosen)
+        metrics.append(found)
+        gradients.append({n: p.grad.clone() for n, p in trainer.model.named_parameters()})
+    for name, grad in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], grad, rtol=1e-4, atol=1e-7)
+    assert any(not torch.allclose(gradients[2][n], g) for n, g in gradients[0].items())
+    assert metrics[0]["pg_token_share"] == pytest.approx(share)

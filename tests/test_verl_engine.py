@@ -23,6 +23,7 @@ from cft_rl.grpo.verl_engine import (
     REWARD_FILE,
     compose_verl_config,
     follow,
+    run_verl,
     verl_overrides,
     write_verl_parquet,
 )
@@ -108,6 +109,49 @@ def test_every_estimator_maps_to_verl(tmp_path, gsm8k_train, estimator, verl_nam
     _, _, cfg = real_recipe(tmp_path, gsm8k_train, f"algorithm.advantage_estimator={estimator}")
     assert cfg.algorithm.adv_estimator == verl_name
     assert cfg.algorithm.norm_adv_by_std_in_grpo is norm_by_std
+
+
+@pytest.mark.filterwarnings("ignore:Disabled critic")
+def test_a_clip_cov_recipe_composes_with_verls_policy_loss(tmp_path, gsm8k_train, verl_validate):
+    _, _, cfg = real_recipe(
+        tmp_path,
+        gsm8k_train,
+        "algorithm.policy_loss.loss_mode=clip_cov",
+        "algorithm.policy_loss.clip_cov_ratio=0.001",
+    )
+    verl_validate(cfg)
+    loss = cfg.actor_rollout_ref.actor.policy_loss
+    assert (loss.loss_mode, loss.clip_cov_ratio, loss.clip_cov_lb) == ("clip_cov", 0.001, 1.0)
+
+
+def test_verl_takes_every_name_verl_registers_and_names_the_closest_on_a_typo(
+    tmp_path, gsm8k_train
+):
+    """reinforce_plus_plus and cispo exist in verl only: fine with engine verl, refused
+    locally; a misspelt name gets verl's closest."""
+    _, _, cfg = real_recipe(
+        tmp_path,
+        gsm8k_train,
+        "algorithm.advantage_estimator=reinforce_plus_plus",
+        "algorithm.policy_loss.loss_mode=cispo",
+    )
+    assert cfg.algorithm.adv_estimator == "reinforce_plus_plus"
+    assert cfg.actor_rollout_ref.actor.policy_loss.loss_mode == "cispo"
+    with pytest.raises(ConfigError, match="'cispo' is not in the local engine"):
+        real_recipe(tmp_path, gsm8k_train, "engine=local", "algorithm.policy_loss.loss_mode=cispo")
+    with pytest.raises(ConfigError, match="did you mean 'kl_cov'"):
+        real_recipe(tmp_path, gsm8k_train, "algorithm.policy_loss.loss_mode=kl_cv")
+
+
+def test_local_only_options_are_refused_with_verl(tmp_path, gsm8k_train):
+    config = load_config(
+        GrpoConfig,
+        REAL_RECIPE,
+        [f"output_dir={tmp_path}", f"data.path={gsm8k_train}", "dry_run=true"],
+    )
+    config.algorithm.policy_loss.top_entropy_fraction = 0.2
+    with pytest.raises(ConfigError, match="top_entropy_fraction needs engine: local"):
+        run_verl(config)
 
 
 def test_a_typo_in_extra_overrides_is_caught_before_launch(tmp_path, gsm8k_train):

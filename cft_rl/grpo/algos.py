@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -108,18 +109,25 @@ class AdvantageEstimator:
     """One response's advantage from its group's scores, and verl's spelling of the same:
     `algorithm.adv_estimator` with `algorithm.norm_adv_by_std_in_grpo`."""
 
-    fn: Callable[..., torch.Tensor]
+    fn: Callable[..., Any]
     verl_name: str
     verl_norm_by_std: bool = True
+    # GAE: per-token advantages from a learned value function (PPO with a critic), not one
+    # advantage per response from its group's scores.
+    needs_critic: bool = False
 
 
 # algorithm.advantage_estimator -> its estimator
 ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
 
 
-def register_advantage_estimator(name: str, verl_name: str, verl_norm_by_std: bool = True):
-    def register(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        ADVANTAGE_ESTIMATORS[name] = AdvantageEstimator(fn, verl_name, verl_norm_by_std)
+def register_advantage_estimator(
+    name: str, verl_name: str, verl_norm_by_std: bool = True, needs_critic: bool = False
+):
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        ADVANTAGE_ESTIMATORS[name] = AdvantageEstimator(
+            fn, verl_name, verl_norm_by_std, needs_critic
+        )
         return fn
 
     return register
@@ -185,7 +193,10 @@ def sequence_advantages(
     """One advantage per response [batch]. `scores` [batch] are outcome rewards; responses
     with the same `group_ids` label answer the same prompt. Computed without gradient, in
     float32 at least."""
-    fn = _lookup(ADVANTAGE_ESTIMATORS, estimator, "advantage estimator").fn
+    found = _lookup(ADVANTAGE_ESTIMATORS, estimator, "advantage estimator")
+    if found.needs_critic:
+        raise ValueError(f"{estimator!r} needs a critic's values: use gae_advantages")
+    fn = found.fn
     with torch.no_grad():
         values = scores if scores.dtype == torch.float64 else scores.float()
         group = group_index(group_ids).to(values.device)
@@ -206,6 +217,7 @@ def compute_advantages(
     return sequence_advantages(estimator, scores, group_ids, epsilon).unsqueeze(-1) * response_mask
 
 
+@register_advantage_estimator("gae", verl_name="gae", needs_critic=True)
 def gae_advantages(
     token_rewards: torch.Tensor,
     values: torch.Tensor,
@@ -332,7 +344,7 @@ class PolicyLossParams:
     clip_cov_ub: float = 5.0
     # kl_cov: share of tokens (the highest covariance) that get a |log-ratio| penalty.
     kl_cov_ratio: float = 0.0002
-    ppo_kl_coef: float = 1.0
+    ppo_kl_coef: float = 0.1
 
 
 # algorithm.policy_loss.loss_mode (verl: actor.policy_loss.loss_mode) -> its loss function,

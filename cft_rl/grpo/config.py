@@ -6,6 +6,7 @@ the mapping), so a recipe means the same on both engines. See docs/grpo.md for d
 
 from __future__ import annotations
 
+import difflib
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -23,9 +24,6 @@ from cft_rl.data.source import DataSource
 from cft_rl.grpo.algos import ADVANTAGE_ESTIMATORS, KL_PENALTY_NAMES, LOSS_AGG_MODES, POLICY_LOSSES
 from cft_rl.grpo.entropy_monitor import EntropyMonitorSettings
 
-# The choices of these settings are the names cft_rl.grpo.algos registers.
-AdvantageEstimatorName = Literal[tuple(ADVANTAGE_ESTIMATORS)]  # type: ignore[valid-type]
-PolicyLossName = Literal[tuple(POLICY_LOSSES)]  # type: ignore[valid-type]
 LossAggMode = Literal[tuple(LOSS_AGG_MODES)]  # type: ignore[valid-type]
 
 
@@ -52,14 +50,35 @@ class RolloutSettings(Section):
     batch_size: int = Field(default=64, ge=1)
 
 
-class AlgorithmSettings(Section):
-    """Advantages and the clipped policy loss (cft_rl.grpo.algos; verl's core_algos)."""
+class PolicyLossSettings(Section):
+    """The policy-gradient loss and its parameters, as verl's `actor.policy_loss` names them."""
 
-    # grpo: (r - mean) / std per group; dr_grpo: r - mean; rloo: leave-one-out baseline.
-    advantage_estimator: AdvantageEstimatorName = "grpo"
-    # The policy-gradient loss (verl: actor.policy_loss.loss_mode); vanilla: PPO's clipped
-    # surrogate with clip-higher and dual-clip.
-    policy_loss: PolicyLossName = "vanilla"
+    # A name of cft_rl.grpo.algos.POLICY_LOSSES: vanilla (PPO's clip, with clip-higher and
+    # dual-clip), clip_cov, kl_cov (entropy-preserving, arXiv 2505.22617), gspo (one ratio
+    # per sequence, arXiv 2507.18071). With engine: verl, any loss mode verl registers.
+    loss_mode: str = "vanilla"
+    # clip_cov: the share of tokens whose gradient is cut, among those whose centred
+    # advantage x log-prob lies in (clip_cov_lb, clip_cov_ub).
+    clip_cov_ratio: float = Field(default=0.0002, gt=0, le=1)
+    clip_cov_lb: float = 1.0
+    clip_cov_ub: float = 5.0
+    # kl_cov: the share of tokens (largest covariance) that get ppo_kl_coef x |log-ratio|.
+    kl_cov_ratio: float = Field(default=0.0002, gt=0, le=1)
+    ppo_kl_coef: float = Field(default=0.1, ge=0)
+    # Train the policy gradient only on this top share of response tokens by entropy under
+    # the sampling policy ("Beyond the 80/20 rule", arXiv 2506.01939; TRL's
+    # top_entropy_quantile), the threshold taken over each mini-batch's real tokens; the
+    # entropy bonus and the KL term still see every token. null: every token. Local engine.
+    top_entropy_fraction: float | None = Field(default=None, gt=0, le=1)
+
+
+class AlgorithmSettings(Section):
+    """Advantages and the policy loss (cft_rl.grpo.algos; verl's core_algos)."""
+
+    # grpo: (r - mean) / std per group; dr_grpo: r - mean; rloo: leave-one-out baseline;
+    # gae: PPO with a critic (see `critic`). With engine: verl, any estimator verl registers.
+    advantage_estimator: str = "grpo"
+    policy_loss: PolicyLossSettings = PolicyLossSettings()
     clip_ratio_low: float = Field(default=0.2, ge=0, lt=1)
     # Clip-higher (DAPO) raises this above clip_ratio_low, e.g. 0.28.
     clip_ratio_high: float = Field(default=0.2, ge=0)
@@ -201,6 +220,32 @@ class GrpoConfig(Section):
     cpu_threads: CpuThreads = None  # local engine only
     verl: VerlSettings = VerlSettings()
 
+    @model_validator(mode="after")
+    def _names_are_known(self) -> GrpoConfig:
+        estimator = self.algorithm.advantage_estimator
+        loss_mode = self.algorithm.policy_loss.loss_mode
+        if self.engine == "verl":
+            estimators, losses = verl_registries()
+            estimators, losses = estimators | set(ADVANTAGE_ESTIMATORS), losses
+            where = "verl's registry"
+        else:
+            estimators, losses = set(ADVANTAGE_ESTIMATORS), set(POLICY_LOSSES)
+            where = "the local engine (engine: verl takes every name verl registers)"
+        checks = [
+            ("algorithm.advantage_estimator", estimator, estimators),
+            ("algorithm.policy_loss.loss_mode", loss_mode, losses),
+        ]
+        if self.monitor.switch_to is not None:
+            checks.append(("monitor.switch_to", self.monitor.switch_to, set(POLICY_LOSSES)))
+        for key, name, known in checks:
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ValueError(
+                    f"{key}: '{name}' is not in {where}{hint} (known: {', '.join(sorted(known))})"
+                )
+        return self
+
     def resume_settings(self) -> dict:
         """The settings a resumed run must share with the run it continues: everything that
         shapes the trajectory (not where it is written, how long it runs or how often it
@@ -219,3 +264,12 @@ class GrpoConfig(Section):
             settings[section].pop(key)
         settings.pop("verl")
         return settings
+
+
+def verl_registries() -> tuple[set[str], set[str]]:
+    """The advantage estimators and policy losses the installed verl registers."""
+    try:
+        from verl.trainer.ppo import core_algos
+    except ImportError as err:
+        raise ValueError(f"engine: verl needs verl installed ({err})") from None
+    return set(core_algos.ADV_ESTIMATOR_REGISTRY), set(core_algos.POLICY_LOSS_REGISTRY)

@@ -64,17 +64,23 @@ class EntropyMonitorSettings(Section):
     # start; null: only the floor.
     max_relative_drop: float | None = Field(default=0.5, gt=0, le=1)
     # warn: report only. stop: ask the run to stop. raise_entropy_coeff: multiply the entropy
-    # bonus coefficient (local engine only; verl reads its coefficient once, at launch).
-    action: Literal["warn", "stop", "raise_entropy_coeff"] = "warn"
+    # bonus coefficient. switch_loss_mode: train with the policy loss `switch_to` from the
+    # next step on (e.g. clip_cov or kl_cov, which hold the entropy). The last two: local
+    # engine only (verl reads its settings once, at launch).
+    action: Literal["warn", "stop", "raise_entropy_coeff", "switch_loss_mode"] = "warn"
     raise_factor: float = Field(default=2.0, gt=1)
     # The coefficient to start from when it is 0 (multiplying 0 would never raise it).
     raise_from: float = Field(default=1e-3, gt=0)
     max_entropy_coeff: float = Field(default=0.01, gt=0)
+    # switch_loss_mode: the policy loss (algorithm.policy_loss.loss_mode name) to switch to.
+    switch_to: str | None = None
 
     @model_validator(mode="after")
     def _something_to_watch(self) -> EntropyMonitorSettings:
         if self.enabled and self.floor is None and self.max_relative_drop is None:
             raise ValueError("set floor or max_relative_drop (or enabled: false)")
+        if (self.action == "switch_loss_mode") != (self.switch_to is not None):
+            raise ValueError("switch_to names the policy loss of action switch_loss_mode (only)")
         return self
 
 
@@ -89,6 +95,8 @@ class CollapseEvent:
     message: str
     # The entropy coefficient after the action (changed only by raise_entropy_coeff).
     entropy_coeff: float
+    # The policy loss after the action (changed only by switch_loss_mode).
+    loss_mode: str
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,9 +109,15 @@ class EntropyMonitor:
     collapse is reported (and acted on) once per window, not on every step.
     """
 
-    def __init__(self, settings: EntropyMonitorSettings, entropy_coeff: float = 0.0) -> None:
+    def __init__(
+        self,
+        settings: EntropyMonitorSettings,
+        entropy_coeff: float = 0.0,
+        loss_mode: str = "vanilla",
+    ) -> None:
         self.settings = settings
         self.entropy_coeff = entropy_coeff
+        self.loss_mode = loss_mode
         self.should_stop = False
         self._history: deque[tuple[int, float]] = deque(maxlen=settings.window)
         self._steps_below_floor = 0
@@ -164,7 +178,15 @@ class EntropyMonitor:
                 text += f"; entropy_coeff {old:g} -> {self.entropy_coeff:g}"
             else:
                 text += f"; entropy_coeff already at its cap {old:g}"
-        return CollapseEvent(step, reason, action, entropy, text, self.entropy_coeff)
+        elif action == "switch_loss_mode":
+            old_mode, self.loss_mode = self.loss_mode, self.settings.switch_to
+            if self.loss_mode != old_mode:
+                text += f"; policy loss {old_mode} -> {self.loss_mode} from the next step"
+            else:
+                text += f"; policy loss already {old_mode}"
+        return CollapseEvent(
+            step, reason, action, entropy, text, self.entropy_coeff, self.loss_mode
+        )
 
 
 def _fitted_ends(points: deque[tuple[int, float]]) -> tuple[float, float]:

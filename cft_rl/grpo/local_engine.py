@@ -45,7 +45,7 @@ from cft_rl.grpo.rollouts import (
     validation_seed,
 )
 from cft_rl.grpo.sequences import pad_rows
-from cft_rl.grpo.update import PolicyUpdate
+from cft_rl.grpo.update import Controls, PolicyUpdate, needs_policy_before_update
 from cft_rl.jsonl import EVENTS, PROBE, VALIDATION, StepLog
 from cft_rl.metric_sinks import MetricSinks
 from cft_rl.modeling import load_causal_lm, load_tokenizer
@@ -104,7 +104,9 @@ class LocalGrpo:
         self.update = PolicyUpdate(
             config, self.model, self.reference, self.optimizer, self.scheduler, self.pad_id
         )
-        self.monitor = EntropyMonitor(config.monitor, config.algorithm.entropy_coeff)
+        self.monitor = EntropyMonitor(
+            config.monitor, config.algorithm.entropy_coeff, config.algorithm.policy_loss.loss_mode
+        )
         self.sinks: MetricSinks | None = None  # opened by _resume, which knows the start step
         self.probe_log = StepLog(self.out_dir / PROBE)
         self.validation_log = StepLog(self.out_dir / VALIDATION)
@@ -242,21 +244,18 @@ class LocalGrpo:
         clock.lap("time_generate_s")
         scores = torch.tensor(self.scorer(rollouts.texts, rollouts.references), dtype=torch.float32)
         clock.lap("time_reward_s")
-        advantages = algos.sequence_advantages(
+        per_response = algos.sequence_advantages(
             config.algorithm.advantage_estimator, scores, rollouts.group
         )
-        # A single update is on-policy: its own forward gives the old log-probs (detached) and
-        # the pre-update entropies, so a separate pass is needed only when later mini-batches
-        # or epochs are off-policy.
-        off_policy = config.algorithm.ppo_epochs > 1 or (
-            config.batch.mini_batch != config.batch.prompts_per_step
-        )
-        before = self.update.before_update(rollouts, with_policy=off_policy)
+        advantages = [
+            torch.full((len(response),), float(a))
+            for a, response in zip(per_response, rollouts.responses, strict=True)
+        ]
+        before = self.update.before_update(rollouts, with_policy=needs_policy_before_update(config))
         clock.lap("time_logprob_s")
         self.model.train()
-        metrics, update_entropies = self.update.run(
-            rollouts, advantages, before, self.monitor.entropy_coeff
-        )
+        controls = Controls(self.monitor.entropy_coeff, self.monitor.loss_mode)
+        metrics, update_entropies = self.update.run(rollouts, advantages, before, controls)
         clock.lap("time_update_s")
         entropies = before.entropies if before.entropies is not None else update_entropies
         entropy = self.update.aggregate(pad_rows(entropies), _length_mask(rollouts))
@@ -264,7 +263,8 @@ class LocalGrpo:
             "step": step,
             **_rollout_metrics(rollouts, scores, entropy),
             **metrics,
-            "entropy_coeff": self.monitor.entropy_coeff,
+            "entropy_coeff": controls.entropy_coeff,
+            "loss_mode": controls.loss_mode,
             **clock.laps,
             "step_time_s": clock.total(),
         }

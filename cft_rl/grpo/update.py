@@ -30,6 +30,41 @@ class BeforeUpdate:
     ref_log_probs: PerSequence | None
 
 
+@dataclass(frozen=True)
+class Controls:
+    """What the entropy monitor may change from one step to the next."""
+
+    entropy_coeff: float
+    loss_mode: str
+
+
+def policy_loss_params(config: GrpoConfig) -> algos.PolicyLossParams:
+    algo, loss = config.algorithm, config.algorithm.policy_loss
+    return algos.PolicyLossParams(
+        clip_ratio_low=algo.clip_ratio_low,
+        clip_ratio_high=algo.clip_ratio_high,
+        clip_ratio_c=algo.clip_ratio_c,
+        clip_cov_ratio=loss.clip_cov_ratio,
+        clip_cov_lb=loss.clip_cov_lb,
+        clip_cov_ub=loss.clip_cov_ub,
+        kl_cov_ratio=loss.kl_cov_ratio,
+        ppo_kl_coef=loss.ppo_kl_coef,
+    )
+
+
+def needs_policy_before_update(config: GrpoConfig) -> bool:
+    """A separate pass for the sampling policy's log-probs and entropies is needed when later
+    mini-batches or epochs are off-policy, or when the top-entropy tokens are chosen by the
+    sampling policy's entropies over a whole mini-batch. Otherwise a single update's own
+    forward gives them (detached)."""
+    batch = config.batch
+    return (
+        config.algorithm.ppo_epochs > 1
+        or batch.mini_batch != batch.prompts_per_step
+        or config.algorithm.policy_loss.top_entropy_fraction is not None
+    )
+
+
 class PolicyUpdate:
     """Owns the policy's optimizer step; the model, reference and optimizer are the engine's."""
 
@@ -79,11 +114,11 @@ class PolicyUpdate:
     def run(
         self,
         rollouts: Rollouts,
-        advantages: torch.Tensor,
+        advantages: PerSequence,
         before: BeforeUpdate,
-        entropy_coeff: float,
+        controls: Controls,
     ) -> tuple[dict[str, float], PerSequence]:
-        """PPO epochs over mini-batches, with one advantage per sequence. Returns the update's
+        """PPO epochs over mini-batches, with per-token advantages. Returns the update's
         metrics (means over mini-batches) and the per-sequence entropies of the first epoch."""
         config = self.config
         per_mini = config.batch.mini_batch * config.rollout.n
@@ -94,7 +129,10 @@ class PolicyUpdate:
             for start in range(0, len(rollouts), per_mini):
                 rows = list(range(start, min(start + per_mini, len(rollouts))))
                 self.optimizer.zero_grad(set_to_none=True)
-                metrics, seen = self.backward(rollouts, rows, advantages, before, entropy_coeff)
+                selected = self.selected_tokens(rows, before)
+                metrics, seen = self.backward(
+                    rollouts, rows, advantages, before, controls, selected
+                )
                 metrics["grad_norm"] = self._apply_gradients()
                 for key, value in metrics.items():
                     totals[key] = totals.get(key, 0.0) + value
@@ -103,28 +141,47 @@ class PolicyUpdate:
         self.scheduler.step()
         return {key: value / updates for key, value in totals.items()} | {"lr": lr}, entropies
 
+    def selected_tokens(
+        self, rows: list[int], before: BeforeUpdate
+    ) -> dict[int, torch.Tensor] | None:
+        """The tokens of mini-batch `rows` that the policy gradient trains on when
+        top_entropy_fraction is set (the threshold over these rows' real tokens), else None."""
+        fraction = self.config.algorithm.policy_loss.top_entropy_fraction
+        if fraction is None:
+            return None
+        entropies = [before.entropies[i] for i in rows]
+        lengths = torch.tensor([len(e) for e in entropies])
+        mask = (torch.arange(int(lengths.max()))[None, :] < lengths[:, None]).float()
+        chosen = algos.top_entropy_mask(pad_rows(entropies), mask, fraction)
+        return {
+            row: chosen[j, : len(e)] for j, (row, e) in enumerate(zip(rows, entropies, strict=True))
+        }
+
     def backward(
         self,
         rollouts: Rollouts,
         rows: list[int],
-        advantages: torch.Tensor,
+        advantages: PerSequence,
         before: BeforeUpdate,
-        entropy_coeff: float,
+        controls: Controls,
+        selected: dict[int, torch.Tensor] | None = None,
     ) -> tuple[dict[str, float], PerSequence]:
         """Accumulate the gradient of mini-batch `rows`' loss, one micro-batch at a time (the
         micro-batch losses sum to the mini-batch loss). Without `before.old_log_probs` the
-        update is on-policy: the old log-probs are this forward's, detached. Returns the loss
-        metrics and each row's token entropies."""
+        update is on-policy: the old log-probs are this forward's, detached. `selected`: the
+        only tokens of each row the policy gradient sees (top-entropy selection). Returns the
+        loss metrics and each row's token entropies."""
         config, algo = self.config, self.config.algorithm
-        policy_loss = algos.POLICY_LOSSES[algo.policy_loss]
-        params = algos.PolicyLossParams(
-            clip_ratio_low=algo.clip_ratio_low,
-            clip_ratio_high=algo.clip_ratio_high,
-            clip_ratio_c=algo.clip_ratio_c,
-        )
+        policy_loss = algos.POLICY_LOSSES[controls.loss_mode]
+        params = policy_loss_params(config)
+        entropy_coeff = controls.entropy_coeff
         device = next(self.model.parameters()).device
         tokens = sum(len(rollouts.responses[i]) for i in rows)
         normaliser = {"batch_num_tokens": tokens, "global_batch_size": len(rows)}
+        pg_tokens, pg_normaliser = tokens, normaliser
+        if selected is not None:
+            pg_tokens = int(sum(selected[i].sum() for i in rows))
+            pg_normaliser = {"batch_num_tokens": max(pg_tokens, 1), "global_batch_size": len(rows)}
         sums = {"pg_loss": 0.0, "kl_loss": 0.0, "entropy_loss": 0.0}
         weighted = {"pg_clipfrac": 0.0, "pg_clipfrac_lower": 0.0, "ppo_kl": 0.0}
         entropies = {}
@@ -144,16 +201,19 @@ class PolicyUpdate:
                 old = stats.log_prob.detach()
             else:
                 old = pad_rows([before.old_log_probs[i] for i in micro]).to(device)
-            adv = advantages[micro].to(device)[:, None] * mask
+            adv = pad_rows([advantages[i] for i in micro]).to(device) * mask
+            pg_mask = mask
+            if selected is not None:
+                pg_mask = mask * pad_rows([selected[i].float() for i in micro]).to(device)
             policy = policy_loss(
                 stats.log_prob,
                 old,
                 adv,
-                mask,
+                pg_mask,
                 params,
                 loss_agg_mode=algo.loss_agg_mode,
                 loss_scale_factor=config.rollout.max_new_tokens,
-                **normaliser,
+                **pg_normaliser,
             )
             loss = policy.loss
             sums["pg_loss"] += float(policy.loss.detach())
@@ -169,7 +229,7 @@ class PolicyUpdate:
                 loss = loss + config.kl.coef * kl
                 sums["kl_loss"] += float(kl.detach())
             loss.backward()
-            share = float(mask.sum()) / tokens
+            share = float(pg_mask.sum()) / pg_tokens if pg_tokens else 0.0
             weighted["pg_clipfrac"] += share * float(policy.clipfrac)
             weighted["pg_clipfrac_lower"] += share * float(policy.clipfrac_lower)
             weighted["ppo_kl"] += share * float(policy.ppo_kl)
@@ -177,6 +237,8 @@ class PolicyUpdate:
             sums.pop("entropy_loss")
         if before.ref_log_probs is None:
             sums.pop("kl_loss")
+        if selected is not None:
+            weighted["pg_token_share"] = pg_tokens / tokens
         return sums | weighted, [entropies[row] for row in rows]
 
     def aggregate(

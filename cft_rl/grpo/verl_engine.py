@@ -43,10 +43,16 @@ REWARD_FILE = Path(__file__).resolve().parents[2] / "reward" / "score.py"
 
 def run_verl(config: GrpoConfig) -> list[str]:
     """Prepare, print and (unless dry_run) launch and follow verl; returns the command."""
-    if config.monitor.enabled and config.monitor.action == "raise_entropy_coeff":
+    local_only = {"raise_entropy_coeff", "switch_loss_mode"}
+    if config.monitor.enabled and config.monitor.action in local_only:
         raise ConfigError(
-            "monitor.action: raise_entropy_coeff needs engine: local (verl reads entropy_coeff "
-            "once, at launch); use warn or stop"
+            f"monitor.action: {config.monitor.action} needs engine: local (verl reads its "
+            "settings once, at launch); use warn or stop"
+        )
+    if config.algorithm.policy_loss.top_entropy_fraction is not None:
+        raise ConfigError(
+            "algorithm.policy_loss.top_entropy_fraction needs engine: local (verl has no "
+            "top-entropy token selection)"
         )
     out_dir = Path(config.output_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +128,7 @@ def verl_overrides(config: GrpoConfig, train_path: Path, out_dir: Path) -> list[
         config.optim,
         config.kl,
     )
-    estimator = ADVANTAGE_ESTIMATORS[algo.advantage_estimator]
+    loss = algo.policy_loss
     num_examples = _parquet_rows(train_path)
     steps_per_epoch = num_examples // batch.prompts_per_step
     if steps_per_epoch < 1:
@@ -132,8 +138,7 @@ def verl_overrides(config: GrpoConfig, train_path: Path, out_dir: Path) -> list[
         )
     actor = "actor_rollout_ref.actor"
     values: dict[str, object] = {
-        "algorithm.adv_estimator": estimator.verl_name,
-        "algorithm.norm_adv_by_std_in_grpo": estimator.verl_norm_by_std,
+        **_estimator_overrides(algo.advantage_estimator),
         "algorithm.use_kl_in_reward": False,
         "data.train_files": str(train_path),
         # No validation during training (evaluate with `cft-rl eval`); verl still wants a file.
@@ -153,7 +158,12 @@ def verl_overrides(config: GrpoConfig, train_path: Path, out_dir: Path) -> list[
         f"{actor}.clip_ratio_low": algo.clip_ratio_low,
         f"{actor}.clip_ratio_high": algo.clip_ratio_high,
         f"{actor}.clip_ratio_c": algo.clip_ratio_c,
-        f"{actor}.policy_loss.loss_mode": algo.policy_loss,
+        f"{actor}.policy_loss.loss_mode": loss.loss_mode,
+        f"{actor}.policy_loss.clip_cov_ratio": loss.clip_cov_ratio,
+        f"{actor}.policy_loss.clip_cov_lb": loss.clip_cov_lb,
+        f"{actor}.policy_loss.clip_cov_ub": loss.clip_cov_ub,
+        f"{actor}.policy_loss.kl_cov_ratio": loss.kl_cov_ratio,
+        f"{actor}.policy_loss.ppo_kl_coef": loss.ppo_kl_coef,
         f"{actor}.loss_agg_mode": algo.loss_agg_mode,
         # The Dr. GRPO normaliser of seq-mean-token-sum-norm: the generation budget, as locally.
         f"{actor}.loss_scale_factor": float(rollout.max_new_tokens),
@@ -290,3 +300,15 @@ def _hydra_value(value: object) -> str:
         keyword = value.lower() in ("null", "true", "false")
         return value if plain.isalnum() and not plain.isdigit() and not keyword else f"'{value}'"
     return repr(value) if isinstance(value, float) else str(value)
+
+
+def _estimator_overrides(name: str) -> dict[str, object]:
+    """verl's spelling of an estimator we register (Dr. GRPO is verl's grpo without the std
+    division); a name only verl registers goes through as it is."""
+    estimator = ADVANTAGE_ESTIMATORS.get(name)
+    if estimator is None:
+        return {"algorithm.adv_estimator": name}
+    return {
+        "algorithm.adv_estimator": estimator.verl_name,
+        "algorithm.norm_adv_by_std_in_grpo": estimator.verl_norm_by_std,
+    }
