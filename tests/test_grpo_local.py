@@ -22,7 +22,14 @@ from cft_rl.grpo.update import BeforeUpdate, Controls
 
 torch.set_num_threads(1)
 
-TIMINGS = {"time_generate_s", "time_reward_s", "time_logprob_s", "time_update_s", "step_time_s"}
+TIMINGS = {
+    "time_generate_s",
+    "time_reward_s",
+    "time_critic_s",
+    "time_logprob_s",
+    "time_update_s",
+    "step_time_s",
+}
 
 
 def digit_share(texts: list[str], references: list[str]) -> list[float]:
@@ -353,3 +360,37 @@ def test_top_entropy_tokens_only_and_micro_batching_still_invariant(
         torch.testing.assert_close(gradients[1][name], grad, rtol=1e-4, atol=1e-7)
     assert any(not torch.allclose(gradients[2][n], g) for n, g in gradients[0].items())
     assert metrics[0]["pg_token_share"] == pytest.approx(share)
+
+
+PPO = {
+    "algorithm__advantage_estimator": "gae",
+    "algorithm__lam": 0.95,
+    "critic__optim__lr": 1e-2,
+    "critic__steps_before_actor": 1,
+}
+
+
+def test_ppo_warms_the_critic_up_then_trains_both(model_dir, train_file, tmp_path):
+    config = make_config(model_dir, train_file, tmp_path, steps=3, **PPO)
+    run_local(config, scorer=digit_share)
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert "pg_loss" not in records[0] and "pg_loss" in records[1]  # step 1: critic alone
+    assert all(math.isfinite(r["vf_loss"]) and r["critic_grad_norm"] > 0 for r in records)
+    # A zero-initialised head values everything at 0 first; it then learns toward the returns.
+    assert records[0]["values_mean"] == 0.0 and records[-1]["values_mean"] != 0.0
+    assert (latest_checkpoint(tmp_path) / "critic.safetensors").is_file()
+
+
+def test_ppo_resume_with_the_critic_equals_uninterrupted(model_dir, train_file, tmp_path):
+    straight = tmp_path / "straight"
+    run_local(make_config(model_dir, train_file, straight, **PPO), scorer=digit_share)
+    broken = tmp_path / "broken"
+    run_local(make_config(model_dir, train_file, broken, steps=2, **PPO), scorer=digit_share)
+    run_local(make_config(model_dir, train_file, broken, **PPO), scorer=digit_share)
+    assert without_timings(read_jsonl(broken / "metrics.jsonl")) == without_timings(
+        read_jsonl(straight / "metrics.jsonl")
+    )
+    for name in ("model.safetensors", "critic.safetensors"):
+        final = load_file(broken / "checkpoints" / "step_000004" / name)
+        for key, value in load_file(straight / "checkpoints" / "step_000004" / name).items():
+            assert torch.equal(final[key], value), (name, key)

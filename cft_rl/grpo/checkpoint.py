@@ -2,7 +2,7 @@
 
 A checkpoint (layout and atomicity: cft_rl.checkpointing) holds the model weights, the
 optimizer and scheduler states, the RNG states and the marker with the step and the settings
-a resumed run must match.
+a resumed run must match; with PPO, the critic's weights and optimizer and scheduler too.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ from cft_rl.checkpointing import (
     temporary_dir,
 )
 from cft_rl.errors import UserError
+from cft_rl.grpo.critic import Critic
 from cft_rl.outputs import HF_EXPORT
+
+CRITIC_WEIGHTS = "critic.safetensors"
 
 
 @dataclass
@@ -44,6 +47,7 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     settings: dict[str, Any],
     keep: int,
+    critic: Critic | None = None,
 ) -> Path:
     """Write step `step`'s checkpoint, then keep only the newest `keep` of them."""
     temporary = temporary_dir(checkpoint_dir(out_dir, step))
@@ -51,6 +55,12 @@ def save_checkpoint(
     temporary.mkdir(parents=True)
     save_model(model, str(temporary / "model.safetensors"))
     trainer = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    if critic is not None:
+        save_model(critic.model, str(temporary / CRITIC_WEIGHTS))
+        trainer["critic"] = {
+            "optimizer": critic.optimizer.state_dict(),
+            "scheduler": critic.scheduler.state_dict(),
+        }
     torch.save({**trainer, "rng": rng_state()}, temporary / "trainer.pt")
     return commit_checkpoint(temporary, {"step": step, "settings": settings}, keep)
 
@@ -65,15 +75,26 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    critic: Critic | None = None,
 ) -> None:
     """Restore weights, optimizer, scheduler and RNG states from `path`."""
-    missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
-    if missing or unexpected:
-        raise UserError(f"{path}: checkpoint does not fit the model ({missing or unexpected})")
+    _load_weights(path, model, "model.safetensors")
     trainer = torch.load(path / "trainer.pt", weights_only=False, map_location="cpu")
     optimizer.load_state_dict(trainer["optimizer"])
     scheduler.load_state_dict(trainer["scheduler"])
+    if critic is not None:
+        if "critic" not in trainer:
+            raise UserError(f"{path}: the checkpoint has no critic to resume PPO from")
+        _load_weights(path, critic.model, CRITIC_WEIGHTS)
+        critic.optimizer.load_state_dict(trainer["critic"]["optimizer"])
+        critic.scheduler.load_state_dict(trainer["critic"]["scheduler"])
     set_rng_state(trainer["rng"])
+
+
+def _load_weights(path: Path, model: torch.nn.Module, name: str) -> None:
+    missing, unexpected = load_model(model, str(path / name), strict=False)
+    if missing or unexpected:
+        raise UserError(f"{path}: {name} does not fit the model ({missing or unexpected})")
 
 
 def export_hf(out_dir: str | Path, model: torch.nn.Module, tokenizer) -> Path:

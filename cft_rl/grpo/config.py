@@ -87,8 +87,26 @@ class AlgorithmSettings(Section):
     loss_agg_mode: LossAggMode = "token-mean"
     # Entropy bonus: loss -= entropy_coeff * aggregated token entropy.
     entropy_coeff: float = Field(default=0.0, ge=0)
-    # Passes over each step's rollouts.
+    # Passes over each step's rollouts (the critic's too).
     ppo_epochs: int = Field(default=1, ge=1)
+    # gae: the discount and the GAE lambda (verl: algorithm.gamma, algorithm.lam).
+    gamma: float = Field(default=1.0, ge=0, le=1)
+    lam: float = Field(default=1.0, ge=0, le=1)
+
+
+class CriticSettings(Section):
+    """PPO's value model, for advantage_estimator: gae (verl: the `critic` section)."""
+
+    # null: a copy of the starting checkpoint (`model`), with a new value head.
+    model: ModelSpec | None = None
+    # verl: critic.optim.lr, weight_decay, lr_warmup_steps, critic.grad_clip.
+    optim: OptimSettings = OptimSettings(lr=1e-5, weight_decay=0.01)
+    # New values further than this from the values the advantages were computed with are
+    # clipped in the loss (verl: critic.cliprange_value).
+    clip_range_value: float = Field(default=0.5, gt=0)
+    # Steps that train only the critic, before the policy's updates start (verl:
+    # trainer.critic_warmup): a fresh value head knows nothing yet.
+    steps_before_actor: int = Field(default=0, ge=0)
 
 
 class KLSettings(Section):
@@ -208,6 +226,7 @@ class GrpoConfig(Section):
     kl: KLSettings = KLSettings()
     # AdamW with linear warm-up to a constant learning rate (verl's default schedule).
     optim: OptimSettings = OptimSettings(lr=1e-6, weight_decay=0.01)
+    critic: CriticSettings = CriticSettings()
     batch: BatchSettings = BatchSettings()
     steps: int = Field(default=50, ge=1)
     checkpoint: CheckpointSettings = CheckpointSettings(every_steps=10)

@@ -25,6 +25,7 @@ from cft_rl.checkpointing import latest_checkpoint
 from cft_rl.data.prompts import encode_prompts
 from cft_rl.generation.hf import HFBackend
 from cft_rl.grpo import algos
+from cft_rl.grpo.algos import ADVANTAGE_ESTIMATORS
 from cft_rl.grpo.checkpoint import (
     export_hf,
     load_checkpoint,
@@ -32,6 +33,7 @@ from cft_rl.grpo.checkpoint import (
     save_checkpoint,
 )
 from cft_rl.grpo.config import GrpoConfig
+from cft_rl.grpo.critic import Critic, outcome_token_rewards
 from cft_rl.grpo.curves import plot_runs
 from cft_rl.grpo.entropy_monitor import EntropyMonitor
 from cft_rl.grpo.probe import load_probe_set, probe_entropy
@@ -44,8 +46,15 @@ from cft_rl.grpo.rollouts import (
     group_spread,
     validation_seed,
 )
-from cft_rl.grpo.sequences import pad_rows
-from cft_rl.grpo.update import Controls, PolicyUpdate, needs_policy_before_update
+from cft_rl.grpo.sequences import pad_rows, response_mask
+from cft_rl.grpo.update import (
+    Controls,
+    PerSequence,
+    PolicyUpdate,
+    constant_after_warmup,
+    needs_policy_before_update,
+    unpad,
+)
 from cft_rl.jsonl import EVENTS, PROBE, VALIDATION, StepLog
 from cft_rl.metric_sinks import MetricSinks
 from cft_rl.modeling import load_causal_lm, load_tokenizer
@@ -97,13 +106,12 @@ class LocalGrpo:
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
         )
-        warmup = config.optim.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda done: min(1.0, (done + 1) / warmup) if warmup else 1.0
-        )
+        self.scheduler = constant_after_warmup(self.optimizer, config.optim.warmup_steps)
         self.update = PolicyUpdate(
             config, self.model, self.reference, self.optimizer, self.scheduler, self.pad_id
         )
+        estimator = ADVANTAGE_ESTIMATORS[config.algorithm.advantage_estimator]
+        self.critic = Critic(config, self.pad_id) if estimator.needs_critic else None
         self.monitor = EntropyMonitor(
             config.monitor, config.algorithm.entropy_coeff, config.algorithm.policy_loss.loss_mode
         )
@@ -169,7 +177,7 @@ class LocalGrpo:
             return 0
         state = read_training_state(path)
         check_same_settings(path, state.settings, self.resume_settings)
-        load_checkpoint(path, self.model, self.optimizer, self.scheduler)
+        load_checkpoint(path, self.model, self.optimizer, self.scheduler, self.critic)
         self.sinks = MetricSinks(self.out_dir, self.config.logging, run_config, state.step)
         kept = self.sinks.kept
         self.probe_log.rewind(state.step)
@@ -191,6 +199,7 @@ class LocalGrpo:
             self.scheduler,
             self.resume_settings,
             self.config.checkpoint.keep,
+            self.critic,
         )
 
     def _periodic(self, step: int) -> dict[str, Any]:
@@ -244,35 +253,65 @@ class LocalGrpo:
         clock.lap("time_generate_s")
         scores = torch.tensor(self.scorer(rollouts.texts, rollouts.references), dtype=torch.float32)
         clock.lap("time_reward_s")
-        per_response = algos.sequence_advantages(
-            config.algorithm.advantage_estimator, scores, rollouts.group
+        critic_metrics: dict[str, float] = {}
+        if self.critic is None:
+            advantages = self._outcome_advantages(rollouts, scores)
+        else:
+            advantages, critic_metrics = self._critic_step(rollouts, scores)
+            clock.lap("time_critic_s")
+        # PPO's warm-up: the first critic.steps_before_actor steps train the critic alone.
+        actor_updates = self.critic is None or step > config.critic.steps_before_actor
+        before = self.update.before_update(
+            rollouts, with_policy=needs_policy_before_update(config) or not actor_updates
         )
-        advantages = [
-            torch.full((len(response),), float(a))
-            for a, response in zip(per_response, rollouts.responses, strict=True)
-        ]
-        before = self.update.before_update(rollouts, with_policy=needs_policy_before_update(config))
         clock.lap("time_logprob_s")
-        self.model.train()
         controls = Controls(self.monitor.entropy_coeff, self.monitor.loss_mode)
-        metrics, update_entropies = self.update.run(rollouts, advantages, before, controls)
+        metrics, update_entropies = {}, None
+        if actor_updates:
+            self.model.train()
+            metrics, update_entropies = self.update.run(rollouts, advantages, before, controls)
         clock.lap("time_update_s")
         entropies = before.entropies if before.entropies is not None else update_entropies
-        entropy = self.update.aggregate(pad_rows(entropies), _length_mask(rollouts))
+        lengths = [len(r) for r in rollouts.responses]
+        entropy = self.update.aggregate(pad_rows(entropies), response_mask(lengths))
         return {
             "step": step,
             **_rollout_metrics(rollouts, scores, entropy),
             **metrics,
+            **critic_metrics,
             "entropy_coeff": controls.entropy_coeff,
             "loss_mode": controls.loss_mode,
             **clock.laps,
             "step_time_s": clock.total(),
         }
 
+    def _outcome_advantages(self, rollouts: Rollouts, scores: torch.Tensor) -> PerSequence:
+        """Group-relative advantages: each response's one value on all its tokens."""
+        per_response = algos.sequence_advantages(
+            self.config.algorithm.advantage_estimator, scores, rollouts.group
+        )
+        return [
+            torch.full((len(response),), float(a))
+            for a, response in zip(per_response, rollouts.responses, strict=True)
+        ]
 
-def _length_mask(rollouts: Rollouts) -> torch.Tensor:
-    lengths = torch.tensor([len(r) for r in rollouts.responses], dtype=torch.float32)
-    return (torch.arange(int(lengths.max()))[None, :] < lengths[:, None]).float()
+    def _critic_step(
+        self, rollouts: Rollouts, scores: torch.Tensor
+    ) -> tuple[PerSequence, dict[str, float]]:
+        """PPO: the critic's values, GAE advantages and returns from them, then the critic's
+        update toward the returns (before the policy's, as verl orders them)."""
+        algo = self.config.algorithm
+        values = self.critic.values(rollouts)
+        lengths = [len(r) for r in rollouts.responses]
+        mask = response_mask(lengths)
+        padded_values = pad_rows(values)
+        advantages, returns = algos.gae_advantages(
+            outcome_token_rewards(scores, lengths), padded_values, mask, algo.gamma, algo.lam
+        )
+        metrics = self.critic.update(rollouts, unpad(returns, mask), values)
+        metrics["values_mean"] = float(algos.masked_mean(padded_values, mask))
+        metrics["returns_mean"] = float(algos.masked_mean(returns, mask))
+        return unpad(advantages, mask), metrics
 
 
 def _rollout_metrics(rollouts: Rollouts, scores: torch.Tensor, entropy: torch.Tensor) -> dict:
@@ -307,8 +346,11 @@ def _summary_line(record: dict[str, Any], steps: int) -> str:
     line = (
         f"step {record['step']}/{steps}  reward {record['reward_mean']:.3f}  "
         f"entropy {record['entropy']:.3f}  length {record['response_length_mean']:.1f}  "
-        f"clipfrac {record['pg_clipfrac']:.3f}"
     )
+    # A PPO warm-up step trains the critic alone: no policy loss to show.
+    line += f"clipfrac {record['pg_clipfrac']:.3f}" if "pg_clipfrac" in record else "critic only"
+    if "vf_loss" in record:
+        line += f"  vf loss {record['vf_loss']:.4f}"
     if "kl_loss" in record:
         line += f"  kl {record['kl_loss']:.4f}"
     if "val_reward_mean" in record:

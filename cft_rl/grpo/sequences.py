@@ -56,41 +56,51 @@ def token_stats(
     unless called under torch.no_grad(); `entropy_grad=False` keeps the entropies out of the
     graph (a metric, not a loss term). Logits are divided by `temperature` first, as verl
     does: the policy whose ratio PPO takes is the one the rollouts were sampled from."""
-    device = next(model.parameters()).device
+    picked, mask = response_hidden_states(model.base_model, prompts, responses, pad_id)
+    logits = model.get_output_embeddings()(picked).float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    targets = torch.tensor([t for r in responses for t in r], device=picked.device)
+    flat_log_prob = logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
+    log_prob = scatter_rows(flat_log_prob, mask)
+    entropy = None
+    if with_entropy:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
+            entropy = scatter_rows(entropy_from_logits(logits), mask)
+    return TokenStats(log_prob, entropy, mask)
+
+
+def response_hidden_states(
+    backbone: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    pad_id: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The backbone's last hidden state before each response token (the one that predicts
+    it), listed row by row [tokens, hidden], and the [rows, response_len] response mask."""
+    device = next(backbone.parameters()).device
     lengths = [len(r) for r in responses]
     if min(lengths) < 1:
         raise ValueError("every response needs at least one token")
     width = max(len(p) + len(r) for p, r in zip(prompts, responses, strict=True))
     input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    # (row, position of the hidden state that predicts response token j, target token)
-    rows, sources, targets = [], [], []
+    # (row, position of the hidden state that predicts response token j)
+    rows, sources = [], []
     for row, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
         ids = list(prompt) + list(response)
         input_ids[row, : len(ids)] = torch.tensor(ids)
         attention_mask[row, : len(ids)] = 1
         rows += [row] * len(response)
         sources += range(len(prompt) - 1, len(ids) - 1)
-        targets += response
-    hidden = model.base_model(
+    hidden = backbone(
         input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
     ).last_hidden_state
     picked = hidden[torch.tensor(rows, device=device), torch.tensor(sources, device=device)]
-    logits = model.get_output_embeddings()(picked).float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    targets_t = torch.tensor(targets, device=device)
-    flat_log_prob = logits.log_softmax(-1).gather(1, targets_t[:, None]).squeeze(1)
-    mask = response_mask(lengths, device)
-    log_prob = _scatter(flat_log_prob, mask)
-    entropy = None
-    if with_entropy:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
-            entropy = _scatter(entropy_from_logits(logits), mask)
-    return TokenStats(log_prob, entropy, mask)
+    return picked, response_mask(lengths, device)
 
 
-def _scatter(flat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def scatter_rows(flat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Values listed row by row -> [rows, width] at the mask's set entries (differentiable)."""
     out = torch.zeros(mask.shape, dtype=flat.dtype, device=flat.device)
     return out.masked_scatter(mask.bool(), flat)

@@ -13,7 +13,7 @@ import torch
 from cft_rl.grpo import algos
 from cft_rl.grpo.config import GrpoConfig
 from cft_rl.grpo.rollouts import Rollouts
-from cft_rl.grpo.sequences import pad_rows, token_stats
+from cft_rl.grpo.sequences import pad_rows, response_mask, token_stats
 
 # Per sequence, one tensor of its response tokens' values.
 PerSequence = list[torch.Tensor]
@@ -98,13 +98,13 @@ class PolicyUpdate:
                 stats = token_stats(
                     self.model, prompts, responses, self.pad_id, temperature, with_entropy=True
                 )
-                old |= zip(rows, _unpad(stats.log_prob, stats.response_mask), strict=True)
-                entropies |= zip(rows, _unpad(stats.entropy, stats.response_mask), strict=True)
+                old |= zip(rows, unpad(stats.log_prob, stats.response_mask), strict=True)
+                entropies |= zip(rows, unpad(stats.entropy, stats.response_mask), strict=True)
             if self.reference is not None:
                 ref_stats = token_stats(
                     self.reference, prompts, responses, self.pad_id, temperature
                 )
-                ref |= zip(rows, _unpad(ref_stats.log_prob, ref_stats.response_mask), strict=True)
+                ref |= zip(rows, unpad(ref_stats.log_prob, ref_stats.response_mask), strict=True)
 
         def in_order(values: dict[int, torch.Tensor]) -> PerSequence | None:
             return [values[i] for i in range(len(rollouts))] if values else None
@@ -150,8 +150,7 @@ class PolicyUpdate:
         if fraction is None:
             return None
         entropies = [before.entropies[i] for i in rows]
-        lengths = torch.tensor([len(e) for e in entropies])
-        mask = (torch.arange(int(lengths.max()))[None, :] < lengths[:, None]).float()
+        mask = response_mask([len(e) for e in entropies])
         chosen = algos.top_entropy_mask(pad_rows(entropies), mask, fraction)
         return {
             row: chosen[j, : len(e)] for j, (row, e) in enumerate(zip(rows, entropies, strict=True))
@@ -196,7 +195,7 @@ class PolicyUpdate:
                 entropy_grad=entropy_coeff > 0,
             )
             mask = stats.response_mask
-            entropies |= zip(micro, _unpad(stats.entropy, mask), strict=True)
+            entropies |= zip(micro, unpad(stats.entropy, mask), strict=True)
             if before.old_log_probs is None:
                 old = stats.log_prob.detach()
             else:
@@ -254,23 +253,40 @@ class PolicyUpdate:
         )
 
     def micro_batches(self, rollouts: Rollouts, rows: Iterable[int]) -> list[list[int]]:
-        """`rows` cut into micro-batches of similar lengths (less padding to compute)."""
-        rows = sorted(rows, key=lambda i: len(rollouts.prompts[i]) + len(rollouts.responses[i]))
-        size = self.config.batch.micro_batch_size
-        return [rows[start : start + size] for start in range(0, len(rows), size)]
+        return micro_batches(rollouts, rows, self.config.batch.micro_batch_size)
 
     def _apply_gradients(self) -> float:
-        """Clip and step; returns the gradient norm before clipping."""
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        max_norm = self.config.optim.max_grad_norm or math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        if math.isfinite(grad_norm):
-            self.optimizer.step()
-        else:  # as verl: a non-finite gradient skips the update instead of poisoning the weights
-            print(f"warning: gradient norm {grad_norm}, update skipped", flush=True)
-        return grad_norm
+        return clip_and_step(self.model, self.optimizer, self.config.optim.max_grad_norm)
 
 
-def _unpad(values: torch.Tensor, mask: torch.Tensor) -> PerSequence:
+def micro_batches(rollouts: Rollouts, rows: Iterable[int], size: int) -> list[list[int]]:
+    """`rows` cut into micro-batches of similar lengths (less padding to compute)."""
+    rows = sorted(rows, key=lambda i: len(rollouts.prompts[i]) + len(rollouts.responses[i]))
+    return [rows[start : start + size] for start in range(0, len(rows), size)]
+
+
+def clip_and_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_grad_norm: float
+) -> float:
+    """Clip the gradient norm (0: no clip) and step; returns the norm before clipping."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm or math.inf))
+    if math.isfinite(grad_norm):
+        optimizer.step()
+    else:  # as verl: a non-finite gradient skips the update instead of poisoning the weights
+        print(f"warning: gradient norm {grad_norm}, update skipped", flush=True)
+    return grad_norm
+
+
+def constant_after_warmup(
+    optimizer: torch.optim.Optimizer, warmup_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup_steps` steps to a constant rate (verl's default)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda done: min(1.0, (done + 1) / warmup_steps) if warmup_steps else 1.0
+    )
+
+
+def unpad(values: torch.Tensor, mask: torch.Tensor) -> PerSequence:
     lengths = mask.sum(-1).long().tolist()
     return [row[:length].detach().cpu() for row, length in zip(values, lengths, strict=True)]
