@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from tiny_lm import char_tokenizer
+from tiny_lm import char_tokenizer, save_tiny_model
 
 from cft_rl.cli import main
 from cft_rl.config import ConfigError, load_config
@@ -62,10 +62,10 @@ def gsm8k_train(tmp_path_factory) -> Path:
     return path
 
 
-def real_recipe(out: Path, train: Path, *overrides: str):
-    """The shipped recipe (reading our training file), its parquet and verl's composed config."""
+def real_recipe(out: Path, train: Path, *overrides: str, recipe: Path = REAL_RECIPE):
+    """A shipped recipe (reading our training file), its parquet and verl's composed config."""
     config = load_config(
-        GrpoConfig, REAL_RECIPE, [f"output_dir={out}", f"data.path={train}", *overrides]
+        GrpoConfig, recipe, [f"output_dir={out}", f"data.path={train}", *overrides]
     )
     parquet = write_verl_parquet(
         load_benchmark(config.data.benchmark, config.data.path, config.data.limit),
@@ -112,16 +112,34 @@ def test_every_estimator_maps_to_verl(tmp_path, gsm8k_train, estimator, verl_nam
 
 
 @pytest.mark.filterwarnings("ignore:Disabled critic")
-def test_a_clip_cov_recipe_composes_with_verls_policy_loss(tmp_path, gsm8k_train, verl_validate):
-    _, _, cfg = real_recipe(
-        tmp_path,
-        gsm8k_train,
-        "algorithm.policy_loss.loss_mode=clip_cov",
-        "algorithm.policy_loss.clip_cov_ratio=0.001",
-    )
+def test_the_clip_cov_recipe_composes_with_verls_policy_loss(tmp_path, gsm8k_train, verl_validate):
+    recipe = ROOT / "recipes" / "qwen2.5-math-1.5b" / "grpo-clip-cov.yaml"
+    _, _, cfg = real_recipe(tmp_path, gsm8k_train, recipe=recipe)
     verl_validate(cfg)
     loss = cfg.actor_rollout_ref.actor.policy_loss
-    assert (loss.loss_mode, loss.clip_cov_ratio, loss.clip_cov_lb) == ("clip_cov", 0.001, 1.0)
+    assert (loss.loss_mode, loss.clip_cov_ratio, loss.clip_cov_lb) == ("clip_cov", 0.0002, 1.0)
+
+
+def test_the_ppo_recipe_composes_with_verls_critic(tmp_path, verl_validate, capsys):
+    from verl.trainer.ppo.utils import need_critic
+
+    gsm8k_train = tmp_path / "train.jsonl"  # the recipe takes 512 questions a step
+    rows = [{"question": f"What is {i} + 1?", "answer": f"#### {i + 1}"} for i in range(600)]
+    gsm8k_train.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    recipe = ROOT / "recipes" / "qwen2.5-math-1.5b" / "ppo.yaml"
+    # verl's check of the critic reads the model's config and tokenizer: a real folder.
+    model = f"model.path={save_tiny_model(tmp_path / 'model')}"
+    config, _, cfg = real_recipe(tmp_path, gsm8k_train, model, recipe=recipe)
+    verl_validate(cfg)  # with the critic: its batch sizes and micro-batches are checked too
+    assert need_critic(cfg) and cfg.algorithm.adv_estimator == "gae"
+    assert cfg.critic.model.path == cfg.actor_rollout_ref.model.path
+    assert cfg.critic.optim.lr == config.critic.optim.lr == 1e-5
+    assert cfg.critic.cliprange_value == config.critic.clip_range_value
+    assert cfg.trainer.critic_warmup == config.critic.steps_before_actor == 10
+    assert cfg.actor_rollout_ref.rollout.n == 1
+    argv = ["grpo", "--recipe", str(recipe), f"output_dir={tmp_path / 'dry'}"]
+    assert main([*argv, f"data.path={gsm8k_train}", "dry_run=true"]) == 0
+    assert "critic.model.path=" in capsys.readouterr().out
 
 
 def test_verl_takes_every_name_verl_registers_and_names_the_closest_on_a_typo(

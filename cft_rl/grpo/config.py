@@ -41,7 +41,9 @@ class GrpoData(DataSource):
 class RolloutSettings(Section):
     """Sampling of the group of responses per prompt."""
 
-    n: int = Field(default=8, ge=2)
+    # Responses per question: a group for the group-relative estimators (at least 2); PPO
+    # (gae) needs no group.
+    n: int = Field(default=8, ge=1)
     temperature: float = Field(default=1.0, gt=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
     # verl: data.max_response_length.
@@ -256,6 +258,9 @@ class GrpoConfig(Section):
         ]
         if self.monitor.switch_to is not None:
             checks.append(("monitor.switch_to", self.monitor.switch_to, set(POLICY_LOSSES)))
+        ours = ADVANTAGE_ESTIMATORS.get(estimator)
+        if ours is not None and not ours.needs_critic and self.rollout.n < 2:
+            raise ValueError(f"rollout.n: '{estimator}' compares the responses of a group: n >= 2")
         for key, name, known in checks:
             if name not in known:
                 close = difflib.get_close_matches(name, sorted(known), n=1)

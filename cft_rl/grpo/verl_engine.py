@@ -198,6 +198,8 @@ def verl_overrides(config: GrpoConfig, train_path: Path, out_dir: Path) -> list[
         "trainer.val_before_train": False,
         "trainer.test_freq": -1,
     }
+    if algo.advantage_estimator == "gae":
+        values |= _critic_overrides(config, out_dir)
     return [f"{key}={_hydra_value(value)}" for key, value in values.items()] + list(
         config.verl.extra_overrides
     )
@@ -311,4 +313,22 @@ def _estimator_overrides(name: str) -> dict[str, object]:
     return {
         "algorithm.adv_estimator": estimator.verl_name,
         "algorithm.norm_adv_by_std_in_grpo": estimator.verl_norm_by_std,
+    }
+
+
+def _critic_overrides(config: GrpoConfig, out_dir: Path) -> dict[str, object]:
+    """PPO: verl's critic worker, from the same settings as the local engine's critic."""
+    critic, batch = config.critic, config.batch
+    return {
+        "algorithm.gamma": config.algorithm.gamma,
+        "algorithm.lam": config.algorithm.lam,
+        "critic.model.path": _model_path((critic.model or config.model).path),
+        "critic.optim.lr": critic.optim.lr,
+        "critic.optim.weight_decay": critic.optim.weight_decay,
+        "critic.optim.lr_warmup_steps": critic.optim.warmup_steps,
+        "critic.grad_clip": critic.optim.max_grad_norm,
+        "critic.cliprange_value": critic.clip_range_value,
+        "critic.ppo_micro_batch_size_per_gpu": batch.micro_batch_size,
+        "trainer.critic_warmup": critic.steps_before_actor,
+        "trainer.max_critic_ckpt_to_keep": config.checkpoint.keep,
     }
