@@ -71,6 +71,13 @@ def make_config(model_dir: Path, train_file: Path, out: Path, **changes) -> Grpo
     return GrpoConfig.model_validate(settings)
 
 
+def first_step(trainer: LocalGrpo):
+    """Step 1's rollouts and their group advantages, as the engine computes them."""
+    rollouts = trainer.sampler.sample(step=1)
+    scores = torch.tensor(digit_share(rollouts.texts, rollouts.references))
+    return rollouts, trainer.outcome_advantages(rollouts, scores)
+
+
 def without_timings(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMINGS} for r in records]
 
@@ -155,13 +162,7 @@ def test_micro_batching_does_not_change_the_gradient(model_dir, train_file, tmp_
     changes = {"kl__use_reference": True, "kl__coef": 0.1, "algorithm__entropy_coeff": 0.01}
     config = make_config(model_dir, train_file, tmp_path, algorithm__loss_agg_mode=mode, **changes)
     trainer = LocalGrpo(config, digit_share)
-    rollouts = trainer.sampler.sample(step=1)
-    scores = torch.tensor(digit_share(rollouts.texts, rollouts.references))
-    per_response = algos.sequence_advantages("grpo", scores, rollouts.group)
-    advantages = [
-        torch.full((len(r),), float(a))
-        for a, r in zip(per_response, rollouts.responses, strict=True)
-    ]
+    rollouts, advantages = first_step(trainer)
     before = trainer.update.before_update(rollouts, with_policy=True)
     on_policy = BeforeUpdate(None, None, before.ref_log_probs)
     rows = list(range(8))  # one mini-batch: 2 prompts x 4 responses
@@ -336,13 +337,7 @@ def test_top_entropy_tokens_only_and_micro_batching_still_invariant(
         batch__mini_batch_prompts=4,  # one mini-batch: the first update is on-policy
     )
     trainer = LocalGrpo(config, digit_share)
-    rollouts = trainer.sampler.sample(step=1)
-    scores = torch.tensor(digit_share(rollouts.texts, rollouts.references))
-    per_response = algos.sequence_advantages("grpo", scores, rollouts.group)
-    advantages = [
-        torch.full((len(r),), float(a))
-        for a, r in zip(per_response, rollouts.responses, strict=True)
-    ]
+    rollouts, advantages = first_step(trainer)
     before = trainer.update.before_update(rollouts, with_policy=True)
     rows = list(range(len(rollouts)))
     selected = trainer.update.selected_tokens(rows, before)

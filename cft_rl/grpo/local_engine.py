@@ -255,7 +255,7 @@ class LocalGrpo:
         clock.lap("time_reward_s")
         critic_metrics: dict[str, float] = {}
         if self.critic is None:
-            advantages = self._outcome_advantages(rollouts, scores)
+            advantages = self.outcome_advantages(rollouts, scores)
         else:
             advantages, critic_metrics = self._critic_step(rollouts, scores)
             clock.lap("time_critic_s")
@@ -285,7 +285,7 @@ class LocalGrpo:
             "step_time_s": clock.total(),
         }
 
-    def _outcome_advantages(self, rollouts: Rollouts, scores: torch.Tensor) -> PerSequence:
+    def outcome_advantages(self, rollouts: Rollouts, scores: torch.Tensor) -> PerSequence:
         """Group-relative advantages: each response's one value on all its tokens."""
         per_response = algos.sequence_advantages(
             self.config.algorithm.advantage_estimator, scores, rollouts.group
