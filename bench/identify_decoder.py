@@ -98,8 +98,8 @@ def main() -> None:
         )
 
     naive = NaiveDecoder(model, pad_id=0)
-    step = max(1, len(perturbations) // args.naive_probes)
-    subset = list(range(0, len(perturbations), step))[: args.naive_probes]
+    step = max(1, len(perturbations) // args.naive_perturbations)
+    subset = list(range(0, len(perturbations), step))[: args.naive_perturbations]
     _sync(args.device)
     start = time.perf_counter()
     slow = naive.decode(ranked, [perturbations[i] for i in subset], [args.cap] * len(subset), stops)

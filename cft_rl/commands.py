@@ -1,8 +1,8 @@
 """The commands of `cft-rl`: for each, its recipe schema and the function that runs it.
 
 Both are "module:name" import paths, imported only when the command runs, so that
-`cft-rl --help` stays fast and the experiment grid can validate a stage's recipe without
-loading the stage.
+`cft-rl --help` stays fast; the experiment grid validates a cell's recipe with the same
+schema.
 """
 
 from __future__ import annotations

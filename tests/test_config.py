@@ -156,3 +156,11 @@ def test_every_renamed_key_is_valid_under_its_new_name():
                 field = model.model_fields[part]
                 annotation = field.annotation
                 model = getattr(annotation, "__args__", [annotation])[0]
+
+
+def test_a_partial_data_section_keeps_the_stage_defaults():
+    """`data: {limit: 10}` in identify still reads the toy world's training split."""
+    identify = resolve(STAGES["identify"][0])
+    assert validate(identify, {"data": {"limit": 10}}, "recipe").data.benchmark == "toy-train"
+    grpo = resolve(STAGES["grpo"][0])
+    assert validate(grpo, {"data": {"limit": 10}}, "recipe").data.benchmark == "toy-train"

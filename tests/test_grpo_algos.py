@@ -48,6 +48,11 @@ def batch():
     }
 
 
+def token_advantages(estimator, scores, group_ids, mask):
+    """Each response's advantage on its masked tokens: verl's [batch, response_len] layout."""
+    return algos.sequence_advantages(estimator, scores, group_ids).unsqueeze(-1) * mask
+
+
 def _token_rewards(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Outcome reward on each response's last token, as verl's reward managers place it."""
     rewards = torch.zeros_like(mask)
@@ -76,7 +81,7 @@ def test_advantages_match_verl(verl, batch, estimator):
         index=np.array(GROUPS, dtype=object),
         **kwargs,
     )
-    ours = algos.compute_advantages(estimator, batch["scores"], GROUPS, mask)
+    ours = token_advantages(estimator, batch["scores"], GROUPS, mask)
     assert_close(ours, expected)
     per_sequence = algos.sequence_advantages(estimator, batch["scores"], GROUPS)
     assert_close(per_sequence.unsqueeze(-1) * mask, expected)
@@ -104,43 +109,43 @@ def test_advantages_match_verl_vectorized_without_singletons(
         index=np.array(groups, dtype=object),
         **kwargs,
     )
-    assert_close(algos.compute_advantages(estimator, scores, groups, mask), expected)
+    assert_close(token_advantages(estimator, scores, groups, mask), expected)
 
 
 def test_grpo_by_hand():
     mask = torch.ones(5, 2)
     scores = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.7])
-    adv = algos.compute_advantages("grpo", scores, torch.tensor([3, 3, 3, 3, 8]), mask)
+    adv = token_advantages("grpo", scores, torch.tensor([3, 3, 3, 3, 8]), mask)
     # Group of four: mean 0.5, sample std sqrt(1/3); the singleton keeps its score.
     expected = torch.tensor([1.0, -1.0, -1.0, 1.0]) * 0.5 / (math.sqrt(1 / 3) + 1e-6)
     assert_close(adv[:4, 0], expected)
     assert_close(adv[4], torch.full((2,), 0.7 / (1 + 1e-6)))
-    dr = algos.compute_advantages("dr_grpo", scores, [0, 0, 0, 0, 1], mask)
+    dr = token_advantages("dr_grpo", scores, [0, 0, 0, 0, 1], mask)
     assert_close(dr[:, 1], torch.tensor([0.5, -0.5, -0.5, 0.5, 0.7]))
 
 
 def test_grpo_equal_scores_give_zero_advantage():
-    adv = algos.compute_advantages("grpo", torch.ones(4), [0, 0, 0, 0], torch.ones(4, 3))
+    adv = token_advantages("grpo", torch.ones(4), [0, 0, 0, 0], torch.ones(4, 3))
     assert torch.equal(adv, torch.zeros(4, 3))
 
 
 def test_rloo_by_hand():
     scores = torch.tensor([1.0, 0.0, 0.0, 2.0])
-    adv = algos.compute_advantages("rloo", scores, ["q", "q", "q", "r"], torch.ones(4, 1))
+    adv = token_advantages("rloo", scores, ["q", "q", "q", "r"], torch.ones(4, 1))
     # 1 - mean(0, 0) = 1; 0 - mean(1, 0) = -0.5; a singleton keeps its score.
     assert_close(adv[:, 0], torch.tensor([1.0, -0.5, -0.5, 2.0]))
 
 
 def test_advantages_only_on_response_tokens_and_integer_scores():
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
-    adv = algos.compute_advantages("dr_grpo", torch.tensor([1, 0]), [0, 0], mask)
+    adv = token_advantages("dr_grpo", torch.tensor([1, 0]), [0, 0], mask)
     assert adv.dtype == torch.float32
     assert_close(adv, torch.tensor([[0.5, 0.5, 0.0], [-0.5, 0.0, 0.0]]))
 
 
 def test_unknown_names_list_the_choices():
     with pytest.raises(ValueError, match="dr_grpo, gae, grpo, rloo"):
-        algos.compute_advantages("ppo", torch.ones(2), [0, 0], torch.ones(2, 1))
+        token_advantages("ppo", torch.ones(2), [0, 0], torch.ones(2, 1))
     with pytest.raises(ValueError, match="token-mean"):
         algos.agg_loss(torch.ones(1, 1), torch.ones(1, 1), "mean")
     with pytest.raises(ValueError, match="low_var_kl"):

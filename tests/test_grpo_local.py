@@ -389,3 +389,14 @@ def test_ppo_resume_with_the_critic_equals_uninterrupted(model_dir, train_file, 
         final = load_file(broken / "checkpoints" / "step_000004" / name)
         for key, value in load_file(straight / "checkpoints" / "step_000004" / name).items():
             assert torch.equal(final[key], value), (name, key)
+
+
+def test_resume_settings_keep_what_shapes_the_run():
+    """The micro-batch size is speed only, except for the losses that choose tokens per
+    micro-batch; the critic's settings count only for PPO."""
+    plain = GrpoConfig().resume_settings()
+    assert "micro_batch_size" not in plain["batch"] and "critic" not in plain
+    clip_cov = GrpoConfig(algorithm={"policy_loss": {"loss_mode": "clip_cov"}}).resume_settings()
+    assert "micro_batch_size" in clip_cov["batch"]
+    ppo = GrpoConfig(algorithm={"advantage_estimator": "gae"}).resume_settings()
+    assert ppo["critic"]["optim"]["lr"] == 1e-5

@@ -241,7 +241,7 @@ def test_resume_after_torn_write_equals_uninterrupted(
     assert [json.loads(line)["index"] for line in results] == [0, 1, 2, 3]
 
 
-class SlowEngine(CachedDecoder):
+class SlowDecoder(CachedDecoder):
     """Takes its time per answer, so that a kill lands in the middle of a run."""
 
     def decode(self, *args, **kwargs):
@@ -258,7 +258,7 @@ def run_slowly(out: str, questions: str) -> None:
         workbench = Workbench(
             config,
             backend=HFBackend(model, tokenizer, batch_size=2),
-            decoder=SlowEngine(model, ContinuationSampling()),
+            decoder=SlowDecoder(model, ContinuationSampling()),
             verifier=pool,
         )
         run_identify(config, workbench)

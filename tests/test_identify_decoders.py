@@ -92,7 +92,7 @@ def test_cached_sampling_equals_the_hf_backend(world):
     assert len({tuple(fast[i]) for i in range(3)}) > 1
 
 
-def test_backend_engine_ranks_like_the_teacher_forced_forward(world):
+def test_backend_decoder_ranks_like_the_teacher_forced_forward(world):
     tokenizer, model, prompt, response = world
     cached = CachedDecoder(model, ContinuationSampling())
     backend = BackendDecoder(HFBackend(model, tokenizer), ContinuationSampling())

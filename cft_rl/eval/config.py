@@ -7,8 +7,6 @@ from pydantic import Field, model_validator
 from cft_rl.config import CpuThreads, GenerationSettings, ModelSpec, Section, VerifierSettings
 from cft_rl.data.source import DataSource
 
-# written into output_dir by `cft-rl eval`, read by `cft-rl report passk`
-
 
 class BenchmarkSpec(DataSource):
     """One benchmark (see DataSource); evaluation prompts ask for \\boxed{} by default."""

@@ -30,7 +30,6 @@ __all__ = [
     "PolicyLossParams",
     "agg_loss",
     "clip_cov_policy_loss",
-    "compute_advantages",
     "entropy_from_logits",
     "gae_advantages",
     "group_index",
@@ -125,6 +124,8 @@ def register_advantage_estimator(
     name: str, verl_name: str, verl_norm_by_std: bool = True, needs_critic: bool = False
 ):
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"'{name}' is already registered")
         ADVANTAGE_ESTIMATORS[name] = AdvantageEstimator(
             fn, verl_name, verl_norm_by_std, needs_critic
         )
@@ -203,18 +204,6 @@ def sequence_advantages(
         if group.shape != values.shape:
             raise ValueError(f"group_ids {tuple(group.shape)} do not match scores {values.shape}")
         return fn(values, group, epsilon)
-
-
-def compute_advantages(
-    estimator: str,
-    scores: torch.Tensor,
-    group_ids: torch.Tensor | Sequence[Hashable],
-    response_mask: torch.Tensor,
-    epsilon: float = ADV_EPS,
-) -> torch.Tensor:
-    """Per-token advantages [batch, response_len]: each response's advantage on its masked
-    tokens (verl's layout)."""
-    return sequence_advantages(estimator, scores, group_ids, epsilon).unsqueeze(-1) * response_mask
 
 
 @register_advantage_estimator("gae", verl_name="gae", needs_critic=True)

@@ -279,14 +279,18 @@ class GrpoConfig(Section):
             settings.pop(key)
         for key in ("cpu_threads", "probe", "validation", "logging"):
             settings.pop(key)
-        speed_only = (
-            ("rollout", "batch_size"),
-            ("verifier", "num_workers"),
-            ("batch", "micro_batch_size"),
-        )
+        speed_only = [("rollout", "batch_size"), ("verifier", "num_workers")]
+        # clip_cov and kl_cov choose their tokens within each micro-batch (as verl's do), so
+        # for them the micro-batch size shapes the trajectory.
+        modes = {self.algorithm.policy_loss.loss_mode, self.monitor.switch_to}
+        if not modes & {"clip_cov", "kl_cov"}:
+            speed_only.append(("batch", "micro_batch_size"))
         for section, key in speed_only:
             settings[section].pop(key)
         settings.pop("verl")
+        estimator = ADVANTAGE_ESTIMATORS.get(self.algorithm.advantage_estimator)
+        if estimator is None or not estimator.needs_critic:
+            settings.pop("critic")  # read only by PPO
         return settings
 
 

@@ -28,7 +28,8 @@ class ValueModel(torch.nn.Module):
     def __init__(self, causal_lm: torch.nn.Module) -> None:
         super().__init__()
         self.backbone = causal_lm.base_model
-        self.head = torch.nn.Linear(causal_lm.config.hidden_size, 1)
+        device = next(causal_lm.parameters()).device
+        self.head = torch.nn.Linear(causal_lm.config.hidden_size, 1, device=device)
         torch.nn.init.zeros_(self.head.weight)
         torch.nn.init.zeros_(self.head.bias)
 

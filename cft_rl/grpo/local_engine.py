@@ -1,8 +1,9 @@
 """The local GRPO engine: one process on CPU or one GPU, the same math as verl.
 
 Each step: sample `prompts_per_step` questions and `rollout.n` responses to each, score them
-with the pooled verifier (cft_rl.grpo.rollouts), turn scores into group-relative advantages,
-then update the policy (cft_rl.grpo.update). This module runs the steps: resume, the probe
+with the pooled verifier (cft_rl.grpo.rollouts), turn scores into group-relative advantages
+(or, for PPO, into GAE advantages with the critic of cft_rl.grpo.critic, which is updated
+first), then update the policy (cft_rl.grpo.update). This module runs the steps: resume, the probe
 and validation passes, checkpoints, metrics and the export.
 
 Outputs in output_dir: metrics.jsonl (one record per step, names of

@@ -14,5 +14,4 @@ def run_grpo(config: GrpoConfig) -> None:
     if config.dry_run:
         print("dry_run: only the verl engine has a launch command to print; nothing to do")
         return
-
     run_local(config)

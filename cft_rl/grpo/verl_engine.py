@@ -272,7 +272,9 @@ def _log_step(config, record, metrics: StepLog, events: StepLog, monitor: Entrop
 
 
 def _replayed_monitor(config: GrpoConfig, records: list[dict]) -> EntropyMonitor:
-    monitor = EntropyMonitor(config.monitor, config.algorithm.entropy_coeff)
+    monitor = EntropyMonitor(
+        config.monitor, config.algorithm.entropy_coeff, config.algorithm.policy_loss.loss_mode
+    )
     for record in records:
         monitor.update(record["step"], record)
     return monitor
@@ -329,6 +331,7 @@ def _critic_overrides(config: GrpoConfig, out_dir: Path) -> dict[str, object]:
         "critic.grad_clip": critic.optim.max_grad_norm,
         "critic.cliprange_value": critic.clip_range_value,
         "critic.ppo_micro_batch_size_per_gpu": batch.micro_batch_size,
-        "trainer.critic_warmup": critic.steps_before_actor,
+        # verl trains the critic alone while critic_warmup > step (steps count from 1).
+        "trainer.critic_warmup": critic.steps_before_actor + 1 if critic.steps_before_actor else 0,
         "trainer.max_critic_ckpt_to_keep": config.checkpoint.keep,
     }

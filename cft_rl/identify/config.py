@@ -12,6 +12,10 @@ from cft_rl.generation.kv_cache import KV_CACHE_LAYOUTS
 from cft_rl.identify.decoders import DECODERS
 
 
+class IdentifyData(DataSource):
+    benchmark: str = "toy-train"
+
+
 class CounterfactualSettings(Section):
     """How each response position is perturbed and judged."""
 
@@ -76,7 +80,7 @@ class IdentifyConfig(Section):
     # Which questions the model answers: training questions, as in the paper ("toy-train",
     # the toy world's training split, or e.g. gsm8k with path=.../gsm8k/train.jsonl);
     # toy-train gives exactly `limit` questions (default 500).
-    data: DataSource = DataSource(benchmark="toy-train")
+    data: IdentifyData = IdentifyData()
     counterfactual: CounterfactualSettings = CounterfactualSettings()
     decoder: DecoderSettings = DecoderSettings()
     cpu_threads: CpuThreads = None

@@ -1,4 +1,4 @@
-"""Engines that rank alternatives and decode counterfactual continuations.
+"""Decoders that rank alternatives and decode counterfactual continuations.
 
 `CachedDecoder` (transformers models): one forward over prompt + response gives the
 alternatives' ranking at every position and the KV cache; a continuation from position

@@ -18,8 +18,6 @@ from cft_rl.config import (
 from cft_rl.data.source import DataSource
 from cft_rl.sft.losses import LOSSES, LossConfig
 
-# Written by `cft-rl sft` next to OUT/hf_model: which checkpoint it is, its validation result.
-
 
 class SftData(DataSource):
     """What is trained on."""

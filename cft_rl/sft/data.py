@@ -21,8 +21,6 @@ from cft_rl.sft.fields import Fields, collate, digit_token_table, example_seed
 from cft_rl.sft.losses import LossConfig, TokenView, get_loss
 from cft_rl.sft.reference import reference_logprobs
 
-# Losses that need a field built from more than the data: the field they need.
-
 
 @dataclass(frozen=True)
 class TokenizedExample:

@@ -30,7 +30,8 @@ STATE_FILE = "train_state.pt"
 
 def build_toy_model(config: ToyBuildConfig) -> dict:
     """Train and save the toy model; returns what build.json records."""
-    torch.set_num_threads(config.cpu_threads)
+    if config.cpu_threads is not None:
+        torch.set_num_threads(config.cpu_threads)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     started, cpu_started = time.time(), time.process_time()
