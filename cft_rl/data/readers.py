@@ -41,6 +41,31 @@ def joined_fields(*fields: str, optional: tuple[str, ...] = ()) -> Reader:
     return read
 
 
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def template_question(template: str) -> Reader:
+    """The question as `template` with each `{field}` replaced by the record's field: text or
+    a number as it is, a list one item per line, a mapping as `key) value` lines (how
+    multiple-choice options are laid out). Only plain field names are substituted; nothing
+    in a record is evaluated."""
+    if not _PLACEHOLDER.search(template):
+        raise ValueError(f"question template {template!r} names no {{field}}")
+
+    def value(record: Record, field: str) -> str:
+        raw = record.get(field)
+        if isinstance(raw, list):
+            return "\n".join(str(item).strip() for item in raw)
+        if isinstance(raw, dict):
+            return "\n".join(f"{key}) {str(item).strip()}" for key, item in raw.items())
+        return record.text(field)
+
+    def read(record: Record) -> str:
+        return _PLACEHOLDER.sub(lambda match: value(record, match[1]), template).strip()
+
+    return read
+
+
 def tabmwp_question(record: Record) -> str:
     """TabMWP: the table (with its title) then the question, and the options if any."""
     title = record.data.get("table_title")

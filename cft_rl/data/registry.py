@@ -24,6 +24,7 @@ from cft_rl.data.readers import (
     numeric_answer,
     solution_field,
     tabmwp_question,
+    template_question,
     text_answer,
     unchanged,
 )
@@ -292,8 +293,24 @@ def load_jsonl_examples(
 ) -> list[Example]:
     """Examples from any JSONL (or JSON, parquet) file. The answer field may hold the answer
     itself, a number, or a solution ending in `#### N` or containing \\boxed{}."""
-    path = Path(path)
-    records = read_records(path)[:limit]
+    name = source or Path(path).stem
+    return load_file_examples(path, name, f"{{{question_field}}}", answer_field, limit=limit)
+
+
+def load_file_examples(
+    path: str | Path,
+    name: str,
+    question: str,
+    answer_field: str,
+    solution_field: str | None = None,
+    limit: int | None = None,
+) -> list[Example]:
+    """Examples from a file outside the registry (.jsonl, .json or .parquet, or a directory
+    with test.*): `question` is a template over each record's fields (see
+    readers.template_question), `answer_field` holds the reference (the answer, a number,
+    or a solution ending in `#### N` or containing \\boxed{}), `solution_field` a worked
+    solution. Errors name the file, the record and the field."""
+    records = read_records(find_data_file(Path(path)))[:limit]
 
     def answer(record: Record) -> str:
         reference = auto_reference(record.get(answer_field))
@@ -301,6 +318,11 @@ def load_jsonl_examples(
             raise record.error(f"field '{answer_field}' holds no usable answer")
         return reference
 
-    return examples_from_records(
-        records, source or path.stem, joined_fields(question_field), answer
-    )
+    def solution(record: Record) -> str | None:
+        return record.text(solution_field) if solution_field else None
+
+    try:
+        read_question = template_question(question)
+    except ValueError as err:
+        raise DataError(f"{path}: {err}") from None
+    return examples_from_records(records, name, read_question, answer, solution)

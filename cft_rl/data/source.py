@@ -1,25 +1,51 @@
 """The data section every stage's recipe shares: which benchmark, its file, how many
-questions, and how they are prompted."""
+questions, and how they are prompted; or a file of one's own, with its fields."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from cft_rl.config import Section
 from cft_rl.data.example import Example
-from cft_rl.data.registry import load_benchmark
+from cft_rl.data.registry import load_benchmark, load_file_examples
+
+
+class FileFields(Section):
+    """How the records of a file outside the registry make examples."""
+
+    # A template over each record's fields, e.g. "{question}\n\nOptions:\n{options}": a list
+    # field is written one item per line, a mapping as "key) value" lines.
+    question: str = "{question}"
+    # The field with the reference answer: the answer itself, a number, or a solution ending
+    # in "#### N" or holding \boxed{}.
+    answer: str = "answer"
+    # A field with a worked solution (needed by sft's `examples` format); null: none.
+    solution: str | None = None
 
 
 class DataSource(Section):
     """Questions of a cft_rl.data benchmark: `benchmark` names it ("toy", "toy-train",
     "gsm8k", ...), `path` its file or directory (else the benchmark's default location),
     `limit` the first this many questions, `template` the cft_rl.data.prompts template
-    ("toy": the bare question, "boxed": ask for \\boxed{})."""
+    ("toy": the bare question, "boxed": ask for \\boxed{}). With `fields`, `path` is a file
+    of one's own (.jsonl, .json, .parquet) and `benchmark` only names it in the outputs."""
 
     benchmark: str
     path: str | None = None
     limit: int | None = Field(default=None, ge=1)
     template: str = "toy"
+    fields: FileFields | None = None
+
+    @model_validator(mode="after")
+    def _own_file_has_a_path(self) -> DataSource:
+        if self.fields is not None and self.path is None:
+            raise ValueError("fields: a file of one's own needs `path`")
+        return self
 
     def load(self) -> list[Example]:
-        return load_benchmark(self.benchmark, self.path, self.limit)
+        if self.fields is None:
+            return load_benchmark(self.benchmark, self.path, self.limit)
+        f = self.fields
+        return load_file_examples(
+            self.path, self.benchmark, f.question, f.answer, f.solution, self.limit
+        )

@@ -112,7 +112,7 @@ class Grid:
                 "give the output_dir of a finished `cft-rl identify` run"
             )
         for cell in cells:
-            for key, name in _benchmarks(cell):
+            for key, name in _benchmarks(cell, registry_only=True):
                 if name not in BENCHMARKS:
                     close = difflib.get_close_matches(name, BENCHMARKS, n=1)
                     hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -285,19 +285,18 @@ class Grid:
         return ["identify"] if self.config.identify.recipe is not None else []
 
 
-def _benchmarks(cell: Cell) -> list[tuple[str, str]]:
-    """(key, benchmark name) of every benchmark a cell's recipe names."""
+def _benchmarks(cell: Cell, registry_only: bool = False) -> list[tuple[str, str]]:
+    """(key, benchmark name) of every benchmark a cell's recipe names; `registry_only`:
+    leave out files of one's own (a data section with `fields`), whose names are labels."""
     recipe = cell.recipe
+    sections = [(f"benchmarks[{i}]", b) for i, b in enumerate(recipe.get("benchmarks") or [])]
+    sections += [(name, recipe.get(name) or {}) for name in ("data", "validation")]
+    if cell.stage != "eval":
+        sections = [(key, data) for key, data in sections if not key.startswith("benchmarks")]
     found = []
-    if cell.stage == "eval":
-        found += [
-            (f"benchmarks[{i}].benchmark", b["benchmark"])
-            for i, b in enumerate(recipe["benchmarks"])
-        ]
-    for section in ("data", "validation"):
-        name = (recipe.get(section) or {}).get("benchmark")
-        if name is not None:
-            found.append((f"{section}.benchmark", name))
+    for key, data in sections:
+        if data.get("benchmark") is not None and not (registry_only and data.get("fields")):
+            found.append((f"{key}.benchmark", data["benchmark"]))
     return found
 
 

@@ -1,0 +1,97 @@
+"""A file of one's own in any stage's recipe: `fields` with a question template over several
+fields (multiple-choice options laid out from a list or a mapping), the answer field, a
+solution field; errors name the file, the record and the field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cft_rl.cli import main
+from cft_rl.commands import STAGES, resolve
+from cft_rl.config import ConfigError, load_config
+from cft_rl.data import DataError
+from cft_rl.data.registry import load_file_examples
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = "{problem}\n\nOptions:\n{options}"
+ROWS = [
+    {"problem": "What is 2 + 3?", "options": ["A) 4", "B) 5", "C) 6"], "label": "B",
+     "why": "2 + 3 = 5, option B. #### B"},
+    {"problem": "What is 10 / 4?", "options": {"A": "2", "B": "2.5", "C": "3"}, "label": "B",
+     "why": "10 / 4 = 2.5. #### B"},
+    {"problem": "How many sides has a square?", "options": ["A) 3", "B) 4"], "label": "B",
+     "why": "A square has 4 sides. #### B"},
+]  # fmt: skip
+
+
+@pytest.fixture
+def choice_file(tmp_path) -> Path:
+    path = tmp_path / "my_choices.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in ROWS))
+    return path
+
+
+def own_data(path: Path, **extra) -> dict:
+    return {
+        "benchmark": "my-choices",
+        "path": str(path),
+        "template": "toy",
+        "fields": {"question": TEMPLATE, "answer": "label", **extra},
+    }
+
+
+def test_the_template_lays_out_list_and_mapping_options(choice_file):
+    first, second, _ = load_file_examples(choice_file, "my-choices", TEMPLATE, "label")
+    assert first.question == "What is 2 + 3?\n\nOptions:\nA) 4\nB) 5\nC) 6"
+    assert second.question == "What is 10 / 4?\n\nOptions:\nA) 2\nB) 2.5\nC) 3"
+    assert (first.answer, first.source, first.id) == ("B", "my-choices", "my-choices-0")
+
+
+def test_errors_name_the_file_record_and_field(choice_file, tmp_path):
+    with pytest.raises(DataError, match=r"my_choices.jsonl line 1: missing field 'choices'"):
+        load_file_examples(choice_file, "x", "{problem} {choices}", "label")
+    with pytest.raises(DataError, match=r"my_choices.jsonl line 1: missing field 'gold'"):
+        load_file_examples(choice_file, "x", TEMPLATE, "gold")
+    with pytest.raises(DataError, match="names no {field}"):
+        load_file_examples(choice_file, "x", "no placeholder", "label")
+    with pytest.raises(DataError, match="no such file"):
+        load_file_examples(tmp_path / "absent.jsonl", "x", TEMPLATE, "label")
+
+
+@pytest.mark.parametrize(
+    ("stage", "section"),
+    [("identify", "data"), ("grpo", "data"), ("sft", "data"), ("sft", "validation")],
+)
+def test_every_training_stage_reads_a_file_of_ones_own(choice_file, stage, section):
+    data = own_data(choice_file, solution="why")
+    recipe = {section: data}
+    if stage == "sft":
+        recipe["data"] = (
+            {**data, "format": "examples"}
+            if section == "data"
+            else {"format": "examples", "benchmark": "toy-train", "limit": 4}
+        )
+    config = resolve(STAGES[stage][0]).model_validate(recipe)
+    examples = getattr(config, section).load()
+    assert [e.question.splitlines()[0] for e in examples] == [r["problem"] for r in ROWS]
+    assert examples[0].solution == ROWS[0]["why"]
+
+
+def test_fields_without_a_path_is_an_error_naming_the_key(choice_file):
+    with pytest.raises(ConfigError, match="fields: a file of one's own needs `path`"):
+        load_config(resolve(STAGES["grpo"][0]), None, ["data.fields.answer=label"])
+
+
+def test_eval_runs_on_a_file_of_ones_own(choice_file, tmp_path, capsys):
+    recipe = str(ROOT / "recipes" / "toy" / "eval.yaml")
+    spec = json.dumps([own_data(choice_file)])
+    argv = ["eval", "--recipe", recipe, f"benchmarks={spec}", "n_samples=0"]
+    assert main([*argv, f"output_dir={tmp_path / 'out'}", "verifier.num_workers=1"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    [result] = summary["benchmarks"]
+    assert result["benchmark"] == "my-choices" and result["problems"] == 3
+    log = (tmp_path / "out" / "generations" / "my-choices.jsonl").read_text().splitlines()
+    assert len(log) == 3
