@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cft_rl.cli import main
 from cft_rl.commands import STAGES, resolve
@@ -95,3 +96,46 @@ def test_eval_runs_on_a_file_of_ones_own(choice_file, tmp_path, capsys):
     assert result["benchmark"] == "my-choices" and result["problems"] == 3
     log = (tmp_path / "out" / "generations" / "my-choices.jsonl").read_text().splitlines()
     assert len(log) == 3
+
+
+LAYOUTS = {
+    "labelled list": ["A) 4", "B) 5", "C) 6"],
+    "unlabelled list": ["4", "5", "6"],
+    "other labels": ["(A) 4", "B. 5", "C: 6"],
+    "mapping": {"A": 4, "B": 5, "C": 6},
+    "one string": "A) 4 B) 5 C) 6",
+    "one string, parenthesised": "(A) 4 (B) 5 (C) 6",
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_options_come_out_in_one_layout_whatever_the_files(tmp_path, layout):
+    path = tmp_path / "mc.jsonl"
+    row = {"q": "What is 2 + 3?", "opts": LAYOUTS[layout], "gold": "B"}
+    path.write_text(json.dumps(row) + "\n")
+    [example] = load_file_examples(path, "mc", "{q}\n{opts}", "gold", options_field="opts")
+    assert example.question == "What is 2 + 3?\nA) 4\nB) 5\nC) 6"
+
+
+@pytest.mark.parametrize("bad", ["only one option", ["A) 4"], 7])
+def test_options_that_are_not_choices_are_an_error_naming_the_record(tmp_path, bad):
+    path = tmp_path / "mc.jsonl"
+    path.write_text(json.dumps({"q": "?", "opts": bad, "gold": "A"}) + "\n")
+    with pytest.raises(DataError, match=r"mc.jsonl line 1: field 'opts': options should be"):
+        load_file_examples(path, "mc", "{q}\n{opts}", "gold", options_field="opts")
+
+
+def test_the_options_key_reaches_the_loader_from_a_recipe(choice_file):
+    data = own_data(choice_file, options="options")
+    config = resolve(STAGES["grpo"][0]).model_validate({"data": data})
+    assert config.data.load()[1].question.endswith("A) 2\nB) 2.5\nC) 3")
+
+
+def test_the_docs_example_is_a_valid_eval_section(choice_file):
+    """docs/benchmarks.md's recipe block validates, and loads the fixture it describes."""
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    block = yaml.safe_load(text.split("```yaml")[1].split("```")[0])
+    block["benchmarks"][0]["path"] = str(choice_file)
+    config = resolve(STAGES["eval"][0]).model_validate(block)
+    [first, *_] = config.benchmarks[0].load()
+    assert first.question == "What is 2 + 3?\n\nOptions:\nA) 4\nB) 5\nC) 6"

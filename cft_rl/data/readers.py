@@ -13,6 +13,7 @@ from cft_rl.data.answers import (
     number_text,
     tidy_reference,
 )
+from cft_rl.data.example import DataError
 from cft_rl.data.records import Record
 
 Reader = Callable[[Record], str]
@@ -44,16 +45,54 @@ def joined_fields(*fields: str, optional: tuple[str, ...] = ()) -> Reader:
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
-def template_question(template: str) -> Reader:
+# A choice label at the start of an option: "A)", "(A)", "A." or "A:".
+_CHOICE_LABEL = re.compile(r"^\(?([A-Za-z])[).:]\s*")
+# Labels inside one string of options: "A) 4 B) 5", "(A) 4 (B) 5", "A. 4 B. 5".
+_INLINE_LABELS = re.compile(r"(?:^|(?<=\s))\(?([A-H])[).:]\s+")
+
+
+def choice_options(value: object, where: str) -> list[tuple[str, str]]:
+    """Multiple-choice options as (letter, text) pairs, from a list of strings (labelled
+    "A) ..." or not: unlabelled ones are lettered A, B, ... in order), a mapping of letter
+    to text, or one string "A) ... B) ...". Fewer than two options is an error."""
+    if isinstance(value, dict):
+        options = [(str(key).strip().upper(), str(text).strip()) for key, text in value.items()]
+    elif isinstance(value, list):
+        options = []
+        for index, item in enumerate(value):
+            text = str(item).strip()
+            label = _CHOICE_LABEL.match(text)
+            if label:
+                options.append((label[1].upper(), text[label.end() :].strip()))
+            else:
+                options.append((chr(ord("A") + index), text))
+    elif isinstance(value, str):
+        labels = list(_INLINE_LABELS.finditer(value))
+        options = []
+        for index, label in enumerate(labels):
+            end = labels[index + 1].start() if index + 1 < len(labels) else len(value)
+            options.append((label[1], value[label.end() : end].strip()))
+    else:
+        options = []
+    if len(options) < 2:
+        raise DataError(f"{where}: options should be two or more choices, got {value!r}")
+    return options
+
+
+def template_question(template: str, options_field: str | None = None) -> Reader:
     """The question as `template` with each `{field}` replaced by the record's field: text or
-    a number as it is, a list one item per line, a mapping as `key) value` lines (how
-    multiple-choice options are laid out). Only plain field names are substituted; nothing
+    a number as it is, a list one item per line, a mapping as `key) value` lines. The
+    `options_field` (multiple choice) is always laid out as "A) text" lines, whatever the
+    file's layout (see choice_options). Only plain field names are substituted; nothing
     in a record is evaluated."""
     if not _PLACEHOLDER.search(template):
         raise ValueError(f"question template {template!r} names no {{field}}")
 
     def value(record: Record, field: str) -> str:
         raw = record.get(field)
+        if field == options_field:
+            where = f"{record.where}: field '{field}'"
+            return "\n".join(f"{letter}) {text}" for letter, text in choice_options(raw, where))
         if isinstance(raw, list):
             return "\n".join(str(item).strip() for item in raw)
         if isinstance(raw, dict):

@@ -304,12 +304,14 @@ def load_file_examples(
     answer_field: str,
     solution_field: str | None = None,
     limit: int | None = None,
+    options_field: str | None = None,
 ) -> list[Example]:
     """Examples from a file outside the registry (.jsonl, .json or .parquet, or a directory
     with test.*): `question` is a template over each record's fields (see
     readers.template_question), `answer_field` holds the reference (the answer, a number,
     or a solution ending in `#### N` or containing \\boxed{}), `solution_field` a worked
-    solution. Errors name the file, the record and the field."""
+    solution, `options_field` multiple-choice options (laid out as "A) text" lines). Errors
+    name the file, the record and the field."""
     records = read_records(find_data_file(Path(path)))[:limit]
 
     def answer(record: Record) -> str:
@@ -322,7 +324,7 @@ def load_file_examples(
         return record.text(solution_field) if solution_field else None
 
     try:
-        read_question = template_question(question)
+        read_question = template_question(question, options_field)
     except ValueError as err:
         raise DataError(f"{path}: {err}") from None
     return examples_from_records(records, name, read_question, answer, solution)

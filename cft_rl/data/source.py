@@ -21,6 +21,9 @@ class FileFields(Section):
     answer: str = "answer"
     # A field with a worked solution (needed by sft's `examples` format); null: none.
     solution: str | None = None
+    # Multiple choice: the field with the options (a list, a mapping or one "A) ... B) ..."
+    # string); in the question they are laid out as "A) text" lines.
+    options: str | None = None
 
 
 class DataSource(Section):
@@ -47,5 +50,5 @@ class DataSource(Section):
             return load_benchmark(self.benchmark, self.path, self.limit)
         f = self.fields
         return load_file_examples(
-            self.path, self.benchmark, f.question, f.answer, f.solution, self.limit
+            self.path, self.benchmark, f.question, f.answer, f.solution, self.limit, f.options
         )
