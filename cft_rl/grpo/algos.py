@@ -123,12 +123,10 @@ ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
 def register_advantage_estimator(
     name: str, verl_name: str, verl_norm_by_std: bool = True, needs_critic: bool = False
 ):
+    add = registrar(ADVANTAGE_ESTIMATORS)(name)
+
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if name in ADVANTAGE_ESTIMATORS:
-            raise ValueError(f"'{name}' is already registered")
-        ADVANTAGE_ESTIMATORS[name] = AdvantageEstimator(
-            fn, verl_name, verl_norm_by_std, needs_critic
-        )
+        add(AdvantageEstimator(fn, verl_name, verl_norm_by_std, needs_critic))
         return fn
 
     return register

@@ -15,6 +15,7 @@ from cft_rl.grpo.update import (
     clip_and_step,
     constant_after_warmup,
     micro_batches,
+    ppo_mini_batches,
     unpad,
 )
 from cft_rl.modeling import load_causal_lm
@@ -70,20 +71,16 @@ class Critic:
         self, rollouts: Rollouts, returns: PerSequence, old_values: PerSequence
     ) -> dict[str, float]:
         """Epochs over mini-batches of the clipped value loss; metrics are means over them."""
-        config = self.config
         self.model.train()
-        per_mini = config.batch.mini_batch * config.rollout.n
         totals = {"vf_loss": 0.0, "vf_clipfrac": 0.0, "critic_grad_norm": 0.0}
         updates = 0
-        for _ in range(config.algorithm.ppo_epochs):
-            for start in range(0, len(rollouts), per_mini):
-                rows = list(range(start, min(start + per_mini, len(rollouts))))
-                self.optimizer.zero_grad(set_to_none=True)
-                loss, clipfrac = self._backward(rollouts, rows, returns, old_values)
-                totals["vf_loss"] += loss
-                totals["vf_clipfrac"] += clipfrac
-                totals["critic_grad_norm"] += self._apply_gradients()
-                updates += 1
+        for _, rows in ppo_mini_batches(self.config, len(rollouts)):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss, clipfrac = self._backward(rollouts, rows, returns, old_values)
+            totals["vf_loss"] += loss
+            totals["vf_clipfrac"] += clipfrac
+            totals["critic_grad_norm"] += self._apply_gradients()
+            updates += 1
         self.scheduler.step()
         return {key: value / updates for key, value in totals.items()}
 

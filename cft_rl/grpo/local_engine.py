@@ -273,8 +273,7 @@ class LocalGrpo:
             metrics, update_entropies = self.update.run(rollouts, advantages, before, controls)
         clock.lap("time_update_s")
         entropies = before.entropies if before.entropies is not None else update_entropies
-        lengths = [len(r) for r in rollouts.responses]
-        entropy = self.update.aggregate(pad_rows(entropies), response_mask(lengths))
+        entropy = self.update.aggregate(pad_rows(entropies), response_mask(rollouts.lengths))
         return {
             "step": step,
             **_rollout_metrics(rollouts, scores, entropy),
@@ -303,11 +302,11 @@ class LocalGrpo:
         update toward the returns (before the policy's, as verl orders them)."""
         algo = self.config.algorithm
         values = self.critic.values(rollouts)
-        lengths = [len(r) for r in rollouts.responses]
-        mask = response_mask(lengths)
+        mask = response_mask(rollouts.lengths)
         padded_values = pad_rows(values)
+        rewards = outcome_token_rewards(scores, rollouts.lengths)
         advantages, returns = algos.gae_advantages(
-            outcome_token_rewards(scores, lengths), padded_values, mask, algo.gamma, algo.lam
+            rewards, padded_values, mask, algo.gamma, algo.lam
         )
         metrics = self.critic.update(rollouts, unpad(returns, mask), values)
         metrics["values_mean"] = float(algos.masked_mean(padded_values, mask))
@@ -317,7 +316,7 @@ class LocalGrpo:
 
 def _rollout_metrics(rollouts: Rollouts, scores: torch.Tensor, entropy: torch.Tensor) -> dict:
     """What a step's samples say before the update: entropy, rewards, lengths."""
-    lengths = torch.tensor([len(r) for r in rollouts.responses], dtype=torch.float32)
+    lengths = torch.tensor(rollouts.lengths, dtype=torch.float32)
     spread = group_spread(scores, rollouts.group)
     return {
         "entropy": float(entropy),

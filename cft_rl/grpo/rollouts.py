@@ -33,6 +33,11 @@ class Rollouts:
     def __len__(self) -> int:
         return len(self.responses)
 
+    @property
+    def lengths(self) -> list[int]:
+        """Tokens of each response."""
+        return [len(response) for response in self.responses]
+
 
 class VerifierScorer:
     """The reward: 1.0 for a verified correct final answer, else 0.0 (reward.Verifier)."""

@@ -5,7 +5,7 @@ the mini-batch loss (so micro-batching does not change the gradient)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -120,24 +120,18 @@ class PolicyUpdate:
     ) -> tuple[dict[str, float], PerSequence]:
         """PPO epochs over mini-batches, with per-token advantages. Returns the update's
         metrics (means over mini-batches) and the per-sequence entropies of the first epoch."""
-        config = self.config
-        per_mini = config.batch.mini_batch * config.rollout.n
         totals: dict[str, float] = {}
         lr = self.scheduler.get_last_lr()[0]
         updates, entropies = 0, []
-        for epoch in range(config.algorithm.ppo_epochs):
-            for start in range(0, len(rollouts), per_mini):
-                rows = list(range(start, min(start + per_mini, len(rollouts))))
-                self.optimizer.zero_grad(set_to_none=True)
-                selected = self.selected_tokens(rows, before)
-                metrics, seen = self.backward(
-                    rollouts, rows, advantages, before, controls, selected
-                )
-                metrics["grad_norm"] = self._apply_gradients()
-                for key, value in metrics.items():
-                    totals[key] = totals.get(key, 0.0) + value
-                updates += 1
-                entropies += seen if epoch == 0 else []
+        for epoch, rows in ppo_mini_batches(self.config, len(rollouts)):
+            self.optimizer.zero_grad(set_to_none=True)
+            selected = self.selected_tokens(rows, before)
+            metrics, seen = self.backward(rollouts, rows, advantages, before, controls, selected)
+            metrics["grad_norm"] = self._apply_gradients()
+            for key, value in metrics.items():
+                totals[key] = totals.get(key, 0.0) + value
+            updates += 1
+            entropies += seen if epoch == 0 else []
         self.scheduler.step()
         return {key: value / updates for key, value in totals.items()} | {"lr": lr}, entropies
 
@@ -257,6 +251,16 @@ class PolicyUpdate:
 
     def _apply_gradients(self) -> float:
         return clip_and_step(self.model, self.optimizer, self.config.optim.max_grad_norm)
+
+
+def ppo_mini_batches(config: GrpoConfig, count: int) -> Iterator[tuple[int, list[int]]]:
+    """(epoch, rows) of every optimizer step of a GRPO step over `count` sequences: the
+    `ppo_epochs` passes, each cut into mini-batches of `mini_batch` prompts' responses. The
+    policy and the critic take the same ones."""
+    per_mini = config.batch.mini_batch * config.rollout.n
+    for epoch in range(config.algorithm.ppo_epochs):
+        for start in range(0, count, per_mini):
+            yield epoch, list(range(start, min(start + per_mini, count)))
 
 
 def micro_batches(rollouts: Rollouts, rows: Iterable[int], size: int) -> list[list[int]]:
