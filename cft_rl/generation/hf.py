@@ -126,10 +126,10 @@ class HFBackend:
                     row.finish_reason = FINISH_EOS
                 elif params.stop_when_answered and self._answered(row, token):
                     row.finish_reason = FINISH_ANSWER
-                elif len(row.tokens) < budget[row_index]:
-                    finished.append(False)
-                    continue
-                finished.append(True)
+                # else it stays FINISH_LENGTH, which ends the row once the budget is used up
+                finished.append(
+                    row.finish_reason != FINISH_LENGTH or len(row.tokens) >= budget[row_index]
+                )
             return chosen, finished
 
         decode_loop(
