@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cft_rl.errors import UserError
+from reward import Verifier
 
 __all__ = [
     "CheckpointSettings",
@@ -115,6 +116,13 @@ class VerifierSettings(Section):
 
     num_workers: int = Field(default=2, ge=1)
     timeout_s: float = Field(default=5.0, gt=0)
+    # Grade a response that commits to no answer on its last number (docs/verifier.md).
+    last_number_fallback: bool = False
+
+    def make(self) -> Verifier:
+        return Verifier(
+            self.num_workers, self.timeout_s, last_number_fallback=self.last_number_fallback
+        )
 
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)

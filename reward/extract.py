@@ -1,55 +1,120 @@
-"""Find the final answer in a model response, in linear time.
+"""Find the answer a model response commits to, in linear time.
 
 Model output is untrusted: this runs in the main process, so it uses one pass
 over the text, no recursion and no regular expression that can backtrack
 badly, whatever the input (200 KB strings, thousands of nested braces).
+
+The rules (docs/verifier.md, "Which answer a response commits to"):
+- the candidates are the last run of `\\boxed{...}`, the last GSM8K `####` line and the
+  last "answer is" / "answer:" phrase; the one that starts last wins, so a closing
+  "The final answer is X" overrides an earlier box, and "The answer is \\boxed{X}" is X;
+- boxes form one answer of several parts when only connecting text lies between them
+  (`\\boxed{1}, \\boxed{2}`, `x_1 = \\boxed{2} \\quad x_2 = \\boxed{3}`): at most
+  MAX_JOIN_GAP characters, no sentence end and none of JOIN_BREAKING_WORDS ("wait",
+  "actually", "so", ...). Boxes further apart are a response revising itself: the last
+  one wins.
 """
 
 from __future__ import annotations
 
 import re
 from collections import deque
+from typing import NamedTuple
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 # Braces and backslashes are the only characters that matter for box matching.
 _BRACE_TOKENS = re.compile(r"[{}\\]")
 _NON_SPACE = re.compile(r"\S")  # an empty box commits to nothing
-# "The answer is X", "Final answer: X", "**Answer:** X"; the last one wins.
+# "The answer is X", "Final answer: X", "**Answer:** X"; the last one counts.
 _ANSWER_PHRASE = re.compile(r"answer(?:\*\*)?(?: is|:)", re.IGNORECASE)
 _AFTER_PHRASE = " \t\n:*"  # "answer is: X", "**Answer:** X", an answer on the next line
 # Where a one-line answer stops: a sentence end (a period before a space, so
 # "3.5" survives) or the end of the line.
 _ANSWER_END = re.compile(r"\.\s|\n")
 _DELIMITERS = (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**"))
+# The opt-in fallback: the last number in the text ("1,250", "-3.5").
+_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
+
+MAX_JOIN_GAP = 48
+# Words between two boxes that mean the second is not a further part of the first:
+# the response revises itself, or starts its conclusion anew.
+JOIN_BREAKING_WORDS = frozenset({
+    "wait", "no", "not", "actually", "but", "however", "instead", "mistake", "wrong",
+    "correct", "correction", "recheck", "check", "hmm", "alternatively",
+    "answer", "final", "so", "thus", "therefore", "hence", "then",
+})  # fmt: skip
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
+_WORD = re.compile(r"[A-Za-z]+")
 
 
-def extract_final_answer(text: str) -> str | None:
-    """The answer a response commits to, or None when it commits to none.
+class _Box(NamedTuple):
+    command_start: int  # where "\boxed" begins
+    start: int  # the content's first character
+    end: int  # the closing "}"
 
-    In order: the content of the last non-empty `\\boxed{...}` (or `\\fbox{...}`)
-    that closes; else what follows the last GSM8K `####`; else what follows the
-    last "answer is" / "answer:". Surrounding `$...$`, `\\(...\\)`, bold
-    markers and trailing periods are stripped.
-    """
-    answer = _last_box(text)
-    if answer is None:
-        answer = _after_last_hashes(text)
-    if answer is None:
-        answer = _after_last_answer_phrase(text)
-    if answer is None:
+
+def extract_answer_parts(text: str, last_number_fallback: bool = False) -> tuple[str, ...]:
+    """The parts of the answer `text` commits to: one for most responses, several for a
+    run of boxes (see the module docstring); empty when it commits to none. With
+    `last_number_fallback`, a response with no box, `####` or answer phrase gives its
+    last number. Surrounding `$...$`, `\\(...\\)`, bold markers and trailing periods are
+    stripped from each part."""
+    candidates = [
+        _last_box_run(text),
+        _after_last_hashes(text),
+        _after_last_answer_phrase(text),
+    ]
+    for _, raw_parts in sorted((c for c in candidates if c is not None), reverse=True):
+        parts = tuple(part for part in map(_strip_decoration, raw_parts) if part)
+        if parts:  # the same part boxed twice is one answer
+            return parts[:1] if len(set(parts)) == 1 else parts
+    if last_number_fallback:
+        last = deque(_NUMBER.finditer(text), maxlen=1)
+        if last:
+            return (last[0][0],)
+    return ()
+
+
+def extract_final_answer(text: str, last_number_fallback: bool = False) -> str | None:
+    """The answer `text` commits to as one string (several parts joined by ", "), or None."""
+    parts = extract_answer_parts(text, last_number_fallback)
+    return ", ".join(parts) if parts else None
+
+
+def _last_box_run(text: str) -> tuple[int, list[str]] | None:
+    """(start of the last box, contents of the run of boxes it ends), or None."""
+    boxes = _closed_boxes(text)
+    if not boxes:
         return None
-    answer = _strip_decoration(answer)
-    return answer or None
+    run: deque[_Box] = deque([boxes[-1]])
+    for box in reversed(boxes[:-1]):
+        if box.end >= run[0].command_start:  # encloses the run's first box: not a part
+            continue
+        if not _only_connects(text, box.end + 1, run[0].command_start):
+            break
+        run.appendleft(box)
+    return run[-1].command_start, [text[box.start : box.end] for box in run]
 
 
-def _last_box(text: str) -> str | None:
-    """Content of the non-empty box that opens last among those that close, in one pass."""
+def _only_connects(text: str, start: int, end: int) -> bool:
+    """Is text[start:end], between two boxes, only connecting text (", ", "and",
+    "\\quad x_2 = ") rather than a sentence or a change of mind?"""
+    if end - start > MAX_JOIN_GAP:
+        return False
+    gap = text[start:end]
+    if _SENTENCE_END.search(gap):
+        return False
+    return not any(word.lower() in JOIN_BREAKING_WORDS for word in _WORD.findall(gap))
+
+
+def _closed_boxes(text: str) -> list[_Box]:
+    """Every non-empty box that closes, in the order their contents start, in one pass."""
     # Braces before the first box command cannot change which "}" closes a box.
     first = min((pos for pos in map(text.find, _BOX_COMMANDS) if pos >= 0), default=-1)
     if first < 0:
-        return None
-    open_braces: list[tuple[int, bool]] = []  # (position after "{", opens a box)
-    best: tuple[int, int] | None = None  # (start, end) of the best box content
+        return []
+    open_braces: list[tuple[int, int | None]] = []  # (after "{", its box command's start)
+    boxes: list[_Box] = []
     skip_until = -1
     for match in _BRACE_TOKENS.finditer(text, first):
         pos = match.start()
@@ -61,38 +126,43 @@ def _last_box(text: str) -> str | None:
             if text[pos + 1 : pos + 2] in ("{", "}", "\\"):
                 skip_until = pos + 2
         elif char == "{":
-            open_braces.append((pos + 1, _opens_box(text, pos)))
+            open_braces.append((pos + 1, _box_command_start(text, pos)))
         elif open_braces:
-            start, is_box = open_braces.pop()
-            if is_box and (best is None or start > best[0]) and _NON_SPACE.search(text, start, pos):
-                best = (start, pos)
-    return None if best is None else text[best[0] : best[1]]
+            start, command_start = open_braces.pop()
+            if command_start is not None and _NON_SPACE.search(text, start, pos):
+                boxes.append(_Box(command_start, start, pos))
+    boxes.sort(key=lambda box: box.start)
+    return boxes
 
 
-def _opens_box(text: str, brace_pos: int) -> bool:
-    """Is the "{" at brace_pos the argument of \\boxed or \\fbox (spaces allowed)?"""
+def _box_command_start(text: str, brace_pos: int) -> int | None:
+    """Where the \\boxed or \\fbox whose argument the "{" at brace_pos opens begins
+    (spaces allowed before the brace), or None if it opens no box."""
     end = brace_pos
     # Bounded look-back: at most a few spaces between the command and its brace.
     while end > 0 and brace_pos - end < 8 and text[end - 1] == " ":
         end -= 1
-    return any(text.startswith(command, end - len(command)) for command in _BOX_COMMANDS)
+    for command in _BOX_COMMANDS:
+        if text.startswith(command, end - len(command)):
+            return end - len(command)
+    return None
 
 
-def _after_last_hashes(text: str) -> str | None:
+def _after_last_hashes(text: str) -> tuple[int, list[str]] | None:
     pos = text.rfind("####")
     if pos < 0:
         return None
     line_end = text.find("\n", pos)
-    return text[pos + 4 : line_end if line_end >= 0 else len(text)]
+    return pos, [text[pos + 4 : line_end if line_end >= 0 else len(text)]]
 
 
-def _after_last_answer_phrase(text: str) -> str | None:
+def _after_last_answer_phrase(text: str) -> tuple[int, list[str]] | None:
     last = deque(_ANSWER_PHRASE.finditer(text), maxlen=1)
     if not last:
         return None
     rest = text[last[0].end() :].lstrip(_AFTER_PHRASE)
     end = _ANSWER_END.search(rest)
-    return rest[: end.start()] if end else rest
+    return last[0].start(), [rest[: end.start()] if end else rest]
 
 
 def _strip_decoration(answer: str) -> str:

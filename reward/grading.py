@@ -15,10 +15,12 @@ Order of checks, cheapest first:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from decimal import Decimal, InvalidOperation
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+from reward.choice import Choices, named_letters
 
 _CONFIGS = [LatexExtractionConfig(), ExprExtractionConfig()]
 
@@ -41,6 +43,59 @@ _CONNECTIVES = {"and", "or", "to", "plus", "minus", "times", "over", "divided"}
 _FUNCTIONS = {"pi", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "mod"}
 _NOT_UNITS = frozenset(_CONNECTIVES | _FUNCTIONS | {"inf", "infty"})
 _PERCENT = re.compile(rf"(?P<number>{_NUMBER})\s*\\?%")
+
+
+def grade_answer(parts: Sequence[str], reference: str, choices: Choices | None = None) -> bool:
+    """Is the answer of `parts` (reward.extract.extract_answer_parts) the reference?
+
+    Several parts are one answer: the set of them ("1, 2, 3" against "\\{1,2,3\\}" or
+    "x_1=1, x_2=2"), or the ordered tuple where the reference is written as one "(a, b)".
+    With `choices` the question is multiple choice: see grade_choice.
+    """
+    predicted = ", ".join(parts)
+    if choices:
+        return grade_choice(predicted, reference, choices)
+    if len(parts) > 1 and _is_tuple(_tidy(reference)):
+        predicted = f"({predicted})"
+    return grade(predicted, reference)
+
+
+def grade_choice(predicted: str, reference: str, choices: Choices) -> bool:
+    """A multiple-choice answer: right when it names the reference's option by its letter
+    alone ("B", "(B)", "B) 12", "\\text{(B)}"), or, naming no letter, equals that option's
+    text or value. A wrong letter, a letter beyond the options and an answer naming two
+    letters are wrong. `reference` is the right option's letter or its text."""
+    right = _reference_option(reference, choices)
+    if right is None:
+        return False
+    letters = named_letters(predicted)
+    if letters is not None:
+        return letters == (right[0],)
+    return grade(predicted, right[1])
+
+
+def _reference_option(reference: str, choices: Choices) -> tuple[str, str] | None:
+    """The option the reference names: by its letter, else by its text or value."""
+    letters = named_letters(reference)
+    for letter, text in choices:
+        if letters == (letter,):
+            return letter, text
+    for letter, text in choices:
+        if _written_key(_tidy(text)) == _written_key(_tidy(reference)):
+            return letter, text
+    return next(((letter, text) for letter, text in choices if grade(reference, text)), None)
+
+
+def _is_tuple(answer: str) -> bool:
+    """ "(a, b)" with its comma at the top level (not "(1, 2) \\cup (3, 4)")."""
+    if not (answer.startswith("(") and answer.endswith(")")):
+        return False
+    depth = 0
+    for index, char in enumerate(answer):
+        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(char, 0)
+        if depth == 0 and index < len(answer) - 1:
+            return False
+    return "," in answer
 
 
 def grade(predicted: str, reference: str) -> bool:

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Literal
 
-from reward.extract import extract_final_answer
-from reward.grading import grade
+from reward.choice import Choices
+from reward.extract import extract_answer_parts
+from reward.grading import grade, grade_answer
 
 Reason = Literal["correct", "wrong", "no_answer", "timeout", "error"]
 REASONS: tuple[Reason, ...] = ("correct", "wrong", "no_answer", "timeout", "error")
@@ -48,6 +49,9 @@ _WARM_UP_PAIRS = (
 
 logger = logging.getLogger(__name__)
 
+# What a worker grades: the answer's parts, the reference and the options if any.
+_Item = tuple[tuple[str, ...], str, Choices | None]
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -65,12 +69,19 @@ class Verifier:
     """A pool of worker processes that grade (response, reference) pairs.
 
     `fast_path`: a prediction with exactly the reference's text is correct without a round
-    trip to a worker. Thread-safe: concurrent `verify` calls (verl calls rewards from a thread pool)
-    each take an idle worker, so up to `num_workers` items are graded at once.
+    trip to a worker. `last_number_fallback`: a response that commits to no answer (no box,
+    `####` or answer phrase) is graded on its last number; off by default, since a
+    response that never concludes then scores whenever its last number happens to be
+    right (docs/verifier.md). Thread-safe: concurrent `verify` calls (verl calls rewards
+    from a thread pool) each take an idle worker, so up to `num_workers` items are graded at once.
     """
 
     def __init__(
-        self, num_workers: int = 2, timeout_s: float = 5.0, fast_path: bool = True
+        self,
+        num_workers: int = 2,
+        timeout_s: float = 5.0,
+        fast_path: bool = True,
+        last_number_fallback: bool = False,
     ) -> None:
         if num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {num_workers}")
@@ -79,6 +90,7 @@ class Verifier:
         _warm_up()
         self.timeout_s = timeout_s
         self.fast_path = fast_path
+        self.last_number_fallback = last_number_fallback
         # Fork, not forkserver or spawn: those re-run the caller's main script in every worker
         # (fatal for scripts without a __main__ guard) and start workers cold. Workers only
         # run Python and sympy, never torch or OpenMP, so the parent's threads are no hazard.
@@ -101,18 +113,27 @@ class Verifier:
         with self._lock:
             return dict(self._counts)
 
-    def verify(self, response: str, reference: str) -> Verdict:
-        verdict = self._judge(response, reference)
+    def verify(self, response: str, reference: str, choices: Choices | None = None) -> Verdict:
+        """Grade one response; `choices`, (letter, option text) pairs, make the question
+        multiple choice (reward.grading.grade_choice)."""
+        verdict = self._judge(response, reference, choices)
         self._count([verdict])
         return verdict
 
-    def verify_batch(self, responses: Sequence[str], references: Sequence[str]) -> list[Verdict]:
-        """Verdicts in the order of the inputs."""
-        if len(responses) != len(references):
+    def verify_batch(
+        self,
+        responses: Sequence[str],
+        references: Sequence[str],
+        choices: Sequence[Choices | None] | None = None,
+    ) -> list[Verdict]:
+        """Verdicts in the order of the inputs; `choices`, if given, one entry per item."""
+        choices = [None] * len(responses) if choices is None else choices
+        if not len(responses) == len(references) == len(choices):
             raise ValueError(
-                f"{len(responses)} responses but {len(references)} references: they must pair up"
+                f"{len(responses)} responses, {len(references)} references and "
+                f"{len(choices)} choices: they must pair up"
             )
-        verdicts = list(self._threads.map(self._judge, responses, references))
+        verdicts = list(self._threads.map(self._judge, responses, references, choices))
         self._count(verdicts)
         return verdicts
 
@@ -125,18 +146,19 @@ class Verifier:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _judge(self, response: str, reference: str) -> Verdict:
-        predicted = extract_final_answer(response)
-        if predicted is None:
+    def _judge(self, response: str, reference: str, choices: Choices | None) -> Verdict:
+        parts = extract_answer_parts(response, self.last_number_fallback)
+        if not parts:
             return Verdict(False, 0.0, "no_answer", None)
+        predicted = ", ".join(parts)
         # Fast path: the very text of the reference is the reference answer, whatever
         # math-verify would make of it, and a string comparison is safe in this process.
         if self.fast_path and predicted == reference.strip():
             return Verdict(True, 1.0, "correct", predicted)
-        reason = self._grade_in_worker(predicted, reference)
+        reason = self._grade_in_worker((parts, reference, choices))
         return Verdict(reason == "correct", float(reason == "correct"), reason, predicted)
 
-    def _grade_in_worker(self, predicted: str, reference: str) -> Reason:
+    def _grade_in_worker(self, item: _Item) -> Reason:
         if os.getpid() != self._owner_pid:
             raise RuntimeError(
                 f"this Verifier belongs to process {self._owner_pid}; make one per process"
@@ -146,11 +168,11 @@ class Verifier:
         worker = self._idle.get()
         keep = False
         try:
-            reason = worker.grade(predicted, reference, self.timeout_s)
+            reason = worker.grade(item, self.timeout_s)
             keep = reason != "timeout"
             return reason
         except (EOFError, OSError) as lost:  # died mid-item, e.g. killed for memory
-            logger.warning("verifier worker died grading %.80r: %r", predicted, lost)
+            logger.warning("verifier worker died grading %.80r: %r", item[0], lost)
             return "error"
         finally:
             if not keep:
@@ -182,15 +204,15 @@ class _Worker:
         child_conn.close()
         self._ready = False
 
-    def grade(self, predicted: str, reference: str, timeout_s: float) -> Reason:
+    def grade(self, item: _Item, timeout_s: float) -> Reason:
         if not self._ready:
             self._await_ready()
-        self.conn.send((predicted, reference))
+        self.conn.send(item)
         if not self.conn.poll(timeout_s):
             return "timeout"
         reason, detail = self.conn.recv()
         if reason == "error":
-            logger.warning("verifier error grading %.80r: %s", predicted, detail)
+            logger.warning("verifier error grading %.80r: %s", item[0], detail)
         return reason
 
     def _await_ready(self) -> None:
@@ -231,7 +253,7 @@ def _shut_down(owner_pid: int, workers: list[_Worker], threads: ThreadPoolExecut
 
 
 def _serve(conn: Connection) -> None:
-    """Worker main loop: grade each (predicted, reference) pair that arrives."""
+    """Worker main loop: grade each (answer parts, reference, choices) item that arrives."""
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
@@ -239,11 +261,11 @@ def _serve(conn: Connection) -> None:
     conn.send(_READY)
     while True:
         try:
-            predicted, reference = conn.recv()
+            parts, reference, choices = conn.recv()
         except EOFError:  # the parent closed the pool or died
             return
         try:
-            conn.send(("correct" if grade(predicted, reference) else "wrong", ""))
+            conn.send(("correct" if grade_answer(parts, reference, choices) else "wrong", ""))
         except Exception as error:  # math-verify bugs on odd input: score, don't crash
             conn.send(("error", f"{type(error).__name__}: {error}"[:500]))
 

@@ -32,7 +32,7 @@ TIMINGS = {
 }
 
 
-def digit_share(texts: list[str], references: list[str]) -> list[float]:
+def digit_share(texts: list[str], examples: list) -> list[float]:
     """A dense test reward the random model can climb: the share of digits in the response."""
     return [sum(ch.isdigit() for ch in text) / max(1, len(text)) for text in texts]
 
@@ -74,7 +74,7 @@ def make_config(model_dir: Path, train_file: Path, out: Path, **changes) -> Grpo
 def first_step(trainer: LocalGrpo):
     """Step 1's rollouts and their group advantages, as the engine computes them."""
     rollouts = trainer.sampler.sample(step=1)
-    scores = torch.tensor(digit_share(rollouts.texts, rollouts.references))
+    scores = torch.tensor(digit_share(rollouts.texts, rollouts.examples))
     return rollouts, trainer.outcome_advantages(rollouts, scores)
 
 

@@ -113,7 +113,7 @@ def test_options_come_out_in_one_layout_whatever_the_files(tmp_path, layout):
     path = tmp_path / "mc.jsonl"
     row = {"q": "What is 2 + 3?", "opts": LAYOUTS[layout], "gold": "B"}
     path.write_text(json.dumps(row) + "\n")
-    [example] = load_file_examples(path, "mc", "{q}\n{opts}", "gold", options_field="opts")
+    [example] = load_file_examples(path, "mc", "{q}\n{opts}", "gold", options="opts")
     assert example.question == "What is 2 + 3?\nA) 4\nB) 5\nC) 6"
 
 
@@ -122,7 +122,7 @@ def test_options_that_are_not_choices_are_an_error_naming_the_record(tmp_path, b
     path = tmp_path / "mc.jsonl"
     path.write_text(json.dumps({"q": "?", "opts": bad, "gold": "A"}) + "\n")
     with pytest.raises(DataError, match=r"mc.jsonl line 1: field 'opts': options should be"):
-        load_file_examples(path, "mc", "{q}\n{opts}", "gold", options_field="opts")
+        load_file_examples(path, "mc", "{q}\n{opts}", "gold", options="opts")
 
 
 def test_the_options_key_reaches_the_loader_from_a_recipe(choice_file):

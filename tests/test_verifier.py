@@ -146,8 +146,10 @@ def test_batch_keeps_order_around_timeouts(verifier: Verifier) -> None:
 
 
 def test_batch_needs_pairs(verifier: Verifier) -> None:
-    with pytest.raises(ValueError, match="2 responses but 1 references"):
+    with pytest.raises(ValueError, match="2 responses, 1 references and 2 choices"):
         verifier.verify_batch(["\\boxed{1}", "\\boxed{2}"], ["1"])
+    with pytest.raises(ValueError, match="1 responses, 1 references and 2 choices"):
+        verifier.verify_batch(["\\boxed{1}"], ["1"], [None, None])
 
 
 def test_concurrent_callers_share_the_pool(verifier: Verifier) -> None:

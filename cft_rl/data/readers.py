@@ -15,9 +15,11 @@ from cft_rl.data.answers import (
 )
 from cft_rl.data.example import DataError
 from cft_rl.data.records import Record
+from reward.choice import Choices
 
 Reader = Callable[[Record], str]
 SolutionReader = Callable[[Record], "str | None"]
+ChoicesReader = Callable[[Record], "Choices | None"]
 Repair = Callable[[Record], Record]
 
 
@@ -79,10 +81,27 @@ def choice_options(value: object, where: str) -> list[tuple[str, str]]:
     return options
 
 
-def template_question(template: str, options_field: str | None = None) -> Reader:
+def options_field(field: str, optional: bool = False) -> ChoicesReader:
+    """A multiple-choice question's options as (letter, text) pairs (see choice_options);
+    `optional`: a record with no options (null or absent) is no multiple-choice question."""
+
+    def read(record: Record) -> Choices | None:
+        value = record.data.get(field)
+        if optional and not value:
+            return None
+        return tuple(choice_options(record.get(field), f"{record.where}: field '{field}'"))
+
+    return read
+
+
+def no_choices(record: Record) -> None:
+    return None
+
+
+def template_question(template: str, options: str | None = None) -> Reader:
     """The question as `template` with each `{field}` replaced by the record's field: text or
     a number as it is, a list one item per line, a mapping as `key) value` lines. The
-    `options_field` (multiple choice) is always laid out as "A) text" lines, whatever the
+    `options` (multiple choice) is always laid out as "A) text" lines, whatever the
     file's layout (see choice_options). Only plain field names are substituted; nothing
     in a record is evaluated."""
     if not _PLACEHOLDER.search(template):
@@ -90,7 +109,7 @@ def template_question(template: str, options_field: str | None = None) -> Reader
 
     def value(record: Record, field: str) -> str:
         raw = record.get(field)
-        if field == options_field:
+        if field == options:
             where = f"{record.where}: field '{field}'"
             return "\n".join(f"{letter}) {text}" for letter, text in choice_options(raw, where))
         if isinstance(raw, list):

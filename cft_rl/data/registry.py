@@ -7,10 +7,12 @@ import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from cft_rl.data.answers import auto_reference, without_parenthesised_unit
+from cft_rl.data.answers import auto_reference, number_text, without_parenthesised_unit
 from cft_rl.data.example import DataError, Example
 from cft_rl.data.readers import (
+    ChoicesReader,
     Reader,
     Repair,
     SolutionReader,
@@ -20,8 +22,10 @@ from cft_rl.data.readers import (
     hashes_answer,
     joined_fields,
     list_answer,
+    no_choices,
     no_solution,
     numeric_answer,
+    options_field,
     solution_field,
     tabmwp_question,
     template_question,
@@ -30,6 +34,9 @@ from cft_rl.data.readers import (
 )
 from cft_rl.data.records import SUFFIXES, Record, read_records, records_from_rows
 from cft_rl.data.toy_problems import toy_benchmark_names, toy_problems
+from reward.choice import Choices, named_letters
+
+AnswerKind = Literal["number", "expression", "choice"]
 
 ROOT_ENV = "CFT_RL_BENCHMARK_ROOT"
 HUB_PREFIX = "hub:"
@@ -66,13 +73,14 @@ class FileBenchmark:
     solution: SolutionReader = no_solution
     hub: HubSource | None = None
     repair: Repair = unchanged
+    choices: ChoicesReader = no_choices
 
     def load(
         self, path: str | None = None, limit: int | None = None, root: str | Path | None = None
     ) -> list[Example]:
         records = [self.repair(record) for record in self._records(path, root)]
         return examples_from_records(
-            records[:limit], self.name, self.question, self.answer, self.solution
+            records[:limit], self.name, self.question, self.answer, self.solution, self.choices
         )
 
     def _records(self, path: str | None, root: str | Path | None) -> list[Record]:
@@ -136,6 +144,7 @@ def examples_from_records(
     question: Reader,
     answer: Reader,
     solution: SolutionReader = no_solution,
+    choices: ChoicesReader = no_choices,
 ) -> list[Example]:
     return [
         Example(
@@ -144,6 +153,7 @@ def examples_from_records(
             answer=answer(record),
             solution=solution(record),
             source=source,
+            choices=choices(record),
         )
         for i, record in enumerate(records)
     ]
@@ -227,7 +237,14 @@ BENCHMARKS: dict[str, Benchmark] = {
             "carp_en", joined_fields("content"), text_answer("answer"), solution_field("steps")
         ),
         # TabMWP numbers may carry thousands separators ("1,250"): tidy_reference drops them.
-        FileBenchmark("tabmwp", tabmwp_question, text_answer("answer"), solution_field("solution")),
+        # Its multi_choice questions list their options; the answer is the option's text.
+        FileBenchmark(
+            "tabmwp",
+            tabmwp_question,
+            text_answer("answer"),
+            solution_field("solution"),
+            choices=options_field("choices", optional=True),
+        ),
         FileBenchmark(
             "gaokao2023en",
             joined_fields("question"),
@@ -304,27 +321,61 @@ def load_file_examples(
     answer_field: str,
     solution_field: str | None = None,
     limit: int | None = None,
-    options_field: str | None = None,
+    options: str | None = None,
+    kind: AnswerKind | None = None,
 ) -> list[Example]:
     """Examples from a file outside the registry (.jsonl, .json or .parquet, or a directory
     with test.*): `question` is a template over each record's fields (see
     readers.template_question), `answer_field` holds the reference (the answer, a number,
     or a solution ending in `#### N` or containing \\boxed{}), `solution_field` a worked
-    solution, `options_field` multiple-choice options (laid out as "A) text" lines). Errors
-    name the file, the record and the field."""
+    solution, `options` the field with multiple-choice options (laid out as "A) text"
+    lines). `kind` is what the answers are: "number" (checked), "expression" (anything
+    math-verify reads) or "choice" (needs `options`; the answer is an option's letter or
+    text, checked); null: "choice" with `options`, else "expression". Errors name the file,
+    the record and the field."""
+    try:
+        kind = answer_kind(kind, options)
+    except ValueError as err:
+        raise DataError(f"{path}: {err}") from None
     records = read_records(find_data_file(Path(path)))[:limit]
+    read_choices = options_field(options) if options else no_choices
 
     def answer(record: Record) -> str:
         reference = auto_reference(record.get(answer_field))
         if reference is None:
             raise record.error(f"field '{answer_field}' holds no usable answer")
+        if kind == "number" and number_text(reference) is None:
+            raise record.error(f"field '{answer_field}' should be a number, got {reference!r}")
+        if kind == "choice" and not _names_an_option(reference, read_choices(record)):
+            raise record.error(
+                f"field '{answer_field}' is {reference!r}: neither the letter nor the text of "
+                f"one of the options in field '{options}'"
+            )
         return reference
 
     def solution(record: Record) -> str | None:
         return record.text(solution_field) if solution_field else None
 
     try:
-        read_question = template_question(question, options_field)
+        read_question = template_question(question, options)
     except ValueError as err:
         raise DataError(f"{path}: {err}") from None
-    return examples_from_records(records, name, read_question, answer, solution)
+    return examples_from_records(records, name, read_question, answer, solution, read_choices)
+
+
+def answer_kind(kind: AnswerKind | None, options: str | None) -> AnswerKind:
+    """The kind of a file's answers: as given, or "choice" when it has options."""
+    if kind is None:
+        return "choice" if options else "expression"
+    if (kind == "choice") != (options is not None):
+        raise ValueError(f"answers of kind '{kind}': 'choice' needs an options field, and only it")
+    return kind
+
+
+def _names_an_option(reference: str, choices: Choices) -> bool:
+    """Is the reference an option's letter ("B", "(B)") or its exact text?"""
+    letters = named_letters(reference)
+    return any(
+        letters == (letter,) or reference.strip().casefold() == text.casefold()
+        for letter, text in choices
+    )

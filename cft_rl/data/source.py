@@ -7,7 +7,7 @@ from pydantic import Field, model_validator
 
 from cft_rl.config import Section
 from cft_rl.data.example import Example
-from cft_rl.data.registry import load_benchmark, load_file_examples
+from cft_rl.data.registry import AnswerKind, answer_kind, load_benchmark, load_file_examples
 
 
 class FileFields(Section):
@@ -24,6 +24,15 @@ class FileFields(Section):
     # Multiple choice: the field with the options (a list, a mapping or one "A) ... B) ..."
     # string); in the question they are laid out as "A) text" lines.
     options: str | None = None
+    # What the answers are: "number" (each is checked to be one), "expression" (anything
+    # math-verify reads) or "choice" (an option's letter or text); null: "choice" when
+    # `options` is given, else "expression".
+    kind: AnswerKind | None = None
+
+    @model_validator(mode="after")
+    def _choice_goes_with_options(self) -> FileFields:
+        answer_kind(self.kind, self.options)
+        return self
 
 
 class DataSource(Section):
@@ -50,5 +59,12 @@ class DataSource(Section):
             return load_benchmark(self.benchmark, self.path, self.limit)
         f = self.fields
         return load_file_examples(
-            self.path, self.benchmark, f.question, f.answer, f.solution, self.limit, f.options
+            self.path,
+            self.benchmark,
+            f.question,
+            f.answer,
+            f.solution,
+            self.limit,
+            f.options,
+            f.kind,
         )

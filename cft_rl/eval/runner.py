@@ -54,7 +54,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     backend = make_backend(config.model, config.generation)
     results = []
     with (
-        Verifier(config.verifier.num_workers, config.verifier.timeout_s) as verifier,
+        config.verifier.make() as verifier,
         _progress(console) as progress,
     ):
         for spec, examples in benchmarks:
@@ -154,7 +154,9 @@ class _BenchmarkEval:
             for s, c in zip(samples, cs, strict=True)
         ]
         verdicts = self.verifier.verify_batch(
-            [c.text for _, _, c in flat], [e.answer for e, _, _ in flat]
+            [c.text for _, _, c in flat],
+            [e.answer for e, _, _ in flat],
+            [e.choices for e, _, _ in flat],
         )
         return [
             {

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from cft_rl.checkpointing import latest_checkpoint
+from cft_rl.data import Example
 from cft_rl.data.prompts import encode_prompts
 from cft_rl.generation.hf import HFBackend
 from cft_rl.grpo import algos
@@ -66,7 +67,7 @@ def run_local(config: GrpoConfig, scorer: Scorer | None = None) -> Path:
     """Train (or resume) as `config` says; returns the HF export's directory."""
     owned = scorer is None
     if scorer is None:
-        scorer = VerifierScorer(config.verifier.num_workers, config.verifier.timeout_s)
+        scorer = VerifierScorer(config.verifier.make())
     try:
         return LocalGrpo(config, scorer).run()
     finally:
@@ -91,17 +92,16 @@ class LocalGrpo:
         if self.reference is not None:
             self.reference.requires_grad_(False)
         self.backend = HFBackend(self.model, self.tokenizer, config.rollout.batch_size)
-        references = [example.answer for example in examples]
         prompt_ids = encode_prompts(
             self.tokenizer, examples, config.data.template, config.data.max_prompt_tokens
         )
         schedule = PromptSchedule(len(examples), config.batch.prompts_per_step, config.seed)
         self.sampler = RolloutSampler(
-            self.backend, config.rollout, prompt_ids, references, schedule, config.seed
+            self.backend, config.rollout, prompt_ids, examples, schedule, config.seed
         )
         questions = data_fingerprint(
-            json.dumps([ids, reference]).encode()
-            for ids, reference in zip(prompt_ids, references, strict=True)
+            json.dumps([ids, example.answer]).encode()
+            for ids, example in zip(prompt_ids, examples, strict=True)
         )
         self.resume_settings = {**config.resume_settings(), "training_questions": questions}
         self.optimizer = torch.optim.AdamW(
@@ -220,7 +220,7 @@ class LocalGrpo:
             found |= {f"val_{key}": value for key, value in result.items()}
         return found
 
-    def _validation_set(self) -> tuple[list[list[int]], list[str]] | None:
+    def _validation_set(self) -> tuple[list[list[int]], list[Example]] | None:
         spec = self.config.validation
         if spec.benchmark is None:
             return None
@@ -228,16 +228,16 @@ class LocalGrpo:
         prompts = encode_prompts(
             self.tokenizer, examples, spec.template, self.config.data.max_prompt_tokens
         )
-        return prompts, [example.answer for example in examples]
+        return prompts, examples
 
     def _validate(self) -> dict[str, float]:
         """Mean reward of `n` samples per validation question, with the same seeds each time."""
         spec = self.config.validation
-        prompts, references = self.validation
+        prompts, examples = self.validation
         params = self.sampler.sampling(n=spec.n, seed=validation_seed(spec.seed))
         results = self.backend.generate(prompts, params)
         texts = [c.text for completions in results for c in completions]
-        scores = self.scorer(texts, [ref for ref in references for _ in range(spec.n)])
+        scores = self.scorer(texts, [example for example in examples for _ in range(spec.n)])
         return {"reward_mean": sum(scores) / len(scores), "samples": len(scores)}
 
     def _plot(self) -> None:
@@ -252,7 +252,7 @@ class LocalGrpo:
         self.model.eval()
         rollouts = self.sampler.sample(step)
         clock.lap("time_generate_s")
-        scores = torch.tensor(self.scorer(rollouts.texts, rollouts.references), dtype=torch.float32)
+        scores = torch.tensor(self.scorer(rollouts.texts, rollouts.examples), dtype=torch.float32)
         clock.lap("time_reward_s")
         critic_metrics: dict[str, float] = {}
         if self.critic is None:

@@ -9,14 +9,15 @@ from dataclasses import dataclass, field
 
 import torch
 
+from cft_rl.data import Example
 from cft_rl.generation import FINISH_LENGTH, SamplingParams
 from cft_rl.generation.hf import HFBackend
 from cft_rl.grpo.config import RolloutSettings
 from cft_rl.grpo.prompts import PromptSchedule
 from reward import Verifier
 
-# responses (texts), references -> one reward per response
-Scorer = Callable[[list[str], list[str]], list[float]]
+# responses (texts), the questions they answer -> one reward per response
+Scorer = Callable[[list[str], list[Example]], list[float]]
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Rollouts:
     prompts: list[list[int]] = field(default_factory=list)
     responses: list[list[int]] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
-    references: list[str] = field(default_factory=list)
+    examples: list[Example] = field(default_factory=list)  # the question each answers
     group: list[int] = field(default_factory=list)
     truncated: list[bool] = field(default_factory=list)
 
@@ -42,11 +43,14 @@ class Rollouts:
 class VerifierScorer:
     """The reward: 1.0 for a verified correct final answer, else 0.0 (reward.Verifier)."""
 
-    def __init__(self, num_workers: int, timeout_s: float) -> None:
-        self.verifier = Verifier(num_workers=num_workers, timeout_s=timeout_s)
+    def __init__(self, verifier: Verifier) -> None:
+        self.verifier = verifier
 
-    def __call__(self, responses: list[str], references: list[str]) -> list[float]:
-        return [verdict.score for verdict in self.verifier.verify_batch(responses, references)]
+    def __call__(self, responses: list[str], examples: list[Example]) -> list[float]:
+        verdicts = self.verifier.verify_batch(
+            responses, [e.answer for e in examples], [e.choices for e in examples]
+        )
+        return [verdict.score for verdict in verdicts]
 
     def close(self) -> None:
         self.verifier.close()
@@ -61,14 +65,14 @@ class RolloutSampler:
         backend: HFBackend,
         settings: RolloutSettings,
         prompt_ids: list[list[int]],
-        references: list[str],
+        examples: list[Example],
         schedule: PromptSchedule,
         seed: int,
     ) -> None:
         self.backend = backend
         self.settings = settings
         self.prompt_ids = prompt_ids
-        self.references = references
+        self.examples = examples
         self.schedule = schedule
         self.seed = seed
 
@@ -83,7 +87,7 @@ class RolloutSampler:
                 rollouts.prompts.append(self.prompt_ids[index])
                 rollouts.responses.append(completion.token_ids)
                 rollouts.texts.append(completion.text)
-                rollouts.references.append(self.references[index])
+                rollouts.examples.append(self.examples[index])
                 rollouts.group.append(group)
                 rollouts.truncated.append(completion.finish_reason == FINISH_LENGTH)
         return rollouts

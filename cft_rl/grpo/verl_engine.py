@@ -109,7 +109,13 @@ def write_verl_parquet(examples: list[Example], template: str, path: Path) -> Pa
             "prompt": [{"role": "user", "content": example.question + TEMPLATES[template]}],
             "ability": "math",
             "reward_model": {"style": "rule", "ground_truth": example.answer},
-            "extra_info": {"index": index, "id": example.id, "split": "train"},
+            # reward/score.py grades a multiple-choice answer against these options.
+            "extra_info": {
+                "index": index,
+                "id": example.id,
+                "split": "train",
+                "choices": [list(choice) for choice in example.choices or ()] or None,
+            },
         }
         for index, example in enumerate(examples)
     ]
@@ -184,6 +190,10 @@ def verl_overrides(config: GrpoConfig, train_path: Path, out_dir: Path) -> list[
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": batch.micro_batch_size,
         "reward.custom_reward_function.path": str(REWARD_FILE),
         "reward.custom_reward_function.name": "compute_score",
+        # "++": add the key, or set it should verl's config come to have it.
+        "++reward.custom_reward_function.reward_kwargs.last_number_fallback": (
+            config.verifier.last_number_fallback
+        ),
         "trainer.logger": "[console,file]",
         "trainer.project_name": config.verl.project_name,
         "trainer.experiment_name": config.verl.experiment_name,

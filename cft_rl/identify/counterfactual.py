@@ -27,6 +27,8 @@ from cft_rl.identify.perturbations import (
     continuation_cap,
     perturbations_of,
 )
+from reward import Verifier
+from reward.choice import Choices
 from reward.extract import extract_final_answer
 
 
@@ -63,15 +65,17 @@ def identify_response(
     reference: str,
     *,
     decoder: Decoder,
-    verifier,
+    verifier: Verifier,
     tokenizer,
     settings: CounterfactualSettings,
     max_new_tokens: int,
     excluded_ids: Collection[int],
     eos_ids: set[int],
     near_tie_margin: float = 0.0,
+    choices: Choices | None = None,
 ) -> ResponseCriticality:
-    """Perturb every position of `response_ids` and judge its continuations."""
+    """Perturb every position of `response_ids` and judge its continuations against
+    `reference` (and `choices`, for a multiple-choice question)."""
     response = list(response_ids)
     ranked = decoder.rank(prompt_ids, response, candidate_depth(settings.num_alternatives))
     chosen = [
@@ -99,8 +103,8 @@ def identify_response(
 
     start = time.perf_counter()
     texts = [stops.text(p, c.token_ids) for p, c in zip(perturbations, continuations, strict=True)]
-    answers = [extract_final_answer(text) for text in texts]
-    correct = _judge(texts, answers, reference, verifier)
+    answers = [extract_final_answer(text, verifier.last_number_fallback) for text in texts]
+    correct = _judge(texts, answers, reference, choices, verifier)
     verify_s = time.perf_counter() - start
 
     failures = [0] * len(response)
@@ -136,7 +140,13 @@ def identify_response(
     )
 
 
-def _judge(texts: list[str], answers: list[str | None], reference: str, verifier) -> list[bool]:
+def _judge(
+    texts: list[str],
+    answers: list[str | None],
+    reference: str,
+    choices: Choices | None,
+    verifier: Verifier,
+) -> list[bool]:
     """Verdict per continuation. A verdict depends only on the extracted answer, so each
     distinct answer is verified once, on the first text that gives it: thousands of checks
     become a handful."""
@@ -144,7 +154,8 @@ def _judge(texts: list[str], answers: list[str | None], reference: str, verifier
     for text, answer in zip(texts, answers, strict=True):
         if answer is not None:
             first_text.setdefault(answer, text)
-    verdicts = verifier.verify_batch(list(first_text.values()), [reference] * len(first_text))
+    n = len(first_text)
+    verdicts = verifier.verify_batch(list(first_text.values()), [reference] * n, [choices] * n)
     is_correct = {answer: v.correct for answer, v in zip(first_text, verdicts, strict=True)}
     return [answer is not None and is_correct[answer] for answer in answers]
 

@@ -32,7 +32,6 @@ from cft_rl.identify.store import ShardFiles, check_settings, write_json
 from cft_rl.identify.summary import one_line, summarize
 from cft_rl.modeling import load_causal_lm, resolve_model_path
 from cft_rl.outputs import IDENTIFY_DATASET, IDENTIFY_SUMMARY
-from reward import Verifier
 
 
 @dataclass
@@ -71,10 +70,7 @@ class Workbench:
 
     def get_verifier(self):
         if self.verifier is None:
-            self.verifier = Verifier(
-                num_workers=self.config.verifier.num_workers,
-                timeout_s=self.config.verifier.timeout_s,
-            )
+            self.verifier = self.config.verifier.make()
             self._owned.append(self.verifier)
         return self.verifier
 
@@ -162,7 +158,9 @@ def answer_chunk(
     params = SamplingParams(max_new_tokens=config.generation.max_new_tokens, temperature=0.0)
     completions = [samples[0] for samples in backend.generate(prompt_ids, params)]
     verdicts = workbench.get_verifier().verify_batch(
-        [c.text for c in completions], [examples[i].answer for i in chunk]
+        [c.text for c in completions],
+        [examples[i].answer for i in chunk],
+        [examples[i].choices for i in chunk],
     )
     seconds = (time.perf_counter() - start) / len(chunk)
     return [
@@ -172,6 +170,7 @@ def answer_chunk(
             "source": examples[index].source,
             "question": examples[index].question,
             "answer": examples[index].answer,
+            "choices": examples[index].choices,
             "prompt": prompt,
             "prompt_token_ids": ids,
             "response": completion.text,
@@ -212,6 +211,7 @@ def identify_record(
         excluded_ids=excluded_token_ids(config, tokenizer, backend.eos_ids),
         eos_ids=backend.eos_ids,
         near_tie_margin=config.decoder.near_tie_margin,
+        choices=greedy.get("choices"),
     )
     work = {key: value - before[key] for key, value in vars(decoder.stats).items()}
     record.update(

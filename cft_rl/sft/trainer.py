@@ -38,7 +38,6 @@ from cft_rl.sft.metrics import SftMetrics
 from cft_rl.sft.model import load_trainable_model
 from cft_rl.sft.plan import StepPlan
 from cft_rl.sft.validation import ValidationSet, validation_accuracy
-from reward import Verifier
 
 RUN_INFO = "run_info.json"
 # Sections a resumed run may change: they do not change what is trained (validation does
@@ -152,8 +151,7 @@ def _validation(
             torch.distributed.barrier()
 
         return wait
-    spec = config.verifier
-    verifier = stack.enter_context(Verifier(spec.num_workers, spec.timeout_s))
+    verifier = stack.enter_context(config.verifier.make())
     log = StepLog(Path(config.output_dir) / VALIDATION)
     log.rewind(start)
 

@@ -44,6 +44,7 @@ class ValidationSet:
         self.pad_id = tokenizer.pad_token_id
         self.prompts = encode_prompts(tokenizer, examples, spec.template or config.data.template)
         self.references = [e.answer for e in examples]
+        self.choices = [e.choices for e in examples]
         # The loss needs every solution; a set without them is validated by accuracy alone.
         self.solutions = (
             [tokenizer(e.solution, add_special_tokens=False)["input_ids"] for e in examples]
@@ -59,7 +60,7 @@ class ValidationSet:
             backend = HFBackend(model, self.tokenizer, self.spec.batch_size)  # sets eval mode
             params = SamplingParams(max_new_tokens=self.spec.max_new_tokens)
             texts = [c[0].text for c in backend.generate(self.prompts, params)]
-            verdicts = verifier.verify_batch(texts, self.references)
+            verdicts = verifier.verify_batch(texts, self.references, self.choices)
             loss = self._solution_loss(model) if self.solutions is not None else None
         finally:
             model.train(was_training)
