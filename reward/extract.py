@@ -10,9 +10,10 @@ The rules (docs/verifier.md, "Which answer a response commits to"):
   "The final answer is X" overrides an earlier box, and "The answer is \\boxed{X}" is X;
 - boxes form one answer of several parts when only connecting text lies between them
   (`\\boxed{1}, \\boxed{2}`, `x_1 = \\boxed{2} \\quad x_2 = \\boxed{3}`): at most
-  MAX_JOIN_GAP characters, no sentence end and none of JOIN_BREAKING_WORDS ("wait",
-  "actually", "so", ...). Boxes further apart are a response revising itself: the last
-  one wins.
+  MAX_JOIN_GAP characters, none of JOIN_BREAKING_WORDS ("wait", "actually", "so", ...),
+  and no sentence end unless a part label follows ("... \\boxed{10}. Part (b): \\boxed{20}").
+  Boxes further apart are a response revising itself: the last one wins;
+- an answer phrase that judges rather than answers ("so the answer is correct") is none.
 """
 
 from __future__ import annotations
@@ -25,8 +26,16 @@ _BOX_COMMANDS = ("\\boxed", "\\fbox")
 # Braces and backslashes are the only characters that matter for box matching.
 _BRACE_TOKENS = re.compile(r"[{}\\]")
 _NON_SPACE = re.compile(r"\S")  # an empty box commits to nothing
-# "The answer is X", "Final answer: X", "**Answer:** X"; the last one counts.
-_ANSWER_PHRASE = re.compile(r"answer(?:\*\*)?(?: is|:)", re.IGNORECASE)
+# "The answer is X", "Final answer: X", "**Answer:** X", "The correct option is B"; the
+# last one counts.
+_ANSWER_PHRASE = re.compile(
+    r"(?:answer|correct option|correct choice)(?:\*\*)?(?: is|:)", re.IGNORECASE
+)
+# "... so the answer is correct": a judgement of an answer given before, not an answer.
+_JUDGEMENT = re.compile(
+    r"(?:correct|incorrect|right|wrong|valid|consistent|reasonable|confirmed|indeed)\b",
+    re.IGNORECASE,
+)
 _AFTER_PHRASE = " \t\n:*"  # "answer is: X", "**Answer:** X", an answer on the next line
 # Where a one-line answer stops: a sentence end (a period before a space, so
 # "3.5" survives) or the end of the line.
@@ -44,6 +53,8 @@ JOIN_BREAKING_WORDS = frozenset({
     "answer", "final", "so", "thus", "therefore", "hence", "then",
 })  # fmt: skip
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
+# "Part (b):", "(b)", "b)", "(ii)": the next part of a multi-part answer.
+_PART_LABEL = re.compile(r"\bpart\b|\([a-h]\)|\b[a-h]\)|\([ivx]{1,4}\)", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z]+")
 
 
@@ -102,9 +113,20 @@ def _only_connects(text: str, start: int, end: int) -> bool:
     if end - start > MAX_JOIN_GAP:
         return False
     gap = text[start:end]
-    if _SENTENCE_END.search(gap):
+    if not _balanced(gap):  # the gap leaves or enters another box: not between parts
+        return False
+    if _SENTENCE_END.search(gap) and not _PART_LABEL.search(gap):
         return False
     return not any(word.lower() in JOIN_BREAKING_WORDS for word in _WORD.findall(gap))
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for char in text:
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def _closed_boxes(text: str) -> list[_Box]:
@@ -161,6 +183,8 @@ def _after_last_answer_phrase(text: str) -> tuple[int, list[str]] | None:
     if not last:
         return None
     rest = text[last[0].end() :].lstrip(_AFTER_PHRASE)
+    if _JUDGEMENT.match(rest):
+        return None
     end = _ANSWER_END.search(rest)
     return last[0].start(), [rest[: end.start()] if end else rest]
 

@@ -9,7 +9,9 @@ Order of checks, cheapest first:
 2. math-verify on the answers as written (it already handles "x = 3" vs "3", degrees,
    "50\\%" vs "50", intervals, sets, thousands separators, \\text{} units);
 3. math-verify on other readings of the same answer: a number with its unit dropped
-   ("20 cm^{2}", "18 dollars", "9 (apples)") and a percentage as a fraction (50% = 0.5).
+   ("20 cm^{2}", "18 dollars", "9 (apples)"), a percentage as a fraction (50% = 0.5) and
+   an inequality in one variable as its interval ("x > 3" = "(3, \\infty)",
+   "1 \\le x \\le 5" = "[1, 5]"), which math-verify does not equate.
 """
 
 from __future__ import annotations
@@ -43,6 +45,18 @@ _CONNECTIVES = {"and", "or", "to", "plus", "minus", "times", "over", "divided"}
 _FUNCTIONS = {"pi", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "mod"}
 _NOT_UNITS = frozenset(_CONNECTIVES | _FUNCTIONS | {"inf", "infty"})
 _PERCENT = re.compile(rf"(?P<number>{_NUMBER})\s*\\?%")
+
+_RELATION = r"\\leqslant|\\geqslant|\\leq|\\geq|\\le|\\ge|\\lt|\\gt|<=|>=|<|>|≤|≥"
+_INCLUSIVE = frozenset(
+    {"\\leqslant", "\\geqslant", "\\leq", "\\geq", "\\le", "\\ge", "<=", ">=", "≤", "≥"}
+)
+_GREATER = frozenset({"\\geqslant", "\\geq", "\\ge", "\\gt", ">=", ">", "≥"})
+_BOUND = rf"(?:(?!{_RELATION})[^=])+?"  # a bound holds no relation of its own
+# "x > 3", "x \\le -2"; "a < x < b", "a \\le x < b" (the variable a single letter).
+_ONE_SIDED = re.compile(rf"\s*[A-Za-z]\s*(?P<rel>{_RELATION})\s*(?P<bound>{_BOUND})\s*")
+_TWO_SIDED = re.compile(
+    rf"\s*(?P<low>{_BOUND})\s*(?P<rel1>{_RELATION})\s*[A-Za-z]\s*(?P<rel2>{_RELATION})\s*(?P<high>{_BOUND})\s*"
+)
 
 
 def grade_answer(parts: Sequence[str], reference: str, choices: Choices | None = None) -> bool:
@@ -141,6 +155,9 @@ def _readings(gold: str, pred: str) -> Iterator[tuple[str, str]]:
     gold_fraction, pred_fraction = _percent_as_fraction(gold), _percent_as_fraction(pred)
     if gold_fraction or pred_fraction:
         yield gold_fraction or gold, pred_fraction or pred
+    gold_interval, pred_interval = _inequality_as_interval(gold), _inequality_as_interval(pred)
+    if gold_interval or pred_interval:
+        yield gold_interval or gold, pred_interval or pred
 
 
 def _without_unit(answer: str) -> str | None:
@@ -164,6 +181,22 @@ def _percent_as_fraction(answer: str) -> str | None:
     except InvalidOperation:
         return None
     return format(fraction.normalize(), "f")
+
+
+def _inequality_as_interval(answer: str) -> str | None:
+    """ "x > 3" -> "(3, \\infty)", "1 \\le x < 5" -> "[1, 5)", else None."""
+    one = _ONE_SIDED.fullmatch(answer)
+    if one:
+        rel, bound = one["rel"], one["bound"].strip()
+        if rel in _GREATER:
+            return f"{'[' if rel in _INCLUSIVE else '('}{bound}, \\infty)"
+        return f"(-\\infty, {bound}" + ("]" if rel in _INCLUSIVE else ")")
+    two = _TWO_SIDED.fullmatch(answer)
+    if two and two["rel1"] not in _GREATER and two["rel2"] not in _GREATER:
+        left = "[" if two["rel1"] in _INCLUSIVE else "("
+        right = "]" if two["rel2"] in _INCLUSIVE else ")"
+        return f"{left}{two['low'].strip()}, {two['high'].strip()}{right}"
+    return None
 
 
 def _math_equal(gold_text: str, pred_text: str) -> bool:

@@ -47,6 +47,12 @@ HOSTILE_CASES = (
         frozenset({"wrong", "timeout"}),
     ),
     HostileCase(
+        "20000 boxes in one run",
+        "".join(f"\\boxed{{{i}}}, " for i in range(20_000)),
+        "1",
+        frozenset({"wrong", "timeout"}),
+    ),
+    HostileCase(
         "Python call",
         "\\boxed{__import__('os').system('touch /tmp/pwned')}",
         "0",

@@ -14,7 +14,8 @@ from cft_rl.cli import main
 from cft_rl.commands import STAGES, resolve
 from cft_rl.config import ConfigError, load_config
 from cft_rl.data import DataError
-from cft_rl.data.registry import load_file_examples
+from cft_rl.data.registry import load_benchmark, load_file_examples
+from reward import Verifier
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = "{problem}\n\nOptions:\n{options}"
@@ -139,3 +140,70 @@ def test_the_docs_example_is_a_valid_eval_section(choice_file):
     config = resolve(STAGES["eval"][0]).model_validate(block)
     [first, *_] = config.benchmarks[0].load()
     assert first.question == "What is 2 + 3?\n\nOptions:\nA) 4\nB) 5\nC) 6"
+
+
+def test_options_make_a_multiple_choice_question_graded_by_letter_or_text(choice_file):
+    first, second, _ = load_file_examples(choice_file, "mc", TEMPLATE, "label", options="options")
+    assert first.choices == (("A", "4"), ("B", "5"), ("C", "6"))
+    assert second.choices == (("A", "2"), ("B", "2.5"), ("C", "3"))
+    with Verifier(1) as verifier:
+        assert verifier.verify("\\boxed{(B)}", first.answer, first.choices).correct
+        assert verifier.verify("\\boxed{2.5}", second.answer, second.choices).correct
+        assert not verifier.verify("\\boxed{C}", first.answer, first.choices).correct
+
+
+@pytest.mark.parametrize(
+    ("gold", "kind", "error"),
+    [
+        (
+            "F",
+            "choice",
+            "field 'gold' is 'F': neither the letter nor the text of one of the options",
+        ),
+        ("7", "choice", "field 'gold' is '7': neither the letter nor the text"),
+        ("five", "number", "field 'gold' should be a number, got 'five'"),
+    ],
+)
+def test_answers_that_do_not_fit_their_kind_are_errors_naming_the_record(
+    tmp_path, gold, kind, error
+):
+    path = tmp_path / "mc.jsonl"
+    path.write_text(json.dumps({"q": "?", "opts": ["4", "5"], "gold": gold}) + "\n")
+    options = "opts" if kind == "choice" else None
+    with pytest.raises(DataError, match=rf"mc.jsonl line 1: {error}"):
+        load_file_examples(path, "mc", "{q}\n{opts}", "gold", options=options, kind=kind)
+
+
+def test_an_answer_of_its_kind_loads(tmp_path):
+    path = tmp_path / "mc.jsonl"
+    path.write_text(json.dumps({"q": "?", "opts": ["4", "5"], "gold": "5", "n": 5}) + "\n")
+    [by_text] = load_file_examples(path, "mc", "{q}\n{opts}", "gold", options="opts")
+    assert by_text.answer == "5" and by_text.choices == (("A", "4"), ("B", "5"))
+    [number] = load_file_examples(path, "n", "{q}", "n", kind="number")
+    assert number.answer == "5" and number.choices is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"kind": "choice"}, "'choice' needs an options field, and only it"),
+        ({"kind": "number", "options": "options"}, "'number': 'choice' needs an options"),
+        ({"kind": "boolean"}, "fields.kind"),
+    ],
+)
+def test_a_kind_that_does_not_fit_the_options_is_a_recipe_error(choice_file, fields, error):
+    recipe = {"data": own_data(choice_file, **fields)}
+    with pytest.raises(ValueError, match=error):
+        resolve(STAGES["grpo"][0]).model_validate(recipe)
+
+
+def test_tabmwp_choices_load_and_grade():
+    """TabMWP's format: a table, a question, and for multi_choice its options as a list;
+    the reference is the option's text."""
+    free_text, yes_no = load_benchmark("tabmwp", root=ROOT / "tests" / "fixtures" / "benchmarks")
+    assert free_text.choices is None and yes_no.choices == (("A", "yes"), ("B", "no"))
+    with Verifier(1) as verifier:
+        assert verifier.verify("So \\boxed{1,250} stamps.", free_text.answer).correct
+        assert verifier.verify("1.5 < 2, so \\boxed{no}.", yes_no.answer, yes_no.choices).correct
+        assert verifier.verify("The answer is no.", yes_no.answer, yes_no.choices).correct
+        assert not verifier.verify("\\boxed{yes}", yes_no.answer, yes_no.choices).correct

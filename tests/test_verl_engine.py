@@ -310,3 +310,27 @@ def test_a_verl_restart_rewinds_our_log(tmp_path):
     assert follow(config, _fake_verl(script), env, tmp_path) == 0
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["entropy"]) for r in records] == [(1, 1.0), (2, 0.7), (3, 0.7)]
+
+
+def test_multiple_choice_options_and_the_fallback_reach_verls_reward(tmp_path, gsm8k_train):
+    """The options travel in each row's extra_info, where reward/score.py reads them; the
+    verifier's last-number fallback in the reward function's kwargs."""
+    import pyarrow.parquet as pq
+
+    from reward.score import compute_score
+
+    options = (("A", "4"), ("B", "5"))
+    mc = Example(id="mc0", question="2+3?", answer="B", source="mine", choices=options)
+    path = write_verl_parquet([mc, *EXAMPLES[:1]], "toy", tmp_path / "train.parquet")
+    rows = pq.read_table(path).to_pylist()
+    assert rows[0]["extra_info"]["choices"] == [["A", "4"], ["B", "5"]]
+    assert rows[1]["extra_info"]["choices"] is None
+    reward = rows[0]["reward_model"]["ground_truth"], rows[0]["extra_info"]
+    assert compute_score("mine", "\\boxed{5}", *reward)["score"] == 1.0
+    assert compute_score("mine", "\\boxed{4}", *reward)["score"] == 0.0
+
+    _, _, cfg = real_recipe(tmp_path, gsm8k_train, "verifier.last_number_fallback=true")
+    kwargs = cfg.reward.custom_reward_function.reward_kwargs
+    assert kwargs.last_number_fallback is True
+    assert compute_score("x", "so it is 20", "20", **kwargs)["score"] == 1.0
+    assert compute_score("x", "so it is 20", "20")["score"] == 0.0
