@@ -165,3 +165,36 @@ def test_example_seed_is_stable_and_distinct():
     assert example_seed("gsm8k-17") == example_seed("gsm8k-17")
     assert example_seed("gsm8k-17") != example_seed("gsm8k-18")
     assert example_seed("gsm8k-17") == 3857011890  # crc32: the same in every process and run
+
+
+@pytest.mark.parametrize(("name", "mask"), [("dft", "response_mask"), ("cft", "critical_mask")])
+def test_losses_equal_trls_fused_lm_head_with_labels_masked(name, mask):
+    """TRL 1.16's SFTTrainer loss (its fused, chunked LM head over the positions whose label
+    is not -100): `loss_type="dft"` on response labels is our `dft`, and its default `nll` on
+    labels -100 outside the critical tokens is our `cft`, loss and gradients."""
+    trl_utils = pytest.importorskip("trl.trainer.utils")
+    model = tiny_model()
+    batch = collate(examples())
+    ours, grads = step_loss_and_grads(model, LossConfig(name=name), [batch])
+
+    # What SFTTrainer.compute_loss does, on the same model and tensors.
+    trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+    model.zero_grad()
+    labels = batch["input_ids"].masked_fill(batch[mask] == 0, -100)
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        labels=labels,
+        fused_lm_head=True,
+    )
+    per_token = -out.log_probs
+    if name == "dft":
+        per_token = per_token * out.log_probs.exp().detach()
+    theirs = per_token.sum() / out.label_mask.sum().clamp(min=1)
+    theirs.backward()
+
+    # TRL's kernel returns float32 log-probabilities of this float64 model: float32 tolerances.
+    tolerance = {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(ours, theirs.item(), **tolerance)
+    for key, param in model.named_parameters():
+        torch.testing.assert_close(grads[key], param.grad.double(), msg=key, **tolerance)

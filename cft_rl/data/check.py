@@ -58,7 +58,9 @@ def score_references(
     start = time.perf_counter()
     with Verifier(num_workers=workers, timeout_s=timeout_s, fast_path=False) as verifier:
         verdicts = verifier.verify_batch(
-            [model_response(e.answer) for _, e in items], [e.answer for _, e in items]
+            [model_response(e.answer) for _, e in items],
+            [e.answer for _, e in items],
+            [e.choices for _, e in items],
         )
     seconds = time.perf_counter() - start
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
