@@ -70,3 +70,20 @@ test-vllm: $(VLLM_STAMP)
 	$(VLLM_VENV)/bin/pytest -q -m vllm $(wildcard tests/test_*_vllm.py)
 
 test: lint pytest test-vllm
+
+# The wheels bench/gpu_check.py needs on a GPU machine that has torch and transformers but no
+# network (Python 3.12, x86-64): downloaded here, carried with the checkout (~8 MB).
+GPU_WHEELHOUSE := bench/wheelhouse
+GPU_WHEELS := pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
+	typing-inspection==0.4.5 math-verify==0.9.0 latex2sympy2_extended==1.11.0 trl==1.16.0 \
+	datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 hjson==3.1.0
+# Published as source only: built into pure-Python wheels here (deepspeed JIT-builds its ops).
+GPU_SOURCE_WHEELS := antlr4-python3-runtime==4.9.3 deepspeed==0.19.8
+
+.PHONY: gpu-wheelhouse
+gpu-wheelhouse: setup
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d $(GPU_WHEELHOUSE) $(GPU_WHEELS)
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w $(GPU_WHEELHOUSE) \
+		$(GPU_SOURCE_WHEELS)

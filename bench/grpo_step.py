@@ -28,6 +28,7 @@ from cft_rl.grpo.local_engine import LocalGrpo
 from cft_rl.grpo.prompts import PromptSchedule
 from cft_rl.grpo.rollouts import VerifierScorer
 from cft_rl.modeling import load_causal_lm, load_tokenizer
+from reward import Verifier
 
 
 def parse_args() -> argparse.Namespace:
@@ -110,7 +111,8 @@ def run_trl(args: argparse.Namespace, scorer: VerifierScorer) -> list[dict[str, 
 
     def reward(prompts, completions, answer, **kwargs):
         start = time.perf_counter()
-        scores = scorer([c[0]["content"] for c in completions], list(answer))
+        verdicts = scorer.verifier.verify_batch([c[0]["content"] for c in completions], answer)
+        scores = [verdict.score for verdict in verdicts]
         timings["reward"] += time.perf_counter() - start
         return scores
 
@@ -194,7 +196,7 @@ def median(rows: list[dict[str, float]], key: str) -> float | None:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    scorer = VerifierScorer(num_workers=2, timeout_s=5.0)
+    scorer = VerifierScorer(Verifier(num_workers=2, timeout_s=5.0))
     local, trl, ratios = [], [], []
     try:
         for _ in range(args.repeats):

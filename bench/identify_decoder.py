@@ -68,57 +68,96 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"random Qwen2 {params:.0f}M parameters, {args.dtype} on {args.device}")
 
+    results = compare_decoders(
+        model, args.vocab, args.prompt, args.response, args.cap, args.rows,
+        args.naive_perturbations, args.near_tie, args.batchings,
+    )  # fmt: skip
+    for batching in args.batchings:
+        r = results[batching]
+        print(
+            f"cached {batching:7}: {r['continuations']} continuations, {r['tokens']} tokens in "
+            f"{r['seconds']:.2f} s ({r['continuations_per_s']:.1f} cont/s, "
+            f"{r['tokens'] / r['seconds']:.0f} tok/s)"
+        )
+    naive = results["naive"]
+    print(
+        f"naive          : {naive['seconds_per_continuation']:.3f} s per continuation, "
+        f"{naive['seconds']:.1f} s for all {naive['continuations']} "
+        f"(scaled from {naive['measured']})"
+    )
+    for batching in args.batchings:
+        r = results[batching]
+        print(
+            f"speed-up {batching} vs naive: {r['speedup']:.1f}x; "
+            f"{r['differ']}/{naive['measured']} continuations differ from naive "
+            f"({r['differ_near_tie']} of them passed a near tie)"
+        )
+
+
+def compare_decoders(
+    model: torch.nn.Module,
+    vocab: int,
+    prompt_tokens: int,
+    response_tokens: int,
+    cap: int,
+    rows: int,
+    naive_perturbations: int,
+    near_tie: float,
+    batchings: list[str],
+) -> dict[str, dict]:
+    """Every 2-alternative continuation of a random response by each cached layout, and by the
+    naive loop on `naive_perturbations` evenly spread ones (its time scaled to all)."""
+    device = str(next(model.parameters()).device)
     rng = random.Random(0)
-    prompt = [rng.randrange(args.vocab) for _ in range(args.prompt)]
-    response = [rng.randrange(args.vocab) for _ in range(args.response)]
+    prompt = [rng.randrange(vocab) for _ in range(prompt_tokens)]
+    response = [rng.randrange(vocab) for _ in range(response_tokens)]
     stops = AnswerStops(NoTokenizer(), response, eos_ids=set())
 
-    timings, outputs = {}, {}
-    for batching in args.batchings:
-        decoder = CachedDecoder(
-            model, ContinuationSampling(), args.rows, KV_CACHE_LAYOUTS[batching]
-        )
+    results, outputs = {}, {}
+    for batching in batchings:
+        decoder = CachedDecoder(model, ContinuationSampling(), rows, KV_CACHE_LAYOUTS[batching])
         ranked = decoder.rank(prompt, response, depth=4)
         perturbations = [
             Perturbation(t, k, ranked.candidate_ids[t][k + 1])
             for t in range(len(response))
             for k in range(2)
         ]
-        caps = [args.cap] * len(perturbations)
-        _sync(args.device)
+        _sync(device)
         start = time.perf_counter()
-        outputs[batching] = decoder.decode(ranked, perturbations, caps, stops)
-        _sync(args.device)
-        timings[batching] = time.perf_counter() - start
-        tokens = decoder.stats.generated_tokens
-        print(
-            f"cached {batching:7}: {len(perturbations)} continuations, {tokens} tokens in "
-            f"{timings[batching]:.2f} s ({len(perturbations) / timings[batching]:.1f} cont/s, "
-            f"{tokens / timings[batching]:.0f} tok/s)"
-        )
+        outputs[batching] = decoder.decode(ranked, perturbations, [cap] * len(perturbations), stops)
+        _sync(device)
+        seconds = time.perf_counter() - start
+        results[batching] = {
+            "continuations": len(perturbations),
+            "tokens": decoder.stats.generated_tokens,
+            "seconds": seconds,
+            "continuations_per_s": len(perturbations) / seconds,
+        }
 
     naive = NaiveDecoder(model, pad_id=0)
-    step = max(1, len(perturbations) // args.naive_perturbations)
-    subset = list(range(0, len(perturbations), step))[: args.naive_perturbations]
-    _sync(args.device)
+    step = max(1, len(perturbations) // naive_perturbations)
+    subset = list(range(0, len(perturbations), step))[:naive_perturbations]
+    _sync(device)
     start = time.perf_counter()
-    slow = naive.decode(ranked, [perturbations[i] for i in subset], [args.cap] * len(subset), stops)
-    _sync(args.device)
+    slow = naive.decode(ranked, [perturbations[i] for i in subset], [cap] * len(subset), stops)
+    _sync(device)
     per_continuation = (time.perf_counter() - start) / len(subset)
-    naive_total = per_continuation * len(perturbations)
-    print(
-        f"naive          : {per_continuation:.3f} s per continuation, "
-        f"{naive_total:.1f} s for all {len(perturbations)} (scaled from {len(subset)})"
-    )
-    for batching in args.batchings:
+    results["naive"] = {
+        "continuations": len(perturbations),
+        "measured": len(subset),
+        "seconds_per_continuation": per_continuation,
+        "seconds": per_continuation * len(perturbations),
+        "continuations_per_s": 1 / per_continuation,
+    }
+    for batching in batchings:
         fast = [outputs[batching][i] for i in subset]
         differ = [f for f, s in zip(fast, slow, strict=True) if f.token_ids != s.token_ids]
-        tied = sum(f.min_margin < args.near_tie for f in differ)
-        print(
-            f"speed-up {batching} vs naive: {naive_total / timings[batching]:.1f}x; "
-            f"{len(differ)}/{len(subset)} continuations differ from naive "
-            f"({tied} of them passed a near tie)"
+        results[batching].update(
+            speedup=results["naive"]["seconds"] / results[batching]["seconds"],
+            differ=len(differ),
+            differ_near_tie=sum(f.min_margin < near_tie for f in differ),
         )
+    return results
 
 
 def _sync(device: str) -> None:
