@@ -81,7 +81,6 @@ def main() -> None:
 
     with Verifier(num_workers=2) as verifier:
         responses = correct_answers(backend, verifier, args)
-        settings = CounterfactualSettings()
         decoders: dict[str, Decoder] = {"naive": NaiveDecoder(model, pad_id=backend.pad_id)}
         for layout in dict.fromkeys(["shared", *args.layouts]):
             decoders[layout] = CachedDecoder(
@@ -96,20 +95,9 @@ def main() -> None:
             for prompt, response, reference in responses:
                 before = decoder.stats.generated_tokens
                 results[name].append(
-                    identify_response(
-                        prompt,
-                        response,
-                        reference,
-                        decoder=decoder,
-                        verifier=verifier,
-                        tokenizer=tokenizer,
-                        settings=settings,
-                        max_new_tokens=args.max_new_tokens,
-                        excluded_ids=set(tokenizer.all_special_ids) | backend.eos_ids,
-                        eos_ids=backend.eos_ids,
-                        near_tie_margin=args.near_tie,
-                    )
-                )
+                    identify_one(args, decoder, verifier, tokenizer, backend.eos_ids, prompt,
+                                 response, reference)
+                )  # fmt: skip
                 if name == "shared":
                     generated.append(decoder.stats.generated_tokens - before)
             seconds[name] = time.perf_counter() - start
@@ -161,6 +149,23 @@ def decode_bound(
     return total
 
 
+def identify_one(args, decoder, verifier, tokenizer, eos_ids, prompt, response, reference):
+    """One answer's criticality with the recipe's defaults (2 alternatives, greedy)."""
+    return identify_response(
+        prompt,
+        response,
+        reference,
+        decoder=decoder,
+        verifier=verifier,
+        tokenizer=tokenizer,
+        settings=CounterfactualSettings(),
+        max_new_tokens=args.max_new_tokens,
+        excluded_ids=set(tokenizer.all_special_ids) | eos_ids,
+        eos_ids=eos_ids,
+        near_tie_margin=args.near_tie,
+    )
+
+
 def run_vllm(args: argparse.Namespace, responses) -> dict | None:
     """The backend decoder on vLLM, in the vLLM venv, on these very answers."""
     if not Path(args.vllm_python).is_file():
@@ -200,20 +205,8 @@ def run_vllm_worker(args: argparse.Namespace, given: Path, out: Path) -> None:
         with Verifier(num_workers=2) as verifier:
             start = time.perf_counter()
             results = [
-                identify_response(
-                    prompt,
-                    response,
-                    reference,
-                    decoder=decoder,
-                    verifier=verifier,
-                    tokenizer=tokenizer,
-                    settings=CounterfactualSettings(),
-                    max_new_tokens=args.max_new_tokens,
-                    excluded_ids=set(tokenizer.all_special_ids) | backend.eos_ids,
-                    eos_ids=backend.eos_ids,
-                    near_tie_margin=args.near_tie,
-                )
-                for prompt, response, reference in responses
+                identify_one(args, decoder, verifier, tokenizer, backend.eos_ids, *answer)
+                for answer in responses
             ]
             seconds = time.perf_counter() - start
     finally:

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("cft_rl", "reward")
 # Third-party packages that are optional or slow to import: a project module that imports
 # one of them (itself or through its imports) may be imported inside a function.
-HEAVY = ("vllm", "verl", "deepspeed", "trl", "matplotlib")
+HEAVY = ("vllm", "verl", "deepspeed", "trl", "matplotlib", "ray")
 
 # Layers, lowest first. A module may import the layers below its own, and its own package;
 # the packages of one layer do not import one another (in particular the four stages).
@@ -24,7 +24,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("reward",),
     ("cft_rl.errors", "cft_rl.outputs", "cft_rl.registry"),
     ("cft_rl.files", "cft_rl.config", "cft_rl.jsonl", "cft_rl.commands"),
-    ("cft_rl.checkpointing", "cft_rl.modeling", "cft_rl.metric_sinks", "cft_rl.run_settings"),
+    (
+        "cft_rl.checkpointing",
+        "cft_rl.modeling",
+        "cft_rl.metric_sinks",
+        "cft_rl.run_settings",
+        "cft_rl.scale",
+    ),  # fmt: skip
     ("cft_rl.data",),
     ("cft_rl.generation", "cft_rl.toy"),
     ("cft_rl.identify", "cft_rl.sft", "cft_rl.grpo", "cft_rl.eval"),

@@ -6,6 +6,7 @@ from pydantic import Field, model_validator
 
 from cft_rl.config import CpuThreads, GenerationSettings, ModelSpec, Section, VerifierSettings
 from cft_rl.data.source import DataSource
+from cft_rl.scale import ScaleSettings
 
 
 class BenchmarkSpec(DataSource):
@@ -32,6 +33,8 @@ class EvalConfig(Section):
     verifier: VerifierSettings = VerifierSettings()
     cpu_threads: CpuThreads = None
     output_dir: str = "runs/eval"
+    # Spread the batches over model replicas on a Ray cluster (docs/eval.md).
+    scale: ScaleSettings = ScaleSettings()
 
     @model_validator(mode="after")
     def _check_ks(self) -> EvalConfig:

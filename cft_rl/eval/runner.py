@@ -3,7 +3,9 @@
 Per benchmark: one greedy answer and `n_samples` sampled answers per problem, each
 scored by the one verifier. Generations go to <output_dir>/generations/<name>.jsonl
 as each batch is scored (a rerun resumes from there); the summary goes to
-summary.json and summary.md.
+summary.json and summary.md. With `scale.backend: ray` the batches go to model replicas
+on a Ray cluster (cft_rl.scale), whichever is free, and this process appends their
+generations to the same logs as they arrive.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from cft_rl.files import write_text_atomic
 from cft_rl.generation import GenerationBackend, SamplingParams, make_backend
 from cft_rl.modeling import resolve_model_path
 from cft_rl.outputs import EVAL_SUMMARY_JSON, EVAL_SUMMARY_MD
+from cft_rl.scale import run_on_ray
 from reward import Verifier
 
 
@@ -51,23 +53,10 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     benchmarks = [(spec, spec.load()) for spec in config.benchmarks]
     for spec, examples in benchmarks:
         _check_unique_ids(spec, examples)
-    backend = make_backend(config.model, config.generation)
-    results = []
-    with (
-        config.verifier.make() as verifier,
-        _progress(console) as progress,
-    ):
-        for spec, examples in benchmarks:
-            evaluator = _BenchmarkEval(config, spec, backend, verifier)
-            log = evaluator.open_log(out / "generations")
-            task = progress.add_task(
-                spec.benchmark,
-                total=len(examples),
-                completed=evaluator.problems_done(examples, log),
-            )
-            results.append(
-                evaluator.run(examples, log, lambda done, task=task: progress.advance(task, done))
-            )
+    if config.scale.backend == "ray":
+        results, replicas = _eval_on_ray(config, benchmarks, out, console)
+    else:
+        results, replicas = _eval_here(config, benchmarks, out, console), None
     summary = {
         "model": config.model.path,
         "n_samples": config.n_samples,
@@ -76,6 +65,8 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         "ks": config.pass_ks(),
         "benchmarks": results,
     }
+    if replicas is not None:
+        summary["scale"] = {"backend": "ray", "chunks_per_replica": replicas}
     write_text_atomic(out / EVAL_SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
     table = markdown_table(summary)
     (out / EVAL_SUMMARY_MD).write_text(table)
@@ -84,6 +75,77 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         f"wrote {out / EVAL_SUMMARY_JSON}, {out / EVAL_SUMMARY_MD} and {out / 'generations'}/"
     )
     return summary
+
+
+def _eval_here(config: EvalConfig, benchmarks, out: Path, console: Console) -> list[dict]:
+    backend = make_backend(config.model, config.generation)
+    results = []
+    with config.verifier.make() as verifier, _progress(console) as progress:
+        for spec, examples in benchmarks:
+            evaluator = _BenchmarkEval(config, spec, backend, verifier)
+            log = evaluator.open_log(out / "generations")
+            task = progress.add_task(
+                spec.benchmark,
+                total=len(examples),
+                completed=evaluator.problems_done(examples, log),
+            )
+            started = time.perf_counter()
+            for chunk, params, samples in evaluator.missing(examples, log):
+                missing = sum(not log.has(e.id, s) for e in chunk for s in samples)
+                log.append(evaluator.generate(chunk, params, samples))
+                progress.advance(task, missing / (config.n_samples + 1))
+            results.append(evaluator.summarise(examples, log, time.perf_counter() - started))
+    return results
+
+
+class ChunkWorker:
+    """What each Ray replica runs (cft_rl.scale): the model's backend and a verifier, built
+    once; the generations of one batch of one benchmark's problems."""
+
+    def __init__(self, config_data: dict[str, Any]) -> None:
+        self.config = EvalConfig.model_validate(config_data)
+        if self.config.cpu_threads is not None:
+            torch.set_num_threads(self.config.cpu_threads)
+        self.backend = make_backend(self.config.model, self.config.generation)
+        self.verifier = self.config.verifier.make()
+        self.benchmarks = {spec.benchmark: (spec, spec.load()) for spec in self.config.benchmarks}
+
+    def run(self, task: tuple[str, list[int], bool]) -> tuple[str, list[dict[str, Any]]]:
+        """(benchmark, problem indices, sampled or greedy) -> (benchmark, log records)."""
+        name, indices, sampled = task
+        spec, examples = self.benchmarks[name]
+        evaluator = _BenchmarkEval(self.config, spec, self.backend, self.verifier)
+        params, samples = evaluator.kind(sampled)
+        return name, evaluator.generate([examples[i] for i in indices], params, samples)
+
+
+def _eval_on_ray(config: EvalConfig, benchmarks, out: Path, console: Console):
+    """_eval_here's batches on the first free Ray replica; generations appended to each
+    benchmark's log in the order they arrive (records are matched by id and sample)."""
+    evaluators, logs, tasks = {}, {}, []
+    for spec, examples in benchmarks:
+        evaluator = _BenchmarkEval(config, spec, None, None)
+        log = evaluator.open_log(out / "generations")
+        position = {e.id: i for i, e in enumerate(examples)}
+        for chunk, _, samples in evaluator.missing(examples, log):
+            tasks.append((spec.benchmark, [position[e.id] for e in chunk], samples != [GREEDY]))
+        evaluators[spec.benchmark], logs[spec.benchmark] = evaluator, log
+    started = time.perf_counter()
+    with _progress(console) as progress:
+        bar = progress.add_task("chunks (ray)", total=len(tasks))
+
+        def store(result) -> None:
+            name, records = result
+            logs[name].append(records)
+            progress.advance(bar, 1)
+
+        replicas = run_on_ray(config.scale, ChunkWorker, (config.model_dump(),), tasks, store)
+    seconds = time.perf_counter() - started
+    results = [
+        evaluators[spec.benchmark].summarise(examples, logs[spec.benchmark], seconds)
+        for spec, examples in benchmarks
+    ]
+    return results, dict(replicas)
 
 
 class _BenchmarkEval:
@@ -117,29 +179,29 @@ class _BenchmarkEval:
         present = sum(log.has(e.id, s) for e in examples for s in [GREEDY, *range(n)])
         return present / (n + 1)
 
-    def run(self, examples: list[Example], log: GenerationLog, advance: Callable[[float], None]):
-        """Generate what `log` lacks; `advance` gets the problems' worth done per batch."""
-        started = time.perf_counter()
+    def missing(self, examples: list[Example], log: GenerationLog):
+        """The batches of generations `log` lacks: (problems, sampling, sample labels), the
+        greedy answers in batches of generation.batch_size, then the samples in batches of
+        batch_size // n_samples problems."""
         n = self.config.n_samples
         batch = self.config.generation.batch_size
-        share = 1 / (n + 1)
         _check_same_references(examples, log, [GREEDY, *range(n)])
         todo = [e for e in examples if not log.has(e.id, GREEDY)]
         for start in range(0, len(todo), batch):
-            chunk = todo[start : start + batch]
-            log.append(self._generate(chunk, self.greedy, [GREEDY]))
-            advance(share * len(chunk))
+            yield todo[start : start + batch], *self.kind(sampled=False)
         if n:
             todo = [e for e in examples if not all(log.has(e.id, s) for s in range(n))]
             per_chunk = max(1, batch // n)
             for start in range(0, len(todo), per_chunk):
-                chunk = todo[start : start + per_chunk]
-                missing = sum(not log.has(e.id, s) for e in chunk for s in range(n))
-                log.append(self._generate(chunk, self.sampling, list(range(n))))
-                advance(share * missing)
-        return self._summarise(examples, log, time.perf_counter() - started)
+                yield todo[start : start + per_chunk], *self.kind(sampled=True)
 
-    def _generate(self, examples: list[Example], params, samples: list) -> list[dict[str, Any]]:
+    def kind(self, sampled: bool) -> tuple[SamplingParams, list]:
+        """The sampling parameters and sample labels of the greedy or the sampled answers."""
+        if sampled:
+            return self.sampling, list(range(self.config.n_samples))
+        return self.greedy, [GREEDY]
+
+    def generate(self, examples: list[Example], params, samples: list) -> list[dict[str, Any]]:
         tokenizer = self.backend.tokenizer
         prompts = [
             tokenizer.encode(
@@ -188,7 +250,7 @@ class _BenchmarkEval:
             "seed": config.seed,
         }
 
-    def _summarise(self, examples: list[Example], log: GenerationLog, seconds: float):
+    def summarise(self, examples: list[Example], log: GenerationLog, seconds: float):
         n = self.config.n_samples
         greedy = [log.records[(e.id, GREEDY)] for e in examples]
         samples = [log.records[(e.id, s)] for e in examples for s in range(n)]

@@ -10,6 +10,7 @@ from cft_rl.config import CpuThreads, GenerationSettings, ModelSpec, Section, Ve
 from cft_rl.data.source import DataSource
 from cft_rl.generation.kv_cache import KV_CACHE_LAYOUTS
 from cft_rl.identify.decoders import DECODERS
+from cft_rl.scale import ScaleSettings
 
 
 class IdentifyData(DataSource):
@@ -90,6 +91,8 @@ class IdentifyConfig(Section):
     shard_index: int = Field(default=0, ge=0)
     num_shards: int = Field(default=1, ge=1)
     merge_only: bool = False
+    # Or spread the chunks dynamically over model replicas on a Ray cluster (docs/identify.md).
+    scale: ScaleSettings = ScaleSettings()
 
     @model_validator(mode="after")
     def _shard_in_range(self) -> IdentifyConfig:
@@ -97,6 +100,8 @@ class IdentifyConfig(Section):
             raise ValueError(
                 f"shard_index ({self.shard_index}) must be below num_shards ({self.num_shards})"
             )
+        if self.scale.backend == "ray" and self.num_shards > 1:
+            raise ValueError("scale.backend 'ray' spreads the work itself: set num_shards to 1")
         return self
 
     def result_settings(self) -> dict:
@@ -109,6 +114,7 @@ class IdentifyConfig(Section):
             "shard_index",
             "num_shards",
             "merge_only",
+            "scale",
         ):
             settings.pop(key)
         settings["verifier"].pop("num_workers")

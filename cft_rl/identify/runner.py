@@ -5,12 +5,15 @@ N takes chunks S, S+N, S+2N, ... Each chunk's greedy answers are generated as on
 so an answer never depends on how the run was sharded or resumed. Then each kept answer
 is perturbed position by position (cft_rl.identify.counterfactual) and its result appended
 to the shard's JSONL file. A rerun skips what is done; the last shard to finish merges
-everything into OUT/critical_tokens.parquet.
+everything into OUT/critical_tokens.parquet. With `scale.backend: ray` the one shard's
+chunks go to model replicas on a Ray cluster (cft_rl.scale), whichever is free, and this
+process appends their results to the same files as they arrive.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,6 +35,7 @@ from cft_rl.identify.store import ShardFiles, check_settings, write_json
 from cft_rl.identify.summary import one_line, summarize
 from cft_rl.modeling import load_causal_lm, resolve_model_path
 from cft_rl.outputs import IDENTIFY_DATASET, IDENTIFY_SUMMARY
+from cft_rl.scale import run_on_ray
 
 
 @dataclass
@@ -95,11 +99,14 @@ def run_identify(config: IdentifyConfig, workbench: Workbench | None = None) -> 
         check_settings(out_dir, config.result_settings())
         examples = config.data.load()
         files = ShardFiles(out_dir, config.shard_index, config.num_shards)
-        workbench = workbench or Workbench(config)
-        try:
-            identify_shard(config, examples, workbench, files)
-        finally:
-            workbench.close()
+        if config.scale.backend == "ray":
+            identify_on_ray(config, examples, files)
+        else:
+            workbench = workbench or Workbench(config)
+            try:
+                identify_shard(config, examples, workbench, files)
+            finally:
+                workbench.close()
     shards, missing = finished_shards(out_dir, config.num_shards)
     if missing:
         if config.merge_only:
@@ -109,16 +116,21 @@ def run_identify(config: IdentifyConfig, workbench: Workbench | None = None) -> 
     return merge(config, shards)
 
 
+def shard_chunks(config: IdentifyConfig, count: int) -> list[list[int]]:
+    """The question indices of each chunk of this shard, in order."""
+    size = config.generation.batch_size
+    return [
+        list(range(start, min(start + size, count)))
+        for start in range(config.shard_index * size, count, config.num_shards * size)
+    ]
+
+
 def identify_shard(
     config: IdentifyConfig, examples: list[Example], workbench: Workbench, files: ShardFiles
 ) -> None:
     """Answer and identify every question of this shard's chunks that is not done yet."""
-    size = config.generation.batch_size
     greedy, results = files.greedy(), files.results()
-    chunks = [
-        list(range(start, min(start + size, len(examples))))
-        for start in range(config.shard_index * size, len(examples), config.num_shards * size)
-    ]
+    chunks = shard_chunks(config, len(examples))
     total = sum(len(chunk) for chunk in chunks)
     done_before = done = sum(i in results for chunk in chunks for i in chunk)
     start = time.perf_counter()
@@ -136,6 +148,63 @@ def identify_shard(
             results[index] = record
         done += len(pending)
         _report_progress(done, total, done_before, time.perf_counter() - start)
+    files.mark_done(summarize([results[i] for chunk in chunks for i in chunk]))
+
+
+class ChunkWorker:
+    """What each Ray replica runs (cft_rl.scale): the run's model, decoder and verifier, built
+    once; a chunk's greedy answers (unless the store has them) and its pending questions."""
+
+    def __init__(self, config_data: dict[str, Any]) -> None:
+        self.config = IdentifyConfig.model_validate(config_data)
+        if self.config.cpu_threads is not None:
+            torch.set_num_threads(self.config.cpu_threads)
+        self.examples = self.config.data.load()
+        self.workbench = Workbench(self.config)
+
+    def run(self, task: tuple[list[int], list[dict] | None, list[int]]):
+        """(chunk, its stored greedy records or None, the questions still to identify) ->
+        (the greedy records made here or None, one result record per pending question)."""
+        chunk, stored, pending = task
+        made = None
+        if stored is None:
+            stored = made = answer_chunk(self.config, self.examples, chunk, self.workbench)
+        greedy = {record["index"]: record for record in stored}
+        return made, [identify_record(self.config, greedy[i], self.workbench) for i in pending]
+
+
+def identify_on_ray(config: IdentifyConfig, examples: list[Example], files: ShardFiles) -> None:
+    """identify_shard's work, each chunk on the first free Ray replica; results appended to
+    the store in the order they arrive (the merge sorts them)."""
+    greedy, results = files.greedy(), files.results()
+    chunks = shard_chunks(config, len(examples))
+    tasks = []
+    for chunk in chunks:
+        pending = [index for index in chunk if index not in results]
+        if pending:
+            stored = [greedy[i] for i in chunk] if all(i in greedy for i in chunk) else None
+            tasks.append((chunk, stored, pending))
+    total = sum(len(chunk) for chunk in chunks)
+    done_before = done = total - sum(len(pending) for _, _, pending in tasks)
+    continuations = 0
+    start = time.perf_counter()
+
+    def store(result) -> None:
+        nonlocal done, continuations
+        made, records = result
+        if made is not None:
+            files.append_greedy(made)
+        for record in records:
+            files.append_result(record)
+            results[record["index"]] = record
+            continuations += record["stats"].get("continuations", 0)
+        done += len(records)
+        seconds = time.perf_counter() - start
+        print(f"identify (ray): {continuations / seconds:.0f} continuations/s", file=sys.stderr)
+        _report_progress(done, total, done_before, seconds)
+
+    replicas = run_on_ray(config.scale, ChunkWorker, (config.model_dump(),), tasks, store)
+    write_json(files.out_dir / "shards" / "replicas.json", {"chunks_per_replica": replicas})
     files.mark_done(summarize([results[i] for chunk in chunks for i in chunk]))
 
 
@@ -239,6 +308,9 @@ def merge(config: IdentifyConfig, shards: list[ShardFiles]) -> Path:
     provenance = provenance_of(config)
     path = write_dataset([r for r in records if r["kept"]], out_dir / IDENTIFY_DATASET, provenance)
     summary = summarize(records)
+    replicas = out_dir / "shards" / "replicas.json"
+    if replicas.is_file():  # the last Ray launch's chunks per replica
+        summary["scale"] = {"backend": "ray", **json.loads(replicas.read_text())}
     write_json(out_dir / IDENTIFY_SUMMARY, {**summary, "provenance": provenance})
     print(one_line(summary), file=sys.stderr)
     print(f"wrote {path}", file=sys.stderr)
