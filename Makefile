@@ -72,7 +72,7 @@ test-vllm: $(VLLM_STAMP)
 test: lint pytest test-vllm
 
 # The wheels bench/gpu_check.py needs on a GPU machine that has torch and transformers but no
-# network (Python 3.12, x86-64): downloaded here, carried with the checkout (~8 MB).
+# network (Python 3.12, x86-64): downloaded here, carried with the checkout (about 7 MB).
 GPU_WHEELHOUSE := bench/wheelhouse
 GPU_WHEELS := pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
 	typing-inspection==0.4.5 math-verify==0.9.0 latex2sympy2_extended==1.11.0 trl==1.16.0 \

@@ -17,8 +17,8 @@ Parts, each timed and recorded (a part that fails is recorded with its error; th
 
 The GPU machine this project may borrow has torch and transformers but not pydantic,
 math-verify, trl or deepspeed: `make gpu-wheelhouse` downloads the pure-Python wheels this
-script needs into bench/wheelhouse (about 10 MB), which travels with the checkout and is
-installed into a temporary directory at start (`--wheelhouse`).
+script needs into bench/wheelhouse (about 7 MB, git-ignored: name it in the device run's
+`carry`), installed into a temporary directory at start (`--wheelhouse`).
 """
 
 from __future__ import annotations
@@ -159,7 +159,6 @@ def check_identify(size: dict, device: str) -> dict[str, Any]:
 
 def check_sft(size: dict, device: str) -> dict[str, Any]:
     import torch
-    from sft_memory import build_batch, make_step
 
     s = size["sft"]
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -169,29 +168,40 @@ def check_sft(size: dict, device: str) -> dict[str, Any]:
     )  # fmt: skip
     results = {"dtype": str(dtype).removeprefix("torch."), "tokens": s["batch"] * s["seq"]}
     for mode in ("sft_full", "cft", "trl"):
-        model = random_qwen2(size, device, dtype).train()
-        batch = {k: v.to(device) for k, v in build_batch(batch_args).items()}
-        step = make_step(mode, model, batch)
-        step()  # warm-up
-        model.zero_grad(set_to_none=True)
-        _sync(device)
-        if device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-            before = torch.cuda.memory_allocated()
-        start = time.perf_counter()
-        step()
-        _sync(device)
-        seconds = time.perf_counter() - start
-        peak = (
-            (torch.cuda.max_memory_allocated() - before) / 2**20
-            if device.startswith("cuda")
-            else None
-        )
-        results[mode] = {"step_s": round(seconds, 4), "peak_mib": peak and round(peak)}
-        del model, batch, step
+        try:
+            results[mode] = sft_step(mode, size, device, dtype, batch_args)
+        except Exception as error:  # e.g. TRL missing: keep the modes that ran
+            results[mode] = {"error": f"{type(error).__name__}: {error}"}
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
+    failed = [mode for mode in ("sft_full", "cft", "trl") if "error" in results[mode]]
+    if failed:
+        results["error"] = f"modes {failed} failed (each one's error is in its entry)"
     return results
+
+
+def sft_step(mode: str, size: dict, device: str, dtype, batch_args) -> dict[str, Any]:
+    """Step time and peak CUDA memory of one forward + backward of `mode`, after a warm-up."""
+    import torch
+    from sft_memory import build_batch, make_step
+
+    model = random_qwen2(size, device, dtype).train()
+    batch = {k: v.to(device) for k, v in build_batch(batch_args).items()}
+    step = make_step(mode, model, batch)
+    step()  # warm-up
+    model.zero_grad(set_to_none=True)
+    _sync(device)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    start = time.perf_counter()
+    step()
+    _sync(device)
+    seconds = time.perf_counter() - start
+    peak = (
+        (torch.cuda.max_memory_allocated() - before) / 2**20 if device.startswith("cuda") else None
+    )
+    return {"step_s": round(seconds, 4), "peak_mib": peak and round(peak)}
 
 
 def check_grpo(size: dict, device: str) -> dict[str, Any]:
@@ -298,7 +308,7 @@ def markdown(report: dict[str, Any]) -> list[str]:
     parts = report["parts"]
     lines += ["| part | result |", "|---|---|"]
     for name, result in parts.items():
-        if "error" in result:
+        if "error" in result and "trace" in result:  # the part itself failed
             summary = f"**error**: {result['error']}"
         elif "skipped" in result:
             summary = f"skipped: {result['skipped']}"
@@ -327,6 +337,8 @@ def markdown(report: dict[str, Any]) -> list[str]:
 
 
 def _step_and_peak(mode: dict) -> str:
+    if "error" in mode:
+        return f"**error** {mode['error']}"
     peak = f"{mode['peak_mib']} MiB" if mode["peak_mib"] is not None else "n/a on CPU"
     return f"{mode['step_s']} s, peak {peak}"
 

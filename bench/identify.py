@@ -136,6 +136,8 @@ def decode_bound(
     total = 0.0
     for (prompt, response, _), result, tokens in zip(responses, results, generated, strict=True):
         rows = result.stats["continuations"]
+        if not rows:  # every position was left untried
+            continue
         steps = max(1, round(tokens / rows))
         prefix = len(prompt) + len(response) // 2
         ids = torch.full((rows, prefix), pad_id, device=device)
@@ -177,7 +179,7 @@ def run_vllm(args: argparse.Namespace, responses) -> dict | None:
         command = [args.vllm_python, __file__, "--vllm-worker", str(given), str(got)]
         command += ["--model", args.model, "--max-new-tokens", str(args.max_new_tokens)]
         command += ["--threads", str(args.threads), "--near-tie", str(args.near_tie)]
-        # compilation off: torch.compile costs minutes on 2 cores and gives the same tokens
+        # A small KV cache: vLLM's CPU default takes far more memory than the toy model needs.
         env = {
             **os.environ,
             "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),

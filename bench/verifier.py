@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from reward.extract import extract_final_answer
+from reward.extract import extract_answer_parts
 from reward.verifier import Verifier
 
 # The hostile cases are test data (tests/hostile_cases.py), shared with the verifier's tests.
@@ -73,9 +73,9 @@ def raw_math_verify(response: str, reference: str) -> bool:
 
 
 def in_process_grade(response: str, reference: str) -> bool:
-    from reward.grading import grade
+    from reward.grading import grade_answer
 
-    return grade(extract_final_answer(response) or "", reference)
+    return grade_answer(extract_answer_parts(response), reference)
 
 
 def main() -> None:

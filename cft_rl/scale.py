@@ -6,20 +6,21 @@ for the whole run (stateful), a chunk's result must reach the stage's own restar
 store as soon as it is done, and chunks must be exactly the single-process run's (so the
 output is the same whatever the layout). `ActorPool` gives the dynamic dispatch (a chunk
 goes to the first free replica) and the back-pressure (one chunk per replica at a time;
-the driver holds only small chunk descriptors); the actors' `max_restarts` and
+the driver holds the chunks, not their results); the actors' `max_restarts` and
 `max_task_retries` give the retries: a replica whose process dies is restarted, and the
 chunk it was running is run again. The driver writes each result to the store as it
-arrives, so a killed driver loses only the chunks in flight.
+arrives, so a killed driver loses only the chunks in flight. Tasks carry their chunk's
+questions (and, on a resume, its stored greedy answers), so replicas read no data files.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any, Literal, Protocol, TypeVar
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field
 
@@ -35,18 +36,12 @@ class ScaleSettings(Section):
     # Model replicas (Ray actors): one per GPU; on CPU, one per worker process.
     workers: int = Field(default=2, ge=1)
     cpus_per_worker: float = Field(default=1.0, gt=0)
-    # GPUs each replica holds: 1, or generation.tensor_parallel_size for vLLM with TP.
+    # GPUs each replica holds: 1, or as many as a vLLM replica's engine uses (tensor parallel).
     gpus_per_worker: float = Field(default=0.0, ge=0)
     # Times a replica is restarted after its process died (and its chunk run again).
     max_retries: int = Field(default=3, ge=0)
     # null: start a local Ray instance; "auto" or "ray://host:10001": join that cluster.
     ray_address: str | None = None
-
-
-class ChunkWorker(Protocol):
-    """What a replica runs: built once per replica from picklable arguments."""
-
-    def run(self, task: Any) -> Any: ...
 
 
 class _Replica:
@@ -60,24 +55,14 @@ class _Replica:
         return self.name, self.worker.run(task)
 
 
-class ChunkProgress:
-    """One stderr-style line per finished chunk: done/total, rate, time left."""
-
-    def __init__(self, total: int, unit: str, print_line: Callable[[str], None]) -> None:
-        self.total, self.unit, self.print_line = total, unit, print_line
-        self.done, self.work = 0, 0.0
-        self.start = time.perf_counter()
-
-    def update(self, chunk_work: float, work_unit: str) -> None:
-        self.done += 1
-        self.work += chunk_work
-        seconds = time.perf_counter() - self.start
-        rate = self.work / seconds if seconds > 0 else 0.0
-        left = (self.total - self.done) * seconds / self.done
-        self.print_line(
-            f"{self.done}/{self.total} {self.unit} done, {rate:.1f} {work_unit}/s, "
-            f"{seconds:.0f} s, about {left:.0f} s left"
-        )
+def portable(config_data: dict[str, Any]) -> dict[str, Any]:
+    """A stage's config as a replica reads it the same in its own working directory (Ray
+    starts workers elsewhere, on other nodes too): a local model directory made absolute.
+    Data needs nothing: the driver sends each chunk's questions with the task."""
+    path = Path(config_data["model"]["path"]).expanduser()
+    if path.exists():
+        config_data["model"]["path"] = str(path.resolve())
+    return config_data
 
 
 def run_on_ray(
@@ -87,9 +72,9 @@ def run_on_ray(
     tasks: Iterable[Task],
     on_result: Callable[[Any], None],
 ) -> Counter:
-    """Run every task on a pool of `settings.workers` replicas of `worker_class(*worker_args)`,
-    calling `on_result` in this process as each result arrives (in completion order).
-    Returns how many tasks each replica ran."""
+    """Run every task on a pool of `settings.workers` replicas of `worker_class(*worker_args)`
+    (a class with `run(task)`), calling `on_result` in this process as each result arrives
+    (in completion order). Returns how many tasks each replica ran."""
     import ray
     from ray.util import ActorPool
 

@@ -7,11 +7,16 @@ badly, whatever the input (200 KB strings, thousands of nested braces).
 The rules (docs/verifier.md, "Which answer a response commits to"):
 - the candidates are the last run of `\\boxed{...}`, the last GSM8K `####` line and the
   last "answer is" / "answer:" phrase; the one that starts last wins, so a closing
-  "The final answer is X" overrides an earlier box, and "The answer is \\boxed{X}" is X;
+  "The final answer is X" overrides an earlier box, and "The answer is \\boxed{X}" is X.
+  A `####` line or a phrase overrides a box only from after the box and only when it
+  holds an answer (a digit, math or a choice letter: "... I hope this answer is helpful"
+  does not), and a `####` line only when it starts like one ("#### 18", not a Markdown
+  heading "#### Verification");
 - boxes form one answer of several parts when only connecting text lies between them
   (`\\boxed{1}, \\boxed{2}`, `x_1 = \\boxed{2} \\quad x_2 = \\boxed{3}`): at most
   MAX_JOIN_GAP characters, none of JOIN_BREAKING_WORDS ("wait", "actually", "so", ...),
-  and no sentence end unless a part label follows ("... \\boxed{10}. Part (b): \\boxed{20}").
+  and no sentence end or line break unless a part label follows ("... \\boxed{10}. Part
+  (b): \\boxed{20}", "- (a) \\boxed{6}" then "- (b) \\boxed{8}" on the next line).
   Boxes further apart are a response revising itself: the last one wins;
 - an answer phrase that judges rather than answers ("so the answer is correct") is none.
 """
@@ -29,13 +34,19 @@ _NON_SPACE = re.compile(r"\S")  # an empty box commits to nothing
 # "The answer is X", "Final answer: X", "**Answer:** X", "The correct option is B"; the
 # last one counts.
 _ANSWER_PHRASE = re.compile(
-    r"(?:answer|correct option|correct choice)(?:\*\*)?(?: is|:)", re.IGNORECASE
+    r"(?:answer|correct option|correct choice)(?:\*\*)?(?: is\b|:)", re.IGNORECASE
 )
 # "... so the answer is correct": a judgement of an answer given before, not an answer.
 _JUDGEMENT = re.compile(
-    r"(?:correct|incorrect|right|wrong|valid|consistent|reasonable|confirmed|indeed)\b",
+    r"(?:correct|incorrect|right|wrong|valid|consistent|reasonable|confirmed|indeed|not)\b",
     re.IGNORECASE,
 )
+# "The answer is therefore 7": words before the answer that are not part of it.
+_FILLER = re.compile(r"(?:(?:therefore|thus|so|then|hence|clearly|simply|just)\b[\s,]*)+", re.I)
+# What an answer that overrides a box holds: a digit, math, or a choice letter.
+_ANSWER_LIKE = re.compile(r"[\d$\\^=/]|^\(?[A-Za-z]\)?$")
+# A GSM8K answer line starts with a number or math, not a word (a Markdown heading).
+_HASHES_START = re.compile(r"[\s*]*[-+\d$\\(.]")
 _AFTER_PHRASE = " \t\n:*"  # "answer is: X", "**Answer:** X", an answer on the next line
 # Where a one-line answer stops: a sentence end (a period before a space, so
 # "3.5" survives) or the end of the line.
@@ -70,12 +81,16 @@ def extract_answer_parts(text: str, last_number_fallback: bool = False) -> tuple
     `last_number_fallback`, a response with no box, `####` or answer phrase gives its
     last number. Surrounding `$...$`, `\\(...\\)`, bold markers and trailing periods are
     stripped from each part."""
-    candidates = [
-        _last_box_run(text),
-        _after_last_hashes(text),
-        _after_last_answer_phrase(text),
-    ]
-    for _, raw_parts in sorted((c for c in candidates if c is not None), reverse=True):
+    box = _last_box_run(text)
+    candidates = [] if box is None else [(box[0], box[2])]
+    for later in (_after_last_hashes(text), _after_last_answer_phrase(text)):
+        if later is None:
+            continue
+        position, [content] = later
+        if box is not None and position > box[0] and _box_stays(position, box[1], content):
+            continue
+        candidates.append(later)
+    for _, raw_parts in sorted(candidates, key=lambda candidate: candidate[0], reverse=True):
         parts = tuple(part for part in map(_strip_decoration, raw_parts) if part)
         if parts:  # the same part boxed twice is one answer
             return parts[:1] if len(set(parts)) == 1 else parts
@@ -86,14 +101,20 @@ def extract_answer_parts(text: str, last_number_fallback: bool = False) -> tuple
     return ()
 
 
+def _box_stays(position: int, box_end: int, content: str) -> bool:
+    """Does a `####` line or phrase starting at `position`, after a box begins, leave the
+    box the answer? Yes when it sits inside the box, or holds prose rather than an answer."""
+    return position < box_end or not _ANSWER_LIKE.search(_strip_decoration(content))
+
+
 def extract_final_answer(text: str, last_number_fallback: bool = False) -> str | None:
     """The answer `text` commits to as one string (several parts joined by ", "), or None."""
     parts = extract_answer_parts(text, last_number_fallback)
     return ", ".join(parts) if parts else None
 
 
-def _last_box_run(text: str) -> tuple[int, list[str]] | None:
-    """(start of the last box, contents of the run of boxes it ends), or None."""
+def _last_box_run(text: str) -> tuple[int, int, list[str]] | None:
+    """(start of the last box, its end, contents of the run of boxes it ends), or None."""
     boxes = _closed_boxes(text)
     if not boxes:
         return None
@@ -104,7 +125,7 @@ def _last_box_run(text: str) -> tuple[int, list[str]] | None:
         if not _only_connects(text, box.end + 1, run[0].command_start):
             break
         run.appendleft(box)
-    return run[-1].command_start, [text[box.start : box.end] for box in run]
+    return run[-1].command_start, run[-1].end, [text[box.start : box.end] for box in run]
 
 
 def _only_connects(text: str, start: int, end: int) -> bool:
@@ -115,7 +136,7 @@ def _only_connects(text: str, start: int, end: int) -> bool:
     gap = text[start:end]
     if not _balanced(gap):  # the gap leaves or enters another box: not between parts
         return False
-    if _SENTENCE_END.search(gap) and not _PART_LABEL.search(gap):
+    if (_SENTENCE_END.search(gap) or "\n" in gap) and not _PART_LABEL.search(gap):
         return False
     return not any(word.lower() in JOIN_BREAKING_WORDS for word in _WORD.findall(gap))
 
@@ -175,7 +196,8 @@ def _after_last_hashes(text: str) -> tuple[int, list[str]] | None:
     if pos < 0:
         return None
     line_end = text.find("\n", pos)
-    return pos, [text[pos + 4 : line_end if line_end >= 0 else len(text)]]
+    content = text[pos + 4 : line_end if line_end >= 0 else len(text)]
+    return (pos, [content]) if _HASHES_START.match(content) else None
 
 
 def _after_last_answer_phrase(text: str) -> tuple[int, list[str]] | None:
@@ -183,6 +205,7 @@ def _after_last_answer_phrase(text: str) -> tuple[int, list[str]] | None:
     if not last:
         return None
     rest = text[last[0].end() :].lstrip(_AFTER_PHRASE)
+    rest = rest[_FILLER.match(rest).end() :] if _FILLER.match(rest) else rest
     if _JUDGEMENT.match(rest):
         return None
     end = _ANSWER_END.search(rest)

@@ -52,6 +52,7 @@ _INCLUSIVE = frozenset(
 )
 _GREATER = frozenset({"\\geqslant", "\\geq", "\\ge", "\\gt", ">=", ">", "≥"})
 _BOUND = rf"(?:(?!{_RELATION})[^=])+?"  # a bound holds no relation of its own
+_MAX_INEQUALITY = 120
 # "x > 3", "x \\le -2"; "a < x < b", "a \\le x < b" (the variable a single letter).
 _ONE_SIDED = re.compile(rf"\s*[A-Za-z]\s*(?P<rel>{_RELATION})\s*(?P<bound>{_BOUND})\s*")
 _TWO_SIDED = re.compile(
@@ -78,13 +79,15 @@ def grade_choice(predicted: str, reference: str, choices: Choices) -> bool:
     """A multiple-choice answer: right when it names the reference's option by its letter
     alone ("B", "(B)", "B) 12", "\\text{(B)}"), or, naming no letter, equals that option's
     text or value. A wrong letter, a letter beyond the options and an answer naming two
-    letters are wrong. `reference` is the right option's letter or its text."""
+    letters are wrong. `reference` is the right option's letter or its text (one that
+    names no option is graded as a plain answer)."""
     right = _reference_option(reference, choices)
-    if right is None:
-        return False
+    if right is None:  # a reference that names no option: grade the answer against it
+        return grade(predicted, reference)
     letters = named_letters(predicted)
-    if letters is not None:
+    if letters is not None and set(letters) <= {letter for letter, _ in choices}:
         return letters == (right[0],)
+    # No option's letter: the option's text or value ("Y" may be the text of option B).
     return grade(predicted, right[1])
 
 
@@ -184,7 +187,10 @@ def _percent_as_fraction(answer: str) -> str | None:
 
 
 def _inequality_as_interval(answer: str) -> str | None:
-    """ "x > 3" -> "(3, \\infty)", "1 \\le x < 5" -> "[1, 5)", else None."""
+    """ "x > 3" -> "(3, \\infty)", "1 \\le x < 5" -> "[1, 5)", else None. Answers longer
+    than _MAX_INEQUALITY are none (the bound patterns are not linear in the length)."""
+    if len(answer) > _MAX_INEQUALITY:
+        return None
     one = _ONE_SIDED.fullmatch(answer)
     if one:
         rel, bound = one["rel"], one["bound"].strip()

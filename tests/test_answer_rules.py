@@ -35,6 +35,25 @@ def test_the_answer_that_comes_last_wins(text: str, parts: tuple[str, ...]) -> N
     assert extract_answer_parts(text) == parts
 
 
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        # Prose after a box, in an answer phrase's words, leaves the box the answer ...
+        ("\\boxed{5}. I'm sure the answer isn't 6.", ("5",)),
+        ("So \\boxed{42}. I hope this answer is helpful.", ("42",)),
+        ("\\boxed{18}\n\nThe answer is not affected by rounding.", ("18",)),
+        # ... as does a phrase inside the box, and a Markdown heading after it.
+        ("\\boxed{\\text{Answer: } 12}", ("\\text{Answer: } 12",)),
+        ("\\boxed{5}.\n\n#### Verification\nIt checks out.", ("5",)),
+        # Filler words before an answer are not part of it.
+        ("So \\boxed{7}. The answer is therefore 7.", ("7",)),
+        ("The answer is thus $\\frac{1}{2}$.", ("\\frac{1}{2}",)),
+    ],
+)
+def test_prose_after_a_box_does_not_override_it(text: str, parts: tuple[str, ...]) -> None:
+    assert extract_answer_parts(text) == parts
+
+
 # --- several boxes ---------------------------------------------------------------------------
 
 
@@ -63,6 +82,8 @@ def test_boxes_joined_by_connecting_text_are_one_answer(text, parts) -> None:
         "\\boxed{4} **Final Answer** \\boxed{5}",
         "\\boxed{4}. It is \\boxed{5}",  # a sentence end, no part label
         "\\boxed{\\boxed{4}, 5}, \\boxed{5}",  # a box inside another is no part
+        "Step 1: \\boxed{4}\nStep 2: \\boxed{5}",  # a line break, no part label
+        "\\boxed{4}\n\n\\boxed{5}",
     ],
 )
 def test_boxes_apart_or_revised_are_not_merged(text) -> None:
@@ -186,3 +207,23 @@ def test_the_verifier_and_verls_reward_take_the_options() -> None:
 )
 def test_an_inequality_in_one_variable_is_its_interval(answer, reference, correct) -> None:
     assert grade_answer((answer,), reference) is correct
+
+
+def test_an_option_whose_text_is_a_capital_letter_is_named_by_it() -> None:
+    points = (("A", "X"), ("B", "Y"))
+    assert grade_answer(("Y",), "B", points)
+    assert grade_answer(("B",), "B", points)
+    assert not grade_answer(("X",), "B", points)
+
+
+def test_a_reference_that_names_no_option_is_graded_as_an_answer() -> None:
+    assert grade_answer(("17",), "17", OPTIONS)
+    assert not grade_answer(("B",), "17", OPTIONS)
+
+
+def test_an_answer_longer_than_an_inequality_is_not_read_as_one() -> None:
+    from reward.grading import _inequality_as_interval
+
+    # Without the length bound, the interval patterns take seconds on the long one.
+    assert _inequality_as_interval("x" + " " * 2000 + "< 3") is None
+    assert _inequality_as_interval("x < 3") == "(-\\infty, 3)"

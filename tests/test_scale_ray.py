@@ -77,6 +77,9 @@ def test_identify_on_ray_equals_the_single_process_run(tmp_path, single_identify
     summary = json.loads((tmp_path / "summary.json").read_text())
     replicas = summary["scale"]["chunks_per_replica"]
     assert sum(replicas.values()) == 4 and len(replicas) <= 2  # 8 questions in chunks of 2
+    # A rerun of the finished run starts no replicas and keeps the counts.
+    run_identify(identify_config(tmp_path, *RAY))
+    assert json.loads((tmp_path / "summary.json").read_text())["scale"] == summary["scale"]
 
 
 def test_a_killed_replica_has_its_chunk_redone_and_the_result_is_the_same(

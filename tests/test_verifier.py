@@ -118,7 +118,8 @@ def test_code_in_answers_is_never_executed(verifier: Verifier, tmp_path) -> None
         f"#### exec(\"import pathlib; pathlib.Path('{marker}').touch()\")",
     ]
     verdicts = verifier.verify_batch(attacks, ["0"] * len(attacks))
-    assert [verdict.reason for verdict in verdicts] == ["wrong"] * len(attacks)
+    # A `####` line that starts with a word is no GSM8K answer line: nothing is graded.
+    assert [verdict.reason for verdict in verdicts] == ["wrong", "wrong", "no_answer"]
     assert not marker.exists()
 
 

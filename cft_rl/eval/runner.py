@@ -38,7 +38,7 @@ from cft_rl.files import write_text_atomic
 from cft_rl.generation import GenerationBackend, SamplingParams, make_backend
 from cft_rl.modeling import resolve_model_path
 from cft_rl.outputs import EVAL_SUMMARY_JSON, EVAL_SUMMARY_MD
-from cft_rl.scale import run_on_ray
+from cft_rl.scale import portable, run_on_ray
 from reward import Verifier
 
 
@@ -100,7 +100,7 @@ def _eval_here(config: EvalConfig, benchmarks, out: Path, console: Console) -> l
 
 class ChunkWorker:
     """What each Ray replica runs (cft_rl.scale): the model's backend and a verifier, built
-    once; the generations of one batch of one benchmark's problems."""
+    once; the generations of one batch of one benchmark's problems (sent with the task)."""
 
     def __init__(self, config_data: dict[str, Any]) -> None:
         self.config = EvalConfig.model_validate(config_data)
@@ -108,15 +108,14 @@ class ChunkWorker:
             torch.set_num_threads(self.config.cpu_threads)
         self.backend = make_backend(self.config.model, self.config.generation)
         self.verifier = self.config.verifier.make()
-        self.benchmarks = {spec.benchmark: (spec, spec.load()) for spec in self.config.benchmarks}
+        self.specs = {spec.benchmark: spec for spec in self.config.benchmarks}
 
-    def run(self, task: tuple[str, list[int], bool]) -> tuple[str, list[dict[str, Any]]]:
-        """(benchmark, problem indices, sampled or greedy) -> (benchmark, log records)."""
-        name, indices, sampled = task
-        spec, examples = self.benchmarks[name]
-        evaluator = _BenchmarkEval(self.config, spec, self.backend, self.verifier)
+    def run(self, task: tuple[str, list[Example], bool]) -> tuple[str, list[dict[str, Any]]]:
+        """(benchmark, problems, sampled or greedy) -> (benchmark, log records)."""
+        name, examples, sampled = task
+        evaluator = _BenchmarkEval(self.config, self.specs[name], self.backend, self.verifier)
         params, samples = evaluator.kind(sampled)
-        return name, evaluator.generate([examples[i] for i in indices], params, samples)
+        return name, evaluator.generate(examples, params, samples)
 
 
 def _eval_on_ray(config: EvalConfig, benchmarks, out: Path, console: Console):
@@ -126,20 +125,23 @@ def _eval_on_ray(config: EvalConfig, benchmarks, out: Path, console: Console):
     for spec, examples in benchmarks:
         evaluator = _BenchmarkEval(config, spec, None, None)
         log = evaluator.open_log(out / "generations")
-        position = {e.id: i for i, e in enumerate(examples)}
         for chunk, _, samples in evaluator.missing(examples, log):
-            tasks.append((spec.benchmark, [position[e.id] for e in chunk], samples != [GREEDY]))
+            tasks.append((spec.benchmark, chunk, samples != [GREEDY]))
         evaluators[spec.benchmark], logs[spec.benchmark] = evaluator, log
     started = time.perf_counter()
-    with _progress(console) as progress:
-        bar = progress.add_task("chunks (ray)", total=len(tasks))
+    replicas = {}
+    if tasks:  # a rerun of a finished run starts no replicas
+        with _progress(console) as progress:
+            bar = progress.add_task("chunks (ray)", total=len(tasks))
 
-        def store(result) -> None:
-            name, records = result
-            logs[name].append(records)
-            progress.advance(bar, 1)
+            def store(result) -> None:
+                name, records = result
+                logs[name].append(records)
+                progress.advance(bar, 1)
 
-        replicas = run_on_ray(config.scale, ChunkWorker, (config.model_dump(),), tasks, store)
+            data = portable(config.model_dump())
+            replicas = run_on_ray(config.scale, ChunkWorker, (data,), tasks, store)
+    # Batches of all benchmarks interleave on the replicas: each gets the whole run's time.
     seconds = time.perf_counter() - started
     results = [
         evaluators[spec.benchmark].summarise(examples, logs[spec.benchmark], seconds)

@@ -29,7 +29,7 @@ from cft_rl.identify.perturbations import (
 )
 from reward import Verifier
 from reward.choice import Choices
-from reward.extract import extract_final_answer
+from reward.extract import extract_answer_parts
 
 
 class Decoder(Protocol):
@@ -103,8 +103,9 @@ def identify_response(
 
     start = time.perf_counter()
     texts = [stops.text(p, c.token_ids) for p, c in zip(perturbations, continuations, strict=True)]
-    answers = [extract_final_answer(text, verifier.last_number_fallback) for text in texts]
-    correct = _judge(texts, answers, reference, choices, verifier)
+    parts = [extract_answer_parts(text, verifier.last_number_fallback) for text in texts]
+    correct = _judge(texts, parts, reference, choices, verifier)
+    answers = [", ".join(p) or None for p in parts]
     verify_s = time.perf_counter() - start
 
     failures = [0] * len(response)
@@ -142,22 +143,22 @@ def identify_response(
 
 def _judge(
     texts: list[str],
-    answers: list[str | None],
+    answers: list[tuple[str, ...]],
     reference: str,
     choices: Choices | None,
     verifier: Verifier,
 ) -> list[bool]:
-    """Verdict per continuation. A verdict depends only on the extracted answer, so each
-    distinct answer is verified once, on the first text that gives it: thousands of checks
-    become a handful."""
+    """Verdict per continuation. A verdict depends only on the extracted answer (its
+    parts), so each distinct answer is verified once, on the first text that gives it:
+    thousands of checks become a handful."""
     first_text = {}
     for text, answer in zip(texts, answers, strict=True):
-        if answer is not None:
+        if answer:
             first_text.setdefault(answer, text)
     n = len(first_text)
     verdicts = verifier.verify_batch(list(first_text.values()), [reference] * n, [choices] * n)
     is_correct = {answer: v.correct for answer, v in zip(first_text, verdicts, strict=True)}
-    return [answer is not None and is_correct[answer] for answer in answers]
+    return [bool(answer) and is_correct[answer] for answer in answers]
 
 
 def _audit(

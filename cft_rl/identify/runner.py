@@ -16,6 +16,7 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from cft_rl.identify.store import ShardFiles, check_settings, write_json
 from cft_rl.identify.summary import one_line, summarize
 from cft_rl.modeling import load_causal_lm, resolve_model_path
 from cft_rl.outputs import IDENTIFY_DATASET, IDENTIFY_SUMMARY
-from cft_rl.scale import run_on_ray
+from cft_rl.scale import portable, run_on_ray
 
 
 @dataclass
@@ -153,22 +154,24 @@ def identify_shard(
 
 class ChunkWorker:
     """What each Ray replica runs (cft_rl.scale): the run's model, decoder and verifier, built
-    once; a chunk's greedy answers (unless the store has them) and its pending questions."""
+    once; a chunk's greedy answers (unless the store has them) and its pending questions.
+    The chunk's questions come with the task, so a replica on another node needs the
+    model, not the data files."""
 
     def __init__(self, config_data: dict[str, Any]) -> None:
         self.config = IdentifyConfig.model_validate(config_data)
         if self.config.cpu_threads is not None:
             torch.set_num_threads(self.config.cpu_threads)
-        self.examples = self.config.data.load()
         self.workbench = Workbench(self.config)
 
-    def run(self, task: tuple[list[int], list[dict] | None, list[int]]):
-        """(chunk, its stored greedy records or None, the questions still to identify) ->
-        (the greedy records made here or None, one result record per pending question)."""
-        chunk, stored, pending = task
+    def run(self, task: tuple[dict[int, Example], list[dict] | None, list[int]]):
+        """(the chunk's questions by index, its stored greedy records or None, the questions
+        still to identify) -> (the greedy records made here or None, one result record per
+        pending question)."""
+        questions, stored, pending = task
         made = None
         if stored is None:
-            stored = made = answer_chunk(self.config, self.examples, chunk, self.workbench)
+            stored = made = answer_chunk(self.config, questions, list(questions), self.workbench)
         greedy = {record["index"]: record for record in stored}
         return made, [identify_record(self.config, greedy[i], self.workbench) for i in pending]
 
@@ -183,7 +186,7 @@ def identify_on_ray(config: IdentifyConfig, examples: list[Example], files: Shar
         pending = [index for index in chunk if index not in results]
         if pending:
             stored = [greedy[i] for i in chunk] if all(i in greedy for i in chunk) else None
-            tasks.append((chunk, stored, pending))
+            tasks.append(({i: examples[i] for i in chunk}, stored, pending))
     total = sum(len(chunk) for chunk in chunks)
     done_before = done = total - sum(len(pending) for _, _, pending in tasks)
     continuations = 0
@@ -200,23 +203,31 @@ def identify_on_ray(config: IdentifyConfig, examples: list[Example], files: Shar
             continuations += record["stats"].get("continuations", 0)
         done += len(records)
         seconds = time.perf_counter() - start
-        print(f"identify (ray): {continuations / seconds:.0f} continuations/s", file=sys.stderr)
-        _report_progress(done, total, done_before, seconds)
+        _report_progress(
+            done, total, done_before, seconds, f", {continuations / seconds:.0f} continuations/s"
+        )
 
-    replicas = run_on_ray(config.scale, ChunkWorker, (config.model_dump(),), tasks, store)
-    write_json(files.out_dir / "shards" / "replicas.json", {"chunks_per_replica": replicas})
+    if tasks:  # a rerun of a finished run starts no replicas
+        data = portable(config.model_dump())
+        replicas = run_on_ray(config.scale, ChunkWorker, (data,), tasks, store)
+        write_json(files.out_dir / "shards" / "replicas.json", {"chunks_per_replica": replicas})
     files.mark_done(summarize([results[i] for chunk in chunks for i in chunk]))
 
 
-def _report_progress(done: int, total: int, done_before: int, seconds: float) -> None:
+def _report_progress(
+    done: int, total: int, done_before: int, seconds: float, extra: str = ""
+) -> None:
     """One stderr line per chunk: a long run shows it is moving and when it should end."""
     rate = (done - done_before) / seconds if seconds > 0 else 0.0
     left = f", about {(total - done) / rate:.0f} s left" if rate > 0 and done < total else ""
-    print(f"identify: {done}/{total} questions done, {seconds:.0f} s{left}", file=sys.stderr)
+    print(f"identify: {done}/{total} questions done, {seconds:.0f} s{extra}{left}", file=sys.stderr)
 
 
 def answer_chunk(
-    config: IdentifyConfig, examples: list[Example], chunk: list[int], workbench: Workbench
+    config: IdentifyConfig,
+    examples: Sequence[Example] | Mapping[int, Example],
+    chunk: list[int],
+    workbench: Workbench,
 ) -> list[dict[str, Any]]:
     """Greedy answers to one chunk of questions, verified: the correct set's candidates."""
     backend = workbench.get_backend()
