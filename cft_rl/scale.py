@@ -80,7 +80,7 @@ def run_on_ray(
 
     started_here = not ray.is_initialized()
     if started_here:
-        init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+        init: dict[str, Any] = {"include_dashboard": False}
         if settings.ray_address is None:
             init["num_cpus"] = settings.workers * settings.cpus_per_worker
             if settings.gpus_per_worker:

@@ -42,7 +42,7 @@ _JUDGEMENT = re.compile(
     re.IGNORECASE,
 )
 # "The answer is therefore 7": words before the answer that are not part of it.
-_FILLER = re.compile(r"(?:(?:therefore|thus|so|then|hence|clearly|simply|just)\b[\s,]*)+", re.I)
+_FILLER = re.compile(r"(?:(?:therefore|thus|so|then|hence|clearly|simply|just)\b[\s,]*)*", re.I)
 # What an answer that overrides a box holds: a digit, math, or a choice letter.
 _ANSWER_LIKE = re.compile(r"[\d$\\^=/]|^\(?[A-Za-z]\)?$")
 # A GSM8K answer line starts with a number or math, not a word (a Markdown heading).
@@ -75,6 +75,14 @@ class _Box(NamedTuple):
     end: int  # the closing "}"
 
 
+class _BoxRun(NamedTuple):
+    """The last box and the run of boxes it ends (see the module docstring)."""
+
+    command_start: int  # where the last box's "\boxed" begins
+    end: int  # the last box's closing "}"
+    parts: list[str]  # the contents of the run's boxes, in order
+
+
 def extract_answer_parts(text: str, last_number_fallback: bool = False) -> tuple[str, ...]:
     """The parts of the answer `text` commits to: one for most responses, several for a
     run of boxes (see the module docstring); empty when it commits to none. With
@@ -82,12 +90,12 @@ def extract_answer_parts(text: str, last_number_fallback: bool = False) -> tuple
     last number. Surrounding `$...$`, `\\(...\\)`, bold markers and trailing periods are
     stripped from each part."""
     box = _last_box_run(text)
-    candidates = [] if box is None else [(box[0], box[2])]
+    candidates = [] if box is None else [(box.command_start, box.parts)]
     for later in (_after_last_hashes(text), _after_last_answer_phrase(text)):
         if later is None:
             continue
         position, [content] = later
-        if box is not None and position > box[0] and _box_stays(position, box[1], content):
+        if box is not None and position > box.command_start and _box_stays(position, box, content):
             continue
         candidates.append(later)
     for _, raw_parts in sorted(candidates, key=lambda candidate: candidate[0], reverse=True):
@@ -101,20 +109,23 @@ def extract_answer_parts(text: str, last_number_fallback: bool = False) -> tuple
     return ()
 
 
-def _box_stays(position: int, box_end: int, content: str) -> bool:
-    """Does a `####` line or phrase starting at `position`, after a box begins, leave the
+def _box_stays(position: int, box: _BoxRun, content: str) -> bool:
+    """Does a `####` line or phrase starting at `position`, after the box begins, leave the
     box the answer? Yes when it sits inside the box, or holds prose rather than an answer."""
-    return position < box_end or not _ANSWER_LIKE.search(_strip_decoration(content))
+    return position < box.end or not _ANSWER_LIKE.search(_strip_decoration(content))
 
 
 def extract_final_answer(text: str, last_number_fallback: bool = False) -> str | None:
-    """The answer `text` commits to as one string (several parts joined by ", "), or None."""
-    parts = extract_answer_parts(text, last_number_fallback)
-    return ", ".join(parts) if parts else None
+    """The answer `text` commits to as one string (see joined), or None."""
+    return joined(extract_answer_parts(text, last_number_fallback)) or None
 
 
-def _last_box_run(text: str) -> tuple[int, int, list[str]] | None:
-    """(start of the last box, its end, contents of the run of boxes it ends), or None."""
+def joined(parts: tuple[str, ...]) -> str:
+    """An answer of several parts as one: "1, 2, 3", which math-verify reads as their set."""
+    return ", ".join(parts)
+
+
+def _last_box_run(text: str) -> _BoxRun | None:
     boxes = _closed_boxes(text)
     if not boxes:
         return None
@@ -125,7 +136,7 @@ def _last_box_run(text: str) -> tuple[int, int, list[str]] | None:
         if not _only_connects(text, box.end + 1, run[0].command_start):
             break
         run.appendleft(box)
-    return run[-1].command_start, run[-1].end, [text[box.start : box.end] for box in run]
+    return _BoxRun(run[-1].command_start, run[-1].end, [text[b.start : b.end] for b in run])
 
 
 def _only_connects(text: str, start: int, end: int) -> bool:
@@ -205,7 +216,7 @@ def _after_last_answer_phrase(text: str) -> tuple[int, list[str]] | None:
     if not last:
         return None
     rest = text[last[0].end() :].lstrip(_AFTER_PHRASE)
-    rest = rest[_FILLER.match(rest).end() :] if _FILLER.match(rest) else rest
+    rest = rest[_FILLER.match(rest).end() :]  # the pattern also matches nothing
     if _JUDGEMENT.match(rest):
         return None
     end = _ANSWER_END.search(rest)

@@ -23,6 +23,7 @@ from decimal import Decimal, InvalidOperation
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
 from reward.choice import Choices, named_letters
+from reward.extract import joined
 
 _CONFIGS = [LatexExtractionConfig(), ExprExtractionConfig()]
 
@@ -67,7 +68,7 @@ def grade_answer(parts: Sequence[str], reference: str, choices: Choices | None =
     "x_1=1, x_2=2"), or the ordered tuple where the reference is written as one "(a, b)".
     With `choices` the question is multiple choice: see grade_choice.
     """
-    predicted = ", ".join(parts)
+    predicted = joined(parts)
     if choices:
         return grade_choice(predicted, reference, choices)
     if len(parts) > 1 and _is_tuple(_tidy(reference)):

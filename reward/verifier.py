@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection
 from typing import Literal
 
 from reward.choice import Choices
-from reward.extract import extract_answer_parts
+from reward.extract import extract_answer_parts, joined
 from reward.grading import grade, grade_answer
 
 Reason = Literal["correct", "wrong", "no_answer", "timeout", "error"]
@@ -150,7 +150,7 @@ class Verifier:
         parts = extract_answer_parts(response, self.last_number_fallback)
         if not parts:
             return Verdict(False, 0.0, "no_answer", None)
-        predicted = ", ".join(parts)
+        predicted = joined(parts)
         # Fast path: the very text of the reference is the reference answer, whatever
         # math-verify would make of it, and a string comparison is safe in this process.
         if self.fast_path and predicted == reference.strip():

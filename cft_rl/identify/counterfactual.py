@@ -29,7 +29,7 @@ from cft_rl.identify.perturbations import (
 )
 from reward import Verifier
 from reward.choice import Choices
-from reward.extract import extract_answer_parts
+from reward.extract import extract_answer_parts, joined
 
 
 class Decoder(Protocol):
@@ -105,7 +105,7 @@ def identify_response(
     texts = [stops.text(p, c.token_ids) for p, c in zip(perturbations, continuations, strict=True)]
     parts = [extract_answer_parts(text, verifier.last_number_fallback) for text in texts]
     correct = _judge(texts, parts, reference, choices, verifier)
-    answers = [", ".join(p) or None for p in parts]
+    answers = [joined(p) or None for p in parts]
     verify_s = time.perf_counter() - start
 
     failures = [0] * len(response)
