@@ -50,9 +50,11 @@ LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"
 @contextmanager
 def process_group() -> Iterator[Topology]:
     """The launcher's process group (or one the caller made); else a one-process group made
-    here. That group stays for the life of the process (DeepSpeed keeps state about it), but
-    the environment variables set for it are restored on exit, so that processes started
-    later (another launcher, tests) do not inherit them."""
+    here. That one stays for the life of the process (DeepSpeed keeps state about it, and
+    in-process callers train again), but the environment variables set for it are restored
+    on exit, so that processes started later (another launcher, tests) do not inherit them.
+    A group made here for a launcher is destroyed when the run ends: a gloo group left to
+    the interpreter's exit can abort a rank as it shuts down (pytorch#190489)."""
     import deepspeed
     import torch.distributed as dist
     from deepspeed.accelerator import get_accelerator
@@ -66,11 +68,16 @@ def process_group() -> Iterator[Topology]:
     accelerator = get_accelerator()
     if accelerator.device_name() == "cuda":
         accelerator.set_device(local_rank)
+    made_for_launcher = not dist.is_initialized() and saved["RANK"] is not None
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend=accelerator.communication_backend_name())
     try:
         yield Topology(dist.get_rank(), dist.get_world_size(), local_rank)
+        if made_for_launcher:
+            dist.barrier()  # no rank tears down while another still talks to it
     finally:
+        if made_for_launcher:
+            dist.destroy_process_group()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
