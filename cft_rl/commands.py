@@ -10,6 +10,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# What the launchers (torchrun, deepspeed) set for each process of a multi-process command.
+LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
 # stage name -> ("module:SchemaClass", "module:run_function", help text)
 STAGES: dict[str, tuple[str, str, str]] = {
     "identify": (

@@ -20,12 +20,12 @@ from sft_trainer_data import REPO, arithmetic_records, tiny_config, tiny_setup
 from tiny_lm import char_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from cft_rl.commands import LAUNCHER_ENV
 from cft_rl.config import ConfigError, load_config
 from cft_rl.errors import UserError
 from cft_rl.sft import trainer as trainer_module
 from cft_rl.sft.config import SftConfig
 from cft_rl.sft.data import example_fields, load_examples
-from cft_rl.sft.distributed import LAUNCHER_ENV
 from cft_rl.sft.fields import collate
 from cft_rl.sft.losses import selected_token_loss, step_normalizer
 from cft_rl.sft.plan import StepPlan

@@ -10,12 +10,13 @@ import pytest
 import torch
 from sft_trainer_data import tiny_config, tiny_setup
 
+from cft_rl.commands import LAUNCHER_ENV
 from cft_rl.config import ConfigError, ModelSpec
 from cft_rl.errors import UserError
 from cft_rl.modeling import load_tokenizer
 from cft_rl.sft.config import SftOptimSettings
 from cft_rl.sft.data import TokenizedExample, build_training_set, with_eos
-from cft_rl.sft.distributed import LAUNCHER_ENV, LrSchedule, deepspeed_config
+from cft_rl.sft.distributed import LrSchedule, deepspeed_config
 from cft_rl.sft.fields import collate
 from cft_rl.sft.losses import LOSSES
 from cft_rl.sft.metrics import SftMetrics

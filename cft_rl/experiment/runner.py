@@ -32,6 +32,7 @@ from typing import IO, Any
 
 import yaml
 
+from cft_rl.commands import LAUNCHER_ENV
 from cft_rl.config import save_resolved
 from cft_rl.errors import UserError
 from cft_rl.experiment.config import ExperimentConfig
@@ -53,8 +54,6 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 TOY_SECONDS = {"identify": 120, "sft": 45, "grpo": 240, "eval": 60}
 # A stopped cell gets this long to save its state after SIGINT before it is killed.
 _STOP_TIMEOUT_S = 60
-# Launcher variables a cell must not inherit: concurrent DeepSpeed cells would share a port.
-_LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 def run_experiment(config: ExperimentConfig) -> Path:
@@ -418,7 +417,8 @@ def _relative(path: Path, out: Path) -> str:
 
 def _child_env(jobs: int) -> dict[str, str]:
     """The cores are shared among the cells that run at once (unless the user says)."""
-    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_ENV}
+    # a cell must not inherit launcher variables: concurrent DeepSpeed cells would share a port
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_ENV}
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(key, threads)

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from cft_rl.commands import LAUNCHER_ENV
 from cft_rl.config import ConfigError
 from cft_rl.sft.config import SftConfig, SftOptimSettings
 from cft_rl.sft.model import LossModule
@@ -42,9 +43,6 @@ class Topology:
     rank: int
     world_size: int
     local_rank: int
-
-
-LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 @contextmanager
