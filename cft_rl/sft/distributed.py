@@ -51,8 +51,8 @@ def process_group() -> Iterator[Topology]:
     here. That one stays for the life of the process (DeepSpeed keeps state about it, and
     in-process callers train again), but the environment variables set for it are restored
     on exit, so that processes started later (another launcher, tests) do not inherit them.
-    A group made here for a launcher is destroyed when the run ends: a gloo group left to
-    the interpreter's exit can abort a rank as it shuts down (pytorch#190489)."""
+    A group made here for a launcher is destroyed when the run ends well: a gloo group left
+    to the interpreter's exit can abort a rank as it shuts down (pytorch#190489)."""
     import deepspeed
     import torch.distributed as dist
     from deepspeed.accelerator import get_accelerator
@@ -72,10 +72,11 @@ def process_group() -> Iterator[Topology]:
     try:
         yield Topology(dist.get_rank(), dist.get_world_size(), local_rank)
         if made_for_launcher:
+            # After a failure it is left as it is: with NCCL, destroying a group whose
+            # peers are stuck in a collective can block instead of exiting.
             dist.barrier()  # no rank tears down while another still talks to it
-    finally:
-        if made_for_launcher:
             dist.destroy_process_group()
+    finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
