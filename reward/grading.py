@@ -98,8 +98,9 @@ def _reference_option(reference: str, choices: Choices) -> tuple[str, str] | Non
     for letter, text in choices:
         if letters == (letter,):
             return letter, text
+    written = _written_key(_tidy(reference))
     for letter, text in choices:
-        if _written_key(_tidy(text)) == _written_key(_tidy(reference)):
+        if _written_key(_tidy(text)) == written:
             return letter, text
     return next(((letter, text) for letter, text in choices if grade(reference, text)), None)
 

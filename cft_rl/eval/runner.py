@@ -110,11 +110,12 @@ class ChunkWorker:
         self.verifier = self.config.verifier.make()
         self.specs = {spec.benchmark: spec for spec in self.config.benchmarks}
 
-    def run(self, task: tuple[str, list[Example], bool]) -> tuple[str, list[dict[str, Any]]]:
-        """(benchmark, problems, sampled or greedy) -> (benchmark, log records)."""
-        name, examples, sampled = task
+    def run(
+        self, task: tuple[str, list[Example], SamplingParams, list]
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """(benchmark, problems, sampling, sample labels) -> (benchmark, log records)."""
+        name, examples, params, samples = task
         evaluator = _BenchmarkEval(self.config, self.specs[name], self.backend, self.verifier)
-        params, samples = evaluator.kind(sampled)
         return name, evaluator.generate(examples, params, samples)
 
 
@@ -125,8 +126,7 @@ def _eval_on_ray(config: EvalConfig, benchmarks, out: Path, console: Console):
     for spec, examples in benchmarks:
         evaluator = _BenchmarkEval(config, spec, None, None)
         log = evaluator.open_log(out / "generations")
-        for chunk, _, samples in evaluator.missing(examples, log):
-            tasks.append((spec.benchmark, chunk, samples != [GREEDY]))
+        tasks += [(spec.benchmark, *batch) for batch in evaluator.missing(examples, log)]
         evaluators[spec.benchmark], logs[spec.benchmark] = evaluator, log
     started = time.perf_counter()
     replicas = {}
@@ -190,18 +190,12 @@ class _BenchmarkEval:
         _check_same_references(examples, log, [GREEDY, *range(n)])
         todo = [e for e in examples if not log.has(e.id, GREEDY)]
         for start in range(0, len(todo), batch):
-            yield todo[start : start + batch], *self.kind(sampled=False)
+            yield todo[start : start + batch], self.greedy, [GREEDY]
         if n:
             todo = [e for e in examples if not all(log.has(e.id, s) for s in range(n))]
             per_chunk = max(1, batch // n)
             for start in range(0, len(todo), per_chunk):
-                yield todo[start : start + per_chunk], *self.kind(sampled=True)
-
-    def kind(self, sampled: bool) -> tuple[SamplingParams, list]:
-        """The sampling parameters and sample labels of the greedy or the sampled answers."""
-        if sampled:
-            return self.sampling, list(range(self.config.n_samples))
-        return self.greedy, [GREEDY]
+                yield todo[start : start + per_chunk], self.sampling, list(range(n))
 
     def generate(self, examples: list[Example], params, samples: list) -> list[dict[str, Any]]:
         tokenizer = self.backend.tokenizer
