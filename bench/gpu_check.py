@@ -183,6 +183,7 @@ def check_sft(size: dict, device: str) -> dict[str, Any]:
 def sft_step(mode: str, size: dict, device: str, dtype, batch_args) -> dict[str, Any]:
     """Step time and peak CUDA memory of one forward + backward of `mode`, after a warm-up."""
     import torch
+    from identify_decoder import sync
     from sft_memory import build_batch, make_step
 
     model = random_qwen2(size, device, dtype).train()
@@ -190,13 +191,13 @@ def sft_step(mode: str, size: dict, device: str, dtype, batch_args) -> dict[str,
     step = make_step(mode, model, batch)
     step()  # warm-up
     model.zero_grad(set_to_none=True)
-    _sync(device)
+    sync(device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     start = time.perf_counter()
     step()
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - start
     peak = (
         (torch.cuda.max_memory_allocated() - before) / 2**20 if device.startswith("cuda") else None
@@ -284,13 +285,6 @@ PARTS = {
     "grpo": check_grpo,
     "deepspeed": check_deepspeed,
 }
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
 
 
 # --- output --------------------------------------------------------------------------------

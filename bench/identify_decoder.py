@@ -122,10 +122,10 @@ def compare_decoders(
             for t in range(len(response))
             for k in range(2)
         ]
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         outputs[batching] = decoder.decode(ranked, perturbations, [cap] * len(perturbations), stops)
-        _sync(device)
+        sync(device)
         seconds = time.perf_counter() - start
         results[batching] = {
             "continuations": len(perturbations),
@@ -137,10 +137,10 @@ def compare_decoders(
     naive = NaiveDecoder(model, pad_id=0)
     step = max(1, len(perturbations) // naive_perturbations)
     subset = list(range(0, len(perturbations), step))[:naive_perturbations]
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     slow = naive.decode(ranked, [perturbations[i] for i in subset], [cap] * len(subset), stops)
-    _sync(device)
+    sync(device)
     per_continuation = (time.perf_counter() - start) / len(subset)
     results["naive"] = {
         "continuations": len(perturbations),
@@ -160,7 +160,8 @@ def compare_decoders(
     return results
 
 
-def _sync(device: str) -> None:
+def sync(device: str) -> None:
+    """Wait for the device's queued work, so that a timer measures it."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,7 +19,7 @@ from cft_rl.errors import UserError
 from cft_rl.modeling import load_tokenizer
 from cft_rl.sft.config import SftOptimSettings
 from cft_rl.sft.data import TokenizedExample, build_training_set, with_eos
-from cft_rl.sft.distributed import LrSchedule, deepspeed_config
+from cft_rl.sft.distributed import LrSchedule, _free_port, deepspeed_config
 from cft_rl.sft.fields import collate
 from cft_rl.sft.losses import LOSSES
 from cft_rl.sft.metrics import SftMetrics
@@ -180,7 +183,7 @@ def test_progress_is_a_plain_line_per_step_in_a_log_file(setup, tmp_path, capsys
 
 
 PROCESS_GROUP_PROBE = """
-import os, sys
+import os
 import torch.distributed as dist
 from cft_rl.sft.distributed import process_group
 with process_group() as topology:
@@ -194,18 +197,10 @@ def test_a_launchers_group_is_destroyed_after_the_run_a_local_one_stays(launcher
     """Under a launcher the group is torn down before the interpreter exits (left to exit,
     gloo can abort a rank); without one it stays for the next in-process run, and the
     launcher variables set for it are taken back either way."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
     env = {key: value for key, value in os.environ.items() if key not in LAUNCHER_ENV}
     if launcher:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
         env |= dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
-        env["MASTER_PORT"] = str(port)
+        env["MASTER_PORT"] = str(_free_port())
     result = subprocess.run(
         [sys.executable, "-c", PROCESS_GROUP_PROBE],
         env=env,
