@@ -19,7 +19,9 @@ All share the alternatives' ranking and the answer-deduplicating judge, so the
 ratio is the decoding's. The masks must be identical; where they differ the bench says
 whether a numerical near tie (top-2 logit gap below --near-tie) explains it.
 Last, the decode bound: the same rows and tokens per response decoded by plain greedy
-forwards with nothing else, and the share of it the shared layout reaches.
+forwards with nothing else, and the share of it the shared layout reaches; and the greedy
+decode throughput by batch size (1 row to 4 responses' worth), whose best over batch 1 caps
+what any batched decoder can gain over the one-at-a-time loop on this model and machine.
 """
 
 from __future__ import annotations
@@ -102,6 +104,14 @@ def main() -> None:
                     generated.append(decoder.stats.generated_tokens - before)
             seconds[name] = time.perf_counter() - start
         bound_s = decode_bound(model, responses, results["shared"], generated, backend.pad_id)
+        continuations = [r.stats["continuations"] for r in results["shared"]]
+        sweep = throughput_by_batch(
+            model,
+            sorted({1, 8, 64, max(continuations), 4 * max(continuations)}),
+            prefix=round(sum(len(p) + len(r) // 2 for p, r, _ in responses) / len(responses)),
+            steps=max(1, round(sum(generated) / sum(continuations))),
+            pad_id=backend.pad_id,
+        )
     vllm = run_vllm(args, responses) if args.vllm_python else None
     report(decoders, results, seconds, responses)
     if vllm is not None:
@@ -122,9 +132,14 @@ def main() -> None:
         f"{shared.generated_tokens / seconds['shared']:.0f} tok/s over its whole run "
         f"({shared.generated_tokens / seconds['shared'] / bound_rate:.0%})"
     )
+    print(
+        "greedy decode tokens/s by batch size, forwards alone: "
+        + ", ".join(f"{rows}: {rate:.0f}" for rows, rate in sweep.items())
+        + f"; the best over batch 1: {max(sweep.values()) / sweep[1]:.1f}x (what any batching"
+        " can gain over a one-at-a-time loop here)"
+    )
 
 
-@torch.inference_mode()
 def decode_bound(
     model, responses, results: list[ResponseCriticality], generated: list[int], pad_id: int
 ) -> float:
@@ -132,23 +147,38 @@ def decode_bound(
     2T continuations as one batch of rows from a prefix of the mean length, each row the
     mean continuation length, greedy, one forward per step (no verification, no stop
     rules, no bookkeeping, no rows leaving the batch)."""
-    device = next(model.parameters()).device
     total = 0.0
     for (prompt, response, _), result, tokens in zip(responses, results, generated, strict=True):
         rows = result.stats["continuations"]
         if not rows:  # every position was left untried
             continue
         steps = max(1, round(tokens / rows))
-        prefix = len(prompt) + len(response) // 2
-        ids = torch.full((rows, prefix), pad_id, device=device)
-        out = model(input_ids=ids, use_cache=True)
-        cache, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
-        start = time.perf_counter()
-        for _ in range(steps):
-            out = model(input_ids=token, past_key_values=cache, use_cache=True)
-            cache, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
-        total += time.perf_counter() - start
+        total += greedy_forwards_s(model, rows, len(prompt) + len(response) // 2, steps, pad_id)
     return total
+
+
+def throughput_by_batch(
+    model, sizes: list[int], prefix: int, steps: int, pad_id: int
+) -> dict[int, float]:
+    """Greedy decode tokens/s at each batch size, nothing else: how much any batching can
+    gain over decoding one continuation at a time on this model and machine."""
+    return {
+        rows: rows * steps / greedy_forwards_s(model, rows, prefix, steps, pad_id) for rows in sizes
+    }
+
+
+@torch.inference_mode()
+def greedy_forwards_s(model, rows: int, prefix: int, steps: int, pad_id: int) -> float:
+    """Seconds of `steps` greedy one-token forwards of `rows` rows after a `prefix` prefill."""
+    device = next(model.parameters()).device
+    ids = torch.full((rows, prefix), pad_id, device=device)
+    out = model(input_ids=ids, use_cache=True)
+    cache, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+    start = time.perf_counter()
+    for _ in range(steps):
+        out = model(input_ids=token, past_key_values=cache, use_cache=True)
+        cache, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+    return time.perf_counter() - start
 
 
 def identify_one(args, decoder, verifier, tokenizer, eos_ids, prompt, response, reference):
