@@ -27,7 +27,7 @@ import re
 from collections import deque
 from typing import NamedTuple
 
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
+BOX_COMMANDS = ("\\boxed", "\\fbox")
 # Braces and backslashes are the only characters that matter for box matching.
 _BRACE_TOKENS = re.compile(r"[{}\\]")
 _NON_SPACE = re.compile(r"\S")  # an empty box commits to nothing
@@ -45,8 +45,9 @@ _JUDGEMENT = re.compile(
 _FILLER = re.compile(r"(?:(?:therefore|thus|so|then|hence|clearly|simply|just)\b[\s,]*)*", re.I)
 # What an answer that overrides a box holds: a digit, math, or a choice letter.
 _ANSWER_LIKE = re.compile(r"[\d$\\^=/]|^\(?[A-Za-z]\)?$")
-# A GSM8K answer line starts with a number or math, not a word (a Markdown heading).
-_HASHES_START = re.compile(r"[\s*]*[-+\d$\\(.]")
+# A GSM8K answer line starts with a number or math, or is a choice letter ("#### C",
+# "#### C)"), not a word (a Markdown heading "#### Verification").
+_HASHES_START = re.compile(r"[\s*]*(?:[-+\d$\\(.]|[A-Za-z][.)]?[\s*]*$)")
 _AFTER_PHRASE = " \t\n:*"  # "answer is: X", "**Answer:** X", an answer on the next line
 # Where a one-line answer stops: a sentence end (a period before a space, so
 # "3.5" survives) or the end of the line.
@@ -164,7 +165,7 @@ def _balanced(text: str) -> bool:
 def _closed_boxes(text: str) -> list[_Box]:
     """Every non-empty box that closes, in the order their contents start, in one pass."""
     # Braces before the first box command cannot change which "}" closes a box.
-    first = min((pos for pos in map(text.find, _BOX_COMMANDS) if pos >= 0), default=-1)
+    first = min((pos for pos in map(text.find, BOX_COMMANDS) if pos >= 0), default=-1)
     if first < 0:
         return []
     open_braces: list[tuple[int, int | None]] = []  # (after "{", its box command's start)
@@ -196,7 +197,7 @@ def _box_command_start(text: str, brace_pos: int) -> int | None:
     # Bounded look-back: at most a few spaces between the command and its brace.
     while end > 0 and brace_pos - end < 8 and text[end - 1] == " ":
         end -= 1
-    for command in _BOX_COMMANDS:
+    for command in BOX_COMMANDS:
         if text.startswith(command, end - len(command)):
             return end - len(command)
     return None

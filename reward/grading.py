@@ -23,7 +23,7 @@ from decimal import Decimal, InvalidOperation
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
 from reward.choice import Choices, named_letters
-from reward.extract import joined
+from reward.extract import BOX_COMMANDS, extract_answer_parts, joined
 
 _CONFIGS = [LatexExtractionConfig(), ExprExtractionConfig()]
 
@@ -69,11 +69,21 @@ def grade_answer(parts: Sequence[str], reference: str, choices: Choices | None =
     With `choices` the question is multiple choice: see grade_choice.
     """
     predicted = joined(parts)
+    reference = _reference_answer(reference)
     if choices:
         return grade_choice(predicted, reference, choices)
     if len(parts) > 1 and _is_tuple(_tidy(reference)):
         predicted = f"({predicted})"
     return grade(predicted, reference)
+
+
+def _reference_answer(reference: str) -> str:
+    """A reference written with boxes (a solution's "... \\boxed{3} ... \\boxed{5}") is the
+    answer those boxes commit to by the response's rules: far-apart boxes are a revision,
+    so only the last counts, not the set of both."""
+    if not any(command in reference for command in BOX_COMMANDS):
+        return reference
+    return joined(extract_answer_parts(reference)) or reference
 
 
 def grade_choice(predicted: str, reference: str, choices: Choices) -> bool:

@@ -90,6 +90,19 @@ def test_boxes_apart_or_revised_are_not_merged(text) -> None:
     assert extract_answer_parts(text) == ("5",)
 
 
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [("#### C", ("C",)), ("#### C)", ("C)",)), ("#### (C)", ("(C)",)), ("#### **B**", ("B",))],
+)
+def test_a_hashes_line_may_be_a_choice_letter(text, parts) -> None:
+    assert extract_answer_parts(text) == parts
+
+
+@pytest.mark.parametrize("text", ["#### Verification", "#### A note", "#### B and C"])
+def test_a_hashes_line_of_words_is_a_heading(text) -> None:
+    assert extract_answer_parts(text) == ()
+
+
 def test_the_same_box_twice_is_one_answer() -> None:
     assert extract_answer_parts("So \\boxed{143}\n\n**Final Answer**\n\\boxed{143}") == ("143",)
     assert extract_answer_parts("\\boxed{2} and \\boxed{2}") == ("2",)
@@ -110,6 +123,24 @@ def test_the_same_box_twice_is_one_answer() -> None:
     ],
 )
 def test_several_parts_are_graded_together(parts, reference, correct) -> None:
+    assert grade_answer(parts, reference) is correct
+
+
+_FAR_APART = "\\boxed{3}. " + "x" * MAX_JOIN_GAP + " \\boxed{5}"
+
+
+@pytest.mark.parametrize(
+    ("parts", "reference", "correct"),
+    [
+        (("3", "5"), _FAR_APART, False),  # far-apart boxes are no set of both
+        (("5",), _FAR_APART, True),  # the last box is the reference's answer
+        (("3",), _FAR_APART, False),
+        (("3", "5"), "\\boxed{3}, \\boxed{5}", True),  # joined boxes are one answer
+        (("5",), "\\boxed{3}, \\boxed{5}", False),
+        (("5",), "The answer is \\boxed{5}.", True),
+    ],
+)
+def test_a_reference_with_boxes_is_read_by_the_same_rules(parts, reference, correct) -> None:
     assert grade_answer(parts, reference) is correct
 
 
