@@ -13,8 +13,7 @@ import yaml
 from cft_rl.cli import main
 from cft_rl.commands import STAGES, resolve
 from cft_rl.config import ConfigError, load_config
-from cft_rl.data import DataError
-from cft_rl.data.registry import load_benchmark, load_file_examples
+from cft_rl.data import DataError, load_benchmark, load_file_examples, load_jsonl_examples
 from reward import Verifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,6 +105,9 @@ LAYOUTS = {
     "mapping": {"A": 4, "B": 5, "C": 6},
     "one string": "A) 4 B) 5 C) 6",
     "one string, parenthesised": "(A) 4 (B) 5 (C) 6",
+    "one string, no spaces": "A)4 B)5 C)6",
+    "MathQA's": "a ) 4 , b ) 5 , c ) 6",
+    "list, MathQA's labels": ["a ) 4", "b ) 5", "c ) 6"],
 }
 
 
@@ -158,9 +160,9 @@ def test_options_make_a_multiple_choice_question_graded_by_letter_or_text(choice
         (
             "F",
             "choice",
-            "field 'gold' is 'F': neither the letter nor the text of one of the options",
+            "field 'gold' is 'F': neither the letter \\(A, B\\) nor the text of one of the",
         ),
-        ("7", "choice", "field 'gold' is '7': neither the letter nor the text"),
+        ("7", "choice", "field 'gold' is '7': neither the letter \\(A, B\\) nor the text"),
         ("five", "number", "field 'gold' should be a number, got 'five'"),
     ],
 )
@@ -172,6 +174,40 @@ def test_answers_that_do_not_fit_their_kind_are_errors_naming_the_record(
     options = "opts" if kind == "choice" else None
     with pytest.raises(DataError, match=rf"mc.jsonl line 1: {error}"):
         load_file_examples(path, "mc", "{q}\n{opts}", "gold", options=options, kind=kind)
+
+
+def test_a_lower_case_answer_letter_names_its_option(tmp_path):
+    path = tmp_path / "mc.jsonl"
+    path.write_text(json.dumps({"q": "?", "opts": "a ) 4 , b ) 5", "gold": "b"}) + "\n")
+    [example] = load_file_examples(path, "mc", "{q}\n{opts}", "gold", options="opts")
+    assert example.answer == "B"
+    with Verifier(1) as verifier:
+        assert verifier.verify("#### B", example.answer, example.choices).correct
+        assert not verifier.verify("#### A", example.answer, example.choices).correct
+
+
+def test_doubled_braces_in_a_template_are_literal(choice_file):
+    template = "Compute \\frac{{1}}{{2}} of: {problem}"
+    [first, *_] = load_file_examples(choice_file, "x", template, "label")
+    assert first.question == "Compute \\frac{1}{2} of: What is 2 + 3?"
+    with pytest.raises(DataError, match=r"\{1\} is no field name; write literal braces as"):
+        load_file_examples(choice_file, "x", "Compute \\frac{1}{2} of: {problem}", "label")
+
+
+def test_a_file_of_ones_own_may_be_a_hub_dataset(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, config, split):
+        calls.append((name, config, split))
+        return [{"q": "What is 2 + 2?", "a": 4}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    [example] = load_file_examples("hub:someone/sums", "sums", "{q}", "a", kind="number")
+    assert (example.question, example.answer) == ("What is 2 + 2?", "4")
+    load_file_examples("hub:someone/sums:default:train", "sums", "{q}", "a")
+    assert calls == [("someone/sums", None, "test"), ("someone/sums", "default", "train")]
 
 
 def test_an_answer_of_its_kind_loads(tmp_path):
@@ -207,3 +243,11 @@ def test_tabmwp_choices_load_and_grade():
         assert verifier.verify("1.5 < 2, so \\boxed{no}.", yes_no.answer, yes_no.choices).correct
         assert verifier.verify("The answer is no.", yes_no.answer, yes_no.choices).correct
         assert not verifier.verify("\\boxed{yes}", yes_no.answer, yes_no.choices).correct
+
+
+def test_the_one_field_loader_lays_out_options_too(tmp_path):
+    path = tmp_path / "mc.jsonl"
+    path.write_text(json.dumps({"q": "What is 2 + 3?", "opts": ["4", "5"], "gold": "B"}) + "\n")
+    [example] = load_jsonl_examples(path, "q", "gold", options="opts")
+    assert example.question == "What is 2 + 3?\nA) 4\nB) 5"
+    assert example.choices == (("A", "4"), ("B", "5"))

@@ -5,6 +5,7 @@ from cft_rl.data.registry import (
     BENCHMARKS,
     PAPER_BENCHMARKS,
     load_benchmark,
+    load_file_examples,
     load_jsonl_examples,
 )
 
@@ -14,5 +15,6 @@ __all__ = [
     "DataError",
     "Example",
     "load_benchmark",
+    "load_file_examples",
     "load_jsonl_examples",
 ]

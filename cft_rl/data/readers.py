@@ -44,13 +44,16 @@ def joined_fields(*fields: str, optional: tuple[str, ...] = ()) -> Reader:
     return read
 
 
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+# "{field}" is a field; "{{" and "}}" are literal braces (LaTeX: "\\frac{{1}}{{2}}").
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{(\w+)\}")
 
 
-# A choice label at the start of an option: "A)", "(A)", "A." or "A:".
-_CHOICE_LABEL = re.compile(r"^\(?([A-Za-z])[).:]\s*")
-# Labels inside one string of options: "A) 4 B) 5", "(A) 4 (B) 5", "A. 4 B. 5".
-_INLINE_LABELS = re.compile(r"(?:^|(?<=\s))\(?([A-H])[).:]\s+")
+# A choice label at the start of an option: "A)", "(A)", "A.", "A:" or MathQA's "a )".
+_CHOICE_LABEL = re.compile(r"^\(?([A-Za-z]) ?[).:]\s*")
+# Labels inside one string of options: "A) 4 B) 5", "(A) 4 (B) 5", "A. 4 B. 5", "A)4 B)5",
+# MathQA's "a ) 4 , b ) 5". Only labels lettered in order (A, B, C, ...) count, so a
+# letter and bracket inside an option's text ("x) ...") is no new option.
+_INLINE_LABEL = re.compile(r"(?:^|(?<=[\s,]))\(?([A-Ha-h]) ?[).:]\s*")
 
 
 def choice_options(value: object, where: str) -> list[tuple[str, str]]:
@@ -69,11 +72,15 @@ def choice_options(value: object, where: str) -> list[tuple[str, str]]:
             else:
                 options.append((chr(ord("A") + index), text))
     elif isinstance(value, str):
-        labels = list(_INLINE_LABELS.finditer(value))
+        labels = []
+        for label in _INLINE_LABEL.finditer(value):
+            if label[1].upper() == chr(ord("A") + len(labels)):
+                labels.append(label)
         options = []
         for index, label in enumerate(labels):
             end = labels[index + 1].start() if index + 1 < len(labels) else len(value)
-            options.append((label[1], value[label.end() : end].strip()))
+            text = value[label.end() : end].strip().rstrip(",;").strip()
+            options.append((label[1].upper(), text))
     else:
         options = []
     if len(options) < 2:
@@ -100,12 +107,20 @@ def no_choices(record: Record) -> None:
 
 def template_question(template: str, options: str | None = None) -> Reader:
     """The question as `template` with each `{field}` replaced by the record's field: text or
-    a number as it is, a list one item per line, a mapping as `key) value` lines. The
+    a number as it is, a list one item per line, a mapping as `key) value` lines; `{{` and
+    `}}` are literal braces. The
     `options` (multiple choice) is always laid out as "A) text" lines, whatever the
     file's layout (see choice_options). Only plain field names are substituted; nothing
     in a record is evaluated."""
-    if not _PLACEHOLDER.search(template):
+    fields = [match[1] for match in _PLACEHOLDER.finditer(template) if match[1]]
+    if not fields:
         raise ValueError(f"question template {template!r} names no {{field}}")
+    numbered = [field for field in fields if field.isdigit()]
+    if numbered:
+        raise ValueError(
+            f"question template {template!r}: {{{numbered[0]}}} is no field name; "
+            "write literal braces as {{ and }} (\\frac{{1}}{{2}})"
+        )
 
     def value(record: Record, field: str) -> str:
         raw = record.get(field)
@@ -118,8 +133,11 @@ def template_question(template: str, options: str | None = None) -> Reader:
             return "\n".join(f"{key}) {str(item).strip()}" for key, item in raw.items())
         return record.text(field)
 
+    def substitute(record: Record, match: re.Match) -> str:
+        return value(record, match[1]) if match[1] else match[0][0]
+
     def read(record: Record) -> str:
-        return _PLACEHOLDER.sub(lambda match: value(record, match[1]), template).strip()
+        return _PLACEHOLDER.sub(lambda match: substitute(record, match), template).strip()
 
     return read
 

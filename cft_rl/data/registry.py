@@ -84,12 +84,8 @@ class FileBenchmark:
         )
 
     def _records(self, path: str | None, root: str | Path | None) -> list[Record]:
-        if path is not None and path.startswith(HUB_PREFIX):
-            name, _, config = path[len(HUB_PREFIX) :].partition(":")
-            split = self.hub.split if self.hub else "test"
-            return load_hub_records(HubSource(name, config or None, split))
         if path is not None:
-            return read_records(find_data_file(Path(path)))
+            return records_at(path, default_split=self.hub.split if self.hub else "test")
         directory = Path(root) if root is not None else default_root()
         local = find_data_file(directory / self.name, must_exist=False)
         if local is not None:
@@ -172,6 +168,15 @@ def find_data_file(path: Path, must_exist: bool = True) -> Path | None:
             f"{path}: no such file (nor a directory with test{', test'.join(SUFFIXES)})"
         )
     return None
+
+
+def records_at(path: str | Path, default_split: str = "test") -> list[Record]:
+    """The records of a file (or a directory holding test.*), or of a hub dataset named
+    `hub:NAME[:CONFIG[:SPLIT]]` (its split `default_split` unless given)."""
+    if not str(path).startswith(HUB_PREFIX):
+        return read_records(find_data_file(Path(path)))
+    name, config, split = (str(path)[len(HUB_PREFIX) :].split(":") + [None, None])[:3]
+    return load_hub_records(HubSource(name, config or None, split or default_split))
 
 
 def load_hub_records(hub: HubSource) -> list[Record]:
@@ -307,11 +312,15 @@ def load_jsonl_examples(
     answer_field: str,
     source: str | None = None,
     limit: int | None = None,
+    options: str | None = None,
 ) -> list[Example]:
-    """Examples from any JSONL (or JSON, parquet) file. The answer field may hold the answer
-    itself, a number, or a solution ending in `#### N` or containing \\boxed{}."""
+    """Examples from any JSONL (or JSON, parquet) file whose question is one field. The
+    answer field may hold the answer itself, a number, or a solution ending in `#### N` or
+    containing \\boxed{}; `options` names a multiple-choice options field, laid out after
+    the question. For a question built from several fields, see load_file_examples."""
     name = source or Path(path).stem
-    return load_file_examples(path, name, f"{{{question_field}}}", answer_field, limit=limit)
+    question = f"{{{question_field}}}" + (f"\n{{{options}}}" if options else "")
+    return load_file_examples(path, name, question, answer_field, limit=limit, options=options)
 
 
 def load_file_examples(
@@ -324,8 +333,9 @@ def load_file_examples(
     options: str | None = None,
     kind: AnswerKind | None = None,
 ) -> list[Example]:
-    """Examples from a file outside the registry (.jsonl, .json or .parquet, or a directory
-    with test.*): `question` is a template over each record's fields (see
+    """Examples from a file outside the registry (.jsonl, .json or .parquet, a directory
+    with test.*, or a hub dataset `hub:NAME[:CONFIG[:SPLIT]]`, split test unless given):
+    `question` is a template over each record's fields (see
     readers.template_question), `answer_field` holds the reference (the answer, a number,
     or a solution ending in `#### N` or containing \\boxed{}), `solution_field` a worked
     solution, `options` the field with multiple-choice options (laid out as "A) text"
@@ -337,7 +347,7 @@ def load_file_examples(
         kind = answer_kind(kind, options)
     except ValueError as err:
         raise DataError(f"{path}: {err}") from None
-    records = read_records(find_data_file(Path(path)))[:limit]
+    records = records_at(path)[:limit]
     read_choices = options_field(options) if options else no_choices
 
     def answer(record: Record) -> str:
@@ -346,10 +356,16 @@ def load_file_examples(
             raise record.error(f"field '{answer_field}' holds no usable answer")
         if kind == "number" and number_text(reference) is None:
             raise record.error(f"field '{answer_field}' should be a number, got {reference!r}")
-        if kind == "choice" and not _names_an_option(reference, read_choices(record)):
+        if kind == "choice":
+            choices = read_choices(record)
+            if _names_an_option(reference, choices):
+                return reference
+            if reference.strip().upper() in {letter for letter, _ in choices}:
+                return reference.strip().upper()  # a lower-case letter: "b" is option B
             raise record.error(
-                f"field '{answer_field}' is {reference!r}: neither the letter nor the text of "
-                f"one of the options in field '{options}'"
+                f"field '{answer_field}' is {reference!r}: neither the letter "
+                f"({', '.join(letter for letter, _ in choices)}) nor the text of one of "
+                f"the options in field '{options}'"
             )
         return reference
 

@@ -14,7 +14,8 @@ class FileFields(Section):
     """How the records of a file outside the registry make examples."""
 
     # A template over each record's fields, e.g. "{question}\n\nOptions:\n{options}": a list
-    # field is written one item per line, a mapping as "key) value" lines.
+    # field is written one item per line, a mapping as "key) value" lines; "{{" and "}}" are
+    # literal braces.
     question: str = "{question}"
     # The field with the reference answer: the answer itself, a number, or a solution ending
     # in "#### N" or holding \boxed{}.
