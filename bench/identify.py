@@ -113,7 +113,7 @@ def main() -> None:
             pad_id=backend.pad_id,
         )
     vllm = run_vllm(args, responses) if args.vllm_python else None
-    report(decoders, results, seconds, responses)
+    identical = report(decoders, results, seconds, responses)
     if vllm is not None:
         print(
             f"vllm (backend decoder): {vllm['seconds']:.2f} s, "
@@ -121,7 +121,7 @@ def main() -> None:
         )
         print(f"speed-up vllm vs naive: {seconds['naive'] / vllm['seconds']:.1f}x")
         print(f"shared / vllm time: {seconds['shared'] / vllm['seconds']:.2f}x")
-        compare_masks(results["shared"], vllm["results"], "vllm", reference="shared")
+        identical &= compare_masks(results["shared"], vllm["results"], "vllm", reference="shared")
     shared = decoders["shared"].stats
     bound_rate = sum(generated) / bound_s
     print(
@@ -138,6 +138,8 @@ def main() -> None:
         + f"; the best over batch 1: {max(sweep.values()) / sweep[1]:.1f}x (what any batching"
         " can gain over a one-at-a-time loop here)"
     )
+    if not identical:
+        sys.exit("masks differ between decoders (above): the speed-ups compare different work")
 
 
 def decode_bound(
@@ -277,7 +279,8 @@ def correct_answers(backend, verifier, args) -> list[tuple[list[int], list[int],
     return kept[: args.responses]
 
 
-def report(decoders, results, seconds, responses) -> None:
+def report(decoders, results, seconds, responses) -> bool:
+    """Print the table and speed-ups; True when every decoder's masks equal naive's."""
     tokens = sum(len(response) for _, response, _ in responses)
     print(f"{len(responses)} responses, {tokens} positions\n")
     print(
@@ -298,9 +301,11 @@ def report(decoders, results, seconds, responses) -> None:
             )
         )
     print()
+    identical = True
     for name in [name for name in decoders if name != "naive"]:
         print(f"speed-up {name} vs naive: {seconds['naive'] / seconds[name]:.1f}x")
-        compare_masks(results["naive"], results[name], name)
+        identical &= compare_masks(results["naive"], results[name], name)
+    return identical
 
 
 def compare_masks(
@@ -308,7 +313,9 @@ def compare_masks(
     fast: list[ResponseCriticality],
     name: str,
     reference: str = "naive",
-):
+) -> bool:
+    """Print where two decoders' masks differ, and whether near ties explain it; True when
+    they are identical."""
     differing = [
         (i, t)
         for i, (a, b) in enumerate(zip(naive, fast, strict=True))
@@ -318,7 +325,7 @@ def compare_masks(
     near_ties = sum(r.stats["near_ties"] for r in fast)
     if not differing:
         print(f"  masks identical ({near_ties} continuations passed a near tie)")
-        return
+        return True
     print(f"  masks DIFFER at {len(differing)} positions:")
     for i, t in differing:
         tied = any(alt["near_tie"] for alt in fast[i].alternatives[t])
@@ -327,6 +334,7 @@ def compare_masks(
             f"    response {i} position {t}: {reference} {naive[i].critical_mask[t]}, "
             f"{name} {fast[i].critical_mask[t]} ({cause})"
         )
+    return False
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -131,7 +131,9 @@ SchemaT = TypeVar("SchemaT", bound=BaseModel)
 def load_config(schema: type[SchemaT], recipe: str | Path | None, overrides: list[str]) -> SchemaT:
     """Load `recipe` (or start empty), apply `overrides`, validate against `schema`."""
     data = read_recipe(recipe) if recipe is not None else {}
-    source = str(recipe) if recipe is not None else "overrides"
+    places = [str(recipe)] if recipe is not None else []
+    places += ["the command line's overrides"] if overrides else []
+    source = " and ".join(places) or "an empty recipe"
     return validate(schema, apply_overrides(data, overrides), source)
 
 
@@ -221,8 +223,18 @@ def validate(schema: type[SchemaT], data: dict[str, Any], source: str) -> Schema
             elif not key:  # a check of the whole config: its message names the keys
                 lines.append(f"  {problem['msg'].removeprefix('Value error, ')}")
             else:
-                lines.append(f"  key '{key}': {problem['msg']} (got {problem.get('input')!r})")
+                message = problem["msg"].removeprefix("Value error, ")
+                got = problem.get("input")
+                lines.append(f"  key '{key}': {message} (got {got!r}){_unquoted_hint(got)}")
         raise ConfigError("\n".join(lines)) from None
+
+
+def _unquoted_hint(value: Any) -> str:
+    """YAML reads an unquoted template `{problem}` as the mapping {'problem': None}."""
+    if isinstance(value, dict) and value and all(v is None for v in value.values()):
+        field = next(iter(value))
+        return f'; in YAML, quote a template: "{{{field}}}"'
+    return ""
 
 
 def save_resolved(config: BaseModel, out_dir: str | Path, name: str = "config.yaml") -> Path:
@@ -245,18 +257,28 @@ def _renamed_key(schema: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
 
 
 def _closest_key(schema: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
-    """Find the valid key nearest to the unknown last element of `loc`."""
-    model: Any = schema
+    """Find the valid key nearest to the unknown last element of `loc`, through sections,
+    optional sections and lists of sections (`benchmarks.0.fields.optoins`)."""
+    model: type[BaseModel] | None = schema
     for part in loc[:-1]:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        if isinstance(part, int):  # a list entry: the list's own section type was taken
+            continue
+        field = model.model_fields.get(part)
+        model = _section_in(field.annotation) if field is not None else None
+        if model is None:
             return None
-        model = annotation
     matches = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.5)
     if not matches:
         return None
     return ".".join([*(str(p) for p in loc[:-1]), matches[0]])
+
+
+def _section_in(annotation: Any) -> type[BaseModel] | None:
+    """The section type an annotation holds: `Model`, `Model | None`, `list[Model]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    sections = {m for m in map(_section_in, get_args(annotation)) if m is not None}
+    return sections.pop() if len(sections) == 1 else None
 
 
 def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:

@@ -78,6 +78,22 @@ def test_unknown_key_names_it_and_the_closest_valid_key(tmp_path):
     assert str(recipe) in message
 
 
+@pytest.mark.parametrize(
+    ("entry", "hint"),
+    [
+        ({"benchmark": "toy", "limt": 3}, "benchmarks.0.limit"),  # in a list entry
+        (
+            {"benchmark": "x", "path": "p", "fields": {"optoins": "o"}},
+            "benchmarks.0.fields.options",
+        ),
+    ],
+)
+def test_the_closest_key_is_found_in_lists_and_optional_sections(entry, hint):
+    eval_config = resolve(STAGES["eval"][0])
+    with pytest.raises(ConfigError, match=f"did you mean '{hint}'"):
+        validate(eval_config, {"benchmarks": [entry]}, "recipe.yaml")
+
+
 def test_unknown_top_level_key_from_an_override():
     with pytest.raises(ConfigError, match="unknown key 'sead'.*did you mean 'seed'"):
         load_config(Stage, None, ["sead=1"])
@@ -164,3 +180,30 @@ def test_a_partial_data_section_keeps_the_stage_defaults():
     assert validate(identify, {"data": {"limit": 10}}, "recipe").data.benchmark == "toy-train"
     grpo = resolve(STAGES["grpo"][0])
     assert validate(grpo, {"data": {"limit": 10}}, "recipe").data.benchmark == "toy-train"
+
+
+def test_an_unknown_prompt_template_is_refused_before_any_work():
+    eval_config = resolve(STAGES["eval"][0])
+    with pytest.raises(ConfigError, match="benchmarks.0.template': unknown prompt template 'toyy'"):
+        validate(eval_config, {"benchmarks": [{"benchmark": "toy", "template": "toyy"}]}, "r")
+    validation = resolve(STAGES["sft"][0]).model_fields["validation"].annotation
+    assert validation.model_validate({"benchmark": "toy-val"}).template is None  # the data's
+
+
+def test_an_error_says_whether_overrides_took_part(tmp_path):
+    recipe = write(tmp_path, "seed: x\n")
+    with pytest.raises(ConfigError, match=r"recipe.yaml: invalid config"):
+        load_config(Stage, recipe, [])
+    with pytest.raises(ConfigError, match=r"recipe.yaml and the command line's overrides: inv"):
+        load_config(Stage, recipe, ["generation.batch_size=2"])
+
+
+def test_an_unquoted_template_gets_a_hint(tmp_path):
+    recipe = write(
+        tmp_path,
+        "benchmarks:\n  - benchmark: x\n    path: p\n    fields:\n      question: {problem}\n",
+    )
+    with pytest.raises(
+        ConfigError, match=r'fields.question.*in YAML, quote a template: "\{problem\}"'
+    ):
+        load_config(resolve(STAGES["eval"][0]), recipe, [])

@@ -476,8 +476,7 @@ def test_gspo_ratio_is_per_sequence():
 def test_gae_matches_verl(verl, batch, gamma, lam):
     core_algos, _ = verl
     mask = batch["mask"].clone()
-    mask[3, 0] = 1.0  # whitening needs every row's stats defined; the empty row stays empty
-    mask[3] = 0.0
+    mask[3] = 0.0  # an empty row (no response tokens): ours must treat it as verl does
     values = batch["loss_mat"]
     rewards = _token_rewards(batch["scores"], mask)
     expected = core_algos.get_adv_estimator_fn("gae")(

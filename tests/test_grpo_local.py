@@ -15,6 +15,7 @@ from tiny_lm import char_tokenizer, save_tiny_model, tiny_qwen2
 from cft_rl.checkpointing import latest_checkpoint
 from cft_rl.grpo import algos
 from cft_rl.grpo.config import GrpoConfig
+from cft_rl.grpo.critic import Critic
 from cft_rl.grpo.local_engine import LocalGrpo, run_local
 from cft_rl.grpo.prompts import PromptSchedule
 from cft_rl.grpo.sequences import token_stats
@@ -374,6 +375,19 @@ def test_ppo_warms_the_critic_up_then_trains_both(model_dir, train_file, tmp_pat
     # A zero-initialised head values everything at 0 first; it then learns toward the returns.
     assert records[0]["values_mean"] == 0.0 and records[-1]["values_mean"] != 0.0
     assert (latest_checkpoint(tmp_path) / "critic.safetensors").is_file()
+
+
+def test_ppo_critic_starts_from_its_own_model_when_given(model_dir, train_file, tmp_path):
+    own = save_tiny_model(tmp_path / "critic", seed=1)
+    policy_model = tiny_qwen2(len(char_tokenizer()), seed=0).base_model.state_dict()
+    critic_model = tiny_qwen2(len(char_tokenizer()), seed=1).base_model.state_dict()
+    for given, expected in (
+        (None, policy_model),
+        ({"path": str(own), "device": "cpu"}, critic_model),
+    ):
+        config = make_config(model_dir, train_file, tmp_path / "out", **PPO, critic__model=given)
+        backbone = Critic(config, pad_id=0).model.backbone.state_dict()
+        assert all(torch.equal(backbone[name], value) for name, value in expected.items())
 
 
 def test_ppo_resume_with_the_critic_equals_uninterrupted(model_dir, train_file, tmp_path):

@@ -222,8 +222,8 @@ def test_an_answer_of_its_kind_loads(tmp_path):
 @pytest.mark.parametrize(
     ("fields", "error"),
     [
-        ({"kind": "choice"}, "'choice' needs an options field, and only it"),
-        ({"kind": "number", "options": "options"}, "'number': 'choice' needs an options"),
+        ({"kind": "choice"}, r"kind 'choice' needs an options field \(fields.options\)"),
+        ({"kind": "number", "options": "options"}, "kind 'number' takes no options field"),
         ({"kind": "boolean"}, "fields.kind"),
     ],
 )
@@ -251,3 +251,11 @@ def test_the_one_field_loader_lays_out_options_too(tmp_path):
     [example] = load_jsonl_examples(path, "q", "gold", options="opts")
     assert example.question == "What is 2 + 3?\nA) 4\nB) 5"
     assert example.choices == (("A", "4"), ("B", "5"))
+
+
+def test_a_data_error_names_the_recipe_section(choice_file):
+    config = resolve(STAGES["grpo"][0]).model_validate(
+        {"validation": own_data(choice_file) | {"fields": {"question": "{q}", "answer": "label"}}}
+    )
+    with pytest.raises(DataError, match=r"^validation: .*my_choices.jsonl line 1: missing field"):
+        config.validation.load("validation")

@@ -384,7 +384,9 @@ def answer_kind(kind: AnswerKind | None, options: str | None) -> AnswerKind:
     if kind is None:
         return "choice" if options else "expression"
     if (kind == "choice") != (options is not None):
-        raise ValueError(f"answers of kind '{kind}': 'choice' needs an options field, and only it")
+        if kind == "choice":
+            raise ValueError("kind 'choice' needs an options field (fields.options)")
+        raise ValueError(f"kind '{kind}' takes no options field: only kind 'choice' does")
     return kind
 
 

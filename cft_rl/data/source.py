@@ -3,10 +3,11 @@ questions, and how they are prompted; or a file of one's own, with its fields.""
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from cft_rl.config import Section
-from cft_rl.data.example import Example
+from cft_rl.data.example import DataError, Example
+from cft_rl.data.prompts import TEMPLATES
 from cft_rl.data.registry import AnswerKind, answer_kind, load_benchmark, load_file_examples
 
 
@@ -49,23 +50,36 @@ class DataSource(Section):
     template: str = "toy"
     fields: FileFields | None = None
 
+    @field_validator("template")
+    @classmethod
+    def _known_template(cls, template: str | None) -> str | None:
+        if template is not None and template not in TEMPLATES:
+            raise ValueError(
+                f"unknown prompt template '{template}' (known: {', '.join(TEMPLATES)})"
+            )
+        return template
+
     @model_validator(mode="after")
     def _own_file_has_a_path(self) -> DataSource:
         if self.fields is not None and self.path is None:
             raise ValueError("fields: a file of one's own needs `path`")
         return self
 
-    def load(self) -> list[Example]:
-        if self.fields is None:
-            return load_benchmark(self.benchmark, self.path, self.limit)
-        f = self.fields
-        return load_file_examples(
-            self.path,
-            self.benchmark,
-            f.question,
-            f.answer,
-            f.solution,
-            self.limit,
-            f.options,
-            f.kind,
-        )
+    def load(self, key: str = "data") -> list[Example]:
+        """The examples; an error says which recipe section (`key`) named the data."""
+        try:
+            if self.fields is None:
+                return load_benchmark(self.benchmark, self.path, self.limit)
+            f = self.fields
+            return load_file_examples(
+                self.path,
+                self.benchmark,
+                f.question,
+                f.answer,
+                f.solution,
+                self.limit,
+                f.options,
+                f.kind,
+            )
+        except DataError as err:
+            raise DataError(f"{key}: {err}") from None

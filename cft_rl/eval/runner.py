@@ -50,7 +50,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     if config.cpu_threads is not None:
         torch.set_num_threads(config.cpu_threads)
     # Every benchmark is read first: a bad name or file fails before the model loads.
-    benchmarks = [(spec, spec.load()) for spec in config.benchmarks]
+    benchmarks = [(spec, spec.load(f"benchmarks.{i}")) for i, spec in enumerate(config.benchmarks)]
     for spec, examples in benchmarks:
         _check_unique_ids(spec, examples)
     if config.scale.backend == "ray":

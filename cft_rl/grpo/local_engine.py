@@ -224,7 +224,7 @@ class LocalGrpo:
         spec = self.config.validation
         if spec.benchmark is None:
             return None
-        examples = spec.load()
+        examples = spec.load("validation")
         prompts = encode_prompts(
             self.tokenizer, examples, spec.template, self.config.data.max_prompt_tokens
         )

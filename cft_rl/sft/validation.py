@@ -37,7 +37,7 @@ class ValidationSet:
 
     def __init__(self, config: SftConfig, tokenizer) -> None:
         spec = config.validation
-        examples = spec.load()
+        examples = spec.load("validation")
         if not examples:
             raise UserError(f"validation.benchmark '{spec.benchmark}' has no questions")
         self.spec = spec
