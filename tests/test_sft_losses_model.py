@@ -3,6 +3,8 @@ the step normaliser summed over ranks, and the batch-field helpers."""
 
 import subprocess
 import sys
+from collections import defaultdict
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -169,28 +171,26 @@ def test_example_seed_is_stable_and_distinct():
 
 @pytest.mark.parametrize(("name", "mask"), [("dft", "response_mask"), ("cft", "critical_mask")])
 def test_losses_equal_trls_fused_lm_head_with_labels_masked(name, mask):
-    """TRL 1.16's SFTTrainer loss (its fused, chunked LM head over the positions whose label
-    is not -100): `loss_type="dft"` on response labels is our `dft`, and its default `nll` on
-    labels -100 outside the critical tokens is our `cft`, loss and gradients."""
+    """TRL 1.16's own SFTTrainer.compute_loss (its fused, chunked LM head over the positions
+    whose label is not -100): `loss_type="dft"` on response labels is our `dft`, and its
+    default `nll` on labels -100 outside the critical tokens is our `cft`, loss and
+    gradients."""
     trl_utils = pytest.importorskip("trl.trainer.utils")
+    from trl import SFTTrainer
+
     model = tiny_model()
     batch = collate(examples())
     ours, grads = step_loss_and_grads(model, LossConfig(name=name), [batch])
 
-    # What SFTTrainer.compute_loss does, on the same model and tensors.
     trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
     model.zero_grad()
-    labels = batch["input_ids"].masked_fill(batch[mask] == 0, -100)
-    out = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        labels=labels,
-        fused_lm_head=True,
-    )
-    per_token = -out.log_probs
-    if name == "dft":
-        per_token = per_token * out.log_probs.exp().detach()
-    theirs = per_token.sum() / out.label_mask.sum().clamp(min=1)
+    inputs = {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch["attention_mask"],
+        "labels": batch["input_ids"].masked_fill(batch[mask] == 0, -100),
+    }
+    loss_type = "dft" if name == "dft" else "nll"
+    theirs = SFTTrainer.compute_loss(_one_process_sft_trainer(model, loss_type), model, inputs)
     theirs.backward()
 
     # TRL's kernel returns float32 log-probabilities of this float64 model: float32 tolerances.
@@ -198,3 +198,23 @@ def test_losses_equal_trls_fused_lm_head_with_labels_masked(name, mask):
     torch.testing.assert_close(ours, theirs.item(), **tolerance)
     for key, param in model.named_parameters():
         torch.testing.assert_close(grads[key], param.grad.double(), msg=key, **tolerance)
+
+
+def _one_process_sft_trainer(model, loss_type: str) -> SimpleNamespace:
+    """What SFTTrainer.compute_loss reads of its trainer, for one process and no extras
+    (building a real SFTTrainer needs a dataset, an accelerator and a tokenizer)."""
+    accelerator = SimpleNamespace(
+        parallelism_config=None, num_processes=1, gather_for_metrics=lambda value: value
+    )
+    return SimpleNamespace(
+        model=model,
+        args=SimpleNamespace(loss_type=loss_type, average_tokens_across_devices=False),
+        accelerator=accelerator,
+        aux_loss_enabled=False,
+        compute_loss_func=None,
+        label_smoother=None,
+        _metrics={"train": defaultdict(list), "eval": defaultdict(list)},
+        _total_train_tokens=0,
+        _tp_size=1,
+        get_tp_size=lambda: 1,
+    )
