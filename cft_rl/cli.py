@@ -22,16 +22,25 @@ from cft_rl.errors import UserError
 RECIPE_HEADER = re.compile(r"^# cft-rl (toy \w+|\w+) --recipe (\S+)")
 
 
-def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
+# Where each recipe-driven command's keys are explained.
+COMMAND_DOCS = {"experiment": "docs/experiments.md", "build": "docs/toy.md"}
+
+
+def _add_recipe_args(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--recipe", help="YAML recipe (see recipes/)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
+    parser.epilog = (
+        f"The recipe's keys are explained in {COMMAND_DOCS.get(name, f'docs/{name}.md')}; "
+        "every run writes its whole config, defaults included, to <output_dir>/config.yaml. "
+        "Overrides are dotted keys, e.g. optim.lr=1e-5 or data.limit=100."
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cft-rl", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name, (_, _, help_text) in STAGES.items():
-        _add_recipe_args(commands.add_parser(name, help=help_text))
+        _add_recipe_args(commands.add_parser(name, help=help_text, description=help_text), name)
 
     report = commands.add_parser("report", help="plots and tables from run directories")
     kinds = report.add_subparsers(dest="kind", required=True)
@@ -43,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     toy = commands.add_parser("toy", help="the embedded toy world")
     toy_commands = toy.add_subparsers(dest="toy_command", required=True)
     for name, (_, _, help_text) in TOY_COMMANDS.items():
-        _add_recipe_args(toy_commands.add_parser(name, help=help_text))
+        _add_recipe_args(toy_commands.add_parser(name, help=help_text, description=help_text), name)
     return parser
 
 

@@ -82,3 +82,15 @@ def test_a_stage_without_its_recipe_says_so(capsys):
     assert cli.main(["eval"]) == 2
     err = capsys.readouterr().err
     assert "benchmarks" in err and "no --recipe given" in err
+
+
+@pytest.mark.parametrize(
+    "command", [*([name] for name in cli.STAGES), *(["toy", name] for name in cli.TOY_COMMANDS)]
+)
+def test_every_commands_help_points_to_docs_that_exist(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main([*command, "--help"])
+    assert done.value.code == 0
+    shown = capsys.readouterr().out
+    [doc] = [word.rstrip(";") for word in shown.split() if word.startswith("docs/")]
+    assert (Path(__file__).resolve().parents[1] / doc).is_file(), doc
