@@ -105,6 +105,8 @@ def main() -> None:
             seconds[name] = time.perf_counter() - start
         bound_s = decode_bound(model, responses, results["shared"], generated, backend.pad_id)
         continuations = [r.stats["continuations"] for r in results["shared"]]
+        if not sum(continuations):
+            sys.exit("no position had an alternative to try: nothing to time")
         sweep = throughput_by_batch(
             model,
             sorted({1, 8, 64, max(continuations), 4 * max(continuations)}),

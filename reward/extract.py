@@ -27,7 +27,7 @@ import re
 from collections import deque
 from typing import NamedTuple
 
-BOX_COMMANDS = ("\\boxed", "\\fbox")
+BOX_COMMANDS = ("\\boxed", "\\fbox", "\\framebox")
 # Braces and backslashes are the only characters that matter for box matching.
 _BRACE_TOKENS = re.compile(r"[{}\\]")
 _NON_SPACE = re.compile(r"\S")  # an empty box commits to nothing
@@ -45,9 +45,12 @@ _JUDGEMENT = re.compile(
 _FILLER = re.compile(r"(?:(?:therefore|thus|so|then|hence|clearly|simply|just)\b[\s,]*)*", re.I)
 # What an answer that overrides a box holds: a digit, math, or a choice letter.
 _ANSWER_LIKE = re.compile(r"[\d$\\^=/]|^\(?[A-Za-z]\)?$")
-# A GSM8K answer line starts with a number or math, or is a choice letter ("#### C",
-# "#### C)"), not a word (a Markdown heading "#### Verification").
-_HASHES_START = re.compile(r"[\s*]*(?:[-+\d$\\(.]|[A-Za-z][.)]?[\s*]*$)")
+# A GSM8K answer line starts with a number or math, not a word (a Markdown heading
+# "#### Verification")...
+_HASHES_START = re.compile(r"[\s*]*[-+\d$\\(.]")
+# ... or is a choice letter: "#### C", "#### C)", "#### **C**", "#### C) 12" (a capital; no
+# "#### I." or "#### c", which are as likely a heading's numbering).
+_HASHES_LETTER = re.compile(r"\s*(?:(\*\*)?[A-Z]\)?(?(1)\*\*)\s*$|[A-Z]\)\s+\S)")
 _AFTER_PHRASE = " \t\n:*"  # "answer is: X", "**Answer:** X", an answer on the next line
 # Where a one-line answer stops: a sentence end (a period before a space, so
 # "3.5" survives) or the end of the line.
@@ -114,6 +117,13 @@ def _box_stays(position: int, box: _BoxRun, content: str) -> bool:
     """Does a `####` line or phrase starting at `position`, after the box begins, leave the
     box the answer? Yes when it sits inside the box, or holds prose rather than an answer."""
     return position < box.end or not _ANSWER_LIKE.search(_strip_decoration(content))
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last box in `text` (braces matched; nested: the inner one), alone:
+    how a reference or a solution written with boxes is read."""
+    boxes = _closed_boxes(text)
+    return text[boxes[-1].start : boxes[-1].end].strip() or None if boxes else None
 
 
 def extract_final_answer(text: str, last_number_fallback: bool = False) -> str | None:
@@ -209,7 +219,8 @@ def _after_last_hashes(text: str) -> tuple[int, list[str]] | None:
         return None
     line_end = text.find("\n", pos)
     content = text[pos + 4 : line_end if line_end >= 0 else len(text)]
-    return (pos, [content]) if _HASHES_START.match(content) else None
+    answer_like = _HASHES_START.match(content) or _HASHES_LETTER.match(content)
+    return (pos, [content]) if answer_like else None
 
 
 def _after_last_answer_phrase(text: str) -> tuple[int, list[str]] | None:

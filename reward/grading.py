@@ -23,7 +23,7 @@ from decimal import Decimal, InvalidOperation
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
 from reward.choice import Choices, named_letters
-from reward.extract import BOX_COMMANDS, extract_answer_parts, joined
+from reward.extract import BOX_COMMANDS, joined, last_boxed
 
 _CONFIGS = [LatexExtractionConfig(), ExprExtractionConfig()]
 
@@ -78,12 +78,12 @@ def grade_answer(parts: Sequence[str], reference: str, choices: Choices | None =
 
 
 def _reference_answer(reference: str) -> str:
-    """A reference written with boxes (a solution's "... \\boxed{3} ... \\boxed{5}") is the
-    answer those boxes commit to by the response's rules: far-apart boxes are a revision,
-    so only the last counts, not the set of both."""
+    """A reference written with boxes (a solution kept whole) is its last box, as the data
+    loaders read a solution field: "\\boxed{3} ... \\boxed{5}" is 5, not the set of both,
+    and its prose is no answer."""
     if not any(command in reference for command in BOX_COMMANDS):
         return reference
-    return joined(extract_answer_parts(reference)) or reference
+    return last_boxed(reference) or reference
 
 
 def grade_choice(predicted: str, reference: str, choices: Choices) -> bool:

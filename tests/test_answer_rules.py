@@ -92,15 +92,24 @@ def test_boxes_apart_or_revised_are_not_merged(text) -> None:
 
 @pytest.mark.parametrize(
     ("text", "parts"),
-    [("#### C", ("C",)), ("#### C)", ("C)",)), ("#### (C)", ("(C)",)), ("#### **B**", ("B",))],
+    [
+        ("#### C", ("C",)),
+        ("#### C)", ("C)",)),
+        ("#### (C)", ("(C)",)),
+        ("#### **B**", ("B",)),
+        ("#### C) 12", ("C) 12",)),
+    ],
 )
 def test_a_hashes_line_may_be_a_choice_letter(text, parts) -> None:
     assert extract_answer_parts(text) == parts
 
 
-@pytest.mark.parametrize("text", ["#### Verification", "#### A note", "#### B and C"])
+@pytest.mark.parametrize(
+    "text", ["#### Verification", "#### A note", "#### B and C", "#### I.", "#### c", "#### C)**"]
+)
 def test_a_hashes_line_of_words_is_a_heading(text) -> None:
     assert extract_answer_parts(text) == ()
+    assert extract_answer_parts(f"\\boxed{{2}}\n\n{text}") == ("2",)  # and overrides no box
 
 
 def test_the_same_box_twice_is_one_answer() -> None:
@@ -135,12 +144,13 @@ _FAR_APART = "\\boxed{3}. " + "x" * MAX_JOIN_GAP + " \\boxed{5}"
         (("3", "5"), _FAR_APART, False),  # far-apart boxes are no set of both
         (("5",), _FAR_APART, True),  # the last box is the reference's answer
         (("3",), _FAR_APART, False),
-        (("3", "5"), "\\boxed{3}, \\boxed{5}", True),  # joined boxes are one answer
-        (("5",), "\\boxed{3}, \\boxed{5}", False),
+        (("5",), "\\boxed{3}, \\boxed{5}", True),  # near or far: the last box, as loaders read
+        (("3", "5"), "\\boxed{3}, \\boxed{5}", False),
         (("5",), "The answer is \\boxed{5}.", True),
+        (("5",), "\\boxed{5}\n\nThe answer is 5 because 2 + 3 = 5", True),  # prose: no answer
     ],
 )
-def test_a_reference_with_boxes_is_read_by_the_same_rules(parts, reference, correct) -> None:
+def test_a_reference_with_boxes_is_its_last_box(parts, reference, correct) -> None:
     assert grade_answer(parts, reference) is correct
 
 

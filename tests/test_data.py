@@ -15,7 +15,8 @@ from cft_rl.data import (
     load_benchmark,
     load_jsonl_examples,
 )
-from cft_rl.data.answers import last_boxed, number_text
+from cft_rl.data.answers import number_text
+from reward.extract import last_boxed
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
 

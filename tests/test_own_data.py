@@ -14,6 +14,7 @@ from cft_rl.cli import main
 from cft_rl.commands import STAGES, resolve
 from cft_rl.config import ConfigError, load_config
 from cft_rl.data import DataError, load_benchmark, load_file_examples, load_jsonl_examples
+from cft_rl.data.readers import choice_options
 from reward import Verifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,12 +121,35 @@ def test_options_come_out_in_one_layout_whatever_the_files(tmp_path, layout):
     assert example.question == "What is 2 + 3?\nA) 4\nB) 5\nC) 6"
 
 
-@pytest.mark.parametrize("bad", ["only one option", ["A) 4"], 7])
-def test_options_that_are_not_choices_are_an_error_naming_the_record(tmp_path, bad):
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        ("only one option", "options should be"),
+        (["A) 4"], "options should be"),
+        (7, "options should be"),
+        ("A) 4 B)", "option B has no text"),
+        (["4", ""], "option B has no text"),
+        ("A) 1 B) 2 A) 3", "option label A comes again"),
+    ],
+)
+def test_options_that_are_not_choices_are_an_error_naming_the_record(tmp_path, bad, error):
     path = tmp_path / "mc.jsonl"
     path.write_text(json.dumps({"q": "?", "opts": bad, "gold": "A"}) + "\n")
-    with pytest.raises(DataError, match=r"mc.jsonl line 1: field 'opts': options should be"):
+    with pytest.raises(DataError, match=rf"mc.jsonl line 1: field 'opts': {error}"):
         load_file_examples(path, "mc", "{q}\n{opts}", "gold", options="opts")
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ("A) Both a and b. B) Neither", [("A", "Both a and b."), ("B", "Neither")]),
+        ("A) a + b: 2 B) 3", [("A", "a + b: 2"), ("B", "3")]),
+        ("a) see A. above b) 5", [("A", "see A. above"), ("B", "5")]),
+        ("A) 4 C) 5 B) 6", [("A", "4 C) 5"), ("B", "6")]),  # out of order: text
+    ],
+)
+def test_letters_of_the_other_case_or_out_of_order_are_option_text(options, expected):
+    assert choice_options(options, "here") == expected
 
 
 def test_the_options_key_reaches_the_loader_from_a_recipe(choice_file):
@@ -208,6 +232,8 @@ def test_a_file_of_ones_own_may_be_a_hub_dataset(monkeypatch):
     assert (example.question, example.answer) == ("What is 2 + 2?", "4")
     load_file_examples("hub:someone/sums:default:train", "sums", "{q}", "a")
     assert calls == [("someone/sums", None, "test"), ("someone/sums", "default", "train")]
+    with pytest.raises(DataError, match=r"a hub dataset is hub:NAME\[:CONFIG\[:SPLIT\]\]"):
+        load_file_examples("hub:someone/sums:default:train:extra", "sums", "{q}", "a")
 
 
 def test_an_answer_of_its_kind_loads(tmp_path):

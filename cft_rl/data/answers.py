@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+from reward.extract import last_boxed
+
 _NUMBER = re.compile(r"[-+]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?")
 _DOLLAR = re.compile(r"(?<!\\)\$")
 _PARENTHESISED_UNIT = re.compile(r"^(?P<value>.+?)\s*\((?P<unit>[^()]*[A-Za-z][^()]*)\)$")
 _SENTENCE_END_AFTER_MATH = re.compile(r"(?<=[\d})\]])\s*\.$")
-_BOX_COMMANDS = ("\\boxed", "\\fbox", "\\framebox")
 
 
 def number_text(value: float | int | str) -> str | None:
@@ -34,24 +35,6 @@ def after_hashes(solution: str) -> str | None:
         return None
     answer = solution.rsplit("####", 1)[1].strip()
     return answer or None
-
-
-def last_boxed(text: str) -> str | None:
-    """The content of the last \\boxed{...} (or \\fbox, \\framebox) in `text`, braces matched."""
-    starts = [(text.rfind(command + "{"), command) for command in _BOX_COMMANDS]
-    start, command = max(starts)
-    if start < 0:
-        return None
-    depth = 0
-    open_at = start + len(command)
-    for i in range(open_at, len(text)):
-        if text[i] == "{" and text[i - 1] != "\\":
-            depth += 1
-        elif text[i] == "}" and text[i - 1] != "\\":
-            depth -= 1
-            if depth == 0:
-                return text[open_at + 1 : i].strip() or None
-    return None
 
 
 def without_math_delimiters(text: str) -> str:

@@ -7,15 +7,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from cft_rl.data.answers import (
-    after_hashes,
-    last_boxed,
-    number_text,
-    tidy_reference,
-)
+from cft_rl.data.answers import after_hashes, number_text, tidy_reference
 from cft_rl.data.example import DataError
 from cft_rl.data.records import Record
 from reward.choice import Choices
+from reward.extract import last_boxed
 
 Reader = Callable[[Record], str]
 SolutionReader = Callable[[Record], "str | None"]
@@ -51,8 +47,8 @@ _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{(\w+)\}")
 # A choice label at the start of an option: "A)", "(A)", "A.", "A:" or MathQA's "a )".
 _CHOICE_LABEL = re.compile(r"^\(?([A-Za-z]) ?[).:]\s*")
 # Labels inside one string of options: "A) 4 B) 5", "(A) 4 (B) 5", "A. 4 B. 5", "A)4 B)5",
-# MathQA's "a ) 4 , b ) 5". Only labels lettered in order (A, B, C, ...) count, so a
-# letter and bracket inside an option's text ("x) ...") is no new option.
+# MathQA's "a ) 4 , b ) 5". Only labels of the first one's case, lettered in order (A, B,
+# C, ...), count, so "b." or "x)" inside an option's text starts no option.
 _INLINE_LABEL = re.compile(r"(?:^|(?<=[\s,]))\(?([A-Ha-h]) ?[).:]\s*")
 
 
@@ -72,19 +68,32 @@ def choice_options(value: object, where: str) -> list[tuple[str, str]]:
             else:
                 options.append((chr(ord("A") + index), text))
     elif isinstance(value, str):
-        labels = []
-        for label in _INLINE_LABEL.finditer(value):
-            if label[1].upper() == chr(ord("A") + len(labels)):
-                labels.append(label)
-        options = []
-        for index, label in enumerate(labels):
-            end = labels[index + 1].start() if index + 1 < len(labels) else len(value)
-            text = value[label.end() : end].strip().rstrip(",;").strip()
-            options.append((label[1].upper(), text))
+        options = _inline_options(value, where)
     else:
         options = []
     if len(options) < 2:
         raise DataError(f"{where}: options should be two or more choices, got {value!r}")
+    empty = [letter for letter, text in options if not text]
+    if empty:
+        raise DataError(f"{where}: option {empty[0]} has no text, in {value!r}")
+    return options
+
+
+def _inline_options(value: str, where: str) -> list[tuple[str, str]]:
+    """The options of one string "A) 4 B) 5 C) 6" (see _INLINE_LABEL)."""
+    labels: list[re.Match] = []
+    for label in _INLINE_LABEL.finditer(value):
+        letter = label[1]
+        if labels and letter.isupper() != labels[0][1].isupper():
+            continue
+        if letter.upper() == chr(ord("A") + len(labels)):
+            labels.append(label)
+        elif labels and letter.upper() < chr(ord("A") + len(labels)):
+            raise DataError(f"{where}: option label {letter} comes again, in {value!r}")
+    options = []
+    for index, label in enumerate(labels):
+        end = labels[index + 1].start() if index + 1 < len(labels) else len(value)
+        options.append((label[1].upper(), value[label.end() : end].strip().rstrip(",;").strip()))
     return options
 
 

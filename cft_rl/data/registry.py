@@ -175,7 +175,10 @@ def records_at(path: str | Path, default_split: str = "test") -> list[Record]:
     `hub:NAME[:CONFIG[:SPLIT]]` (its split `default_split` unless given)."""
     if not str(path).startswith(HUB_PREFIX):
         return read_records(find_data_file(Path(path)))
-    name, config, split = (str(path)[len(HUB_PREFIX) :].split(":") + [None, None])[:3]
+    parts = str(path)[len(HUB_PREFIX) :].split(":")
+    if len(parts) > 3 or not parts[0]:
+        raise DataError(f"{path}: a hub dataset is hub:NAME[:CONFIG[:SPLIT]]")
+    name, config, split = (parts + [None, None])[:3]
     return load_hub_records(HubSource(name, config or None, split or default_split))
 
 
@@ -296,7 +299,7 @@ def load_benchmark(
     name: str, path: str | None = None, limit: int | None = None, root: str | Path | None = None
 ) -> list[Example]:
     """The examples of benchmark `name`, from `path` (a file, a directory holding test.*, or
-    `hub:NAME[:CONFIG]`), else from `root`/<name>/, else from its hub dataset."""
+    `hub:NAME[:CONFIG[:SPLIT]]`), else from `root`/<name>/, else from its hub dataset."""
     if name not in BENCHMARKS:
         close = difflib.get_close_matches(name, BENCHMARKS, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
