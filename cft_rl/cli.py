@@ -32,7 +32,8 @@ def _add_recipe_args(parser: argparse.ArgumentParser, name: str) -> None:
     parser.epilog = (
         f"The recipe's keys are explained in {COMMAND_DOCS.get(name, f'docs/{name}.md')}; "
         "every run writes its whole config, defaults included, to <output_dir>/config.yaml. "
-        "Overrides are dotted keys, e.g. optim.lr=1e-5 or data.limit=100."
+        "Overrides are key=value, e.g. output_dir=runs/mine; a nested key is dotted, "
+        "section.key=value."
     )
 
 

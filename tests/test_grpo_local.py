@@ -377,6 +377,16 @@ def test_ppo_warms_the_critic_up_then_trains_both(model_dir, train_file, tmp_pat
     assert (latest_checkpoint(tmp_path) / "critic.safetensors").is_file()
 
 
+def test_a_ppo_run_shorter_than_the_critics_warm_up_says_so(
+    model_dir, train_file, tmp_path, capsys
+):
+    changes = {**PPO, "critic__steps_before_actor": 2}
+    run_local(make_config(model_dir, train_file, tmp_path, steps=2, **changes), scorer=digit_share)
+    assert "every step trains the critic alone" in capsys.readouterr().out
+    run_local(make_config(model_dir, train_file, tmp_path, steps=3, **changes), scorer=digit_share)
+    assert "critic alone" not in capsys.readouterr().out
+
+
 def test_ppo_critic_starts_from_its_own_model_when_given(model_dir, train_file, tmp_path):
     own = save_tiny_model(tmp_path / "critic", seed=1)
     policy_model = tiny_qwen2(len(char_tokenizer()), seed=0).base_model.state_dict()

@@ -18,6 +18,7 @@ from cft_rl.config import ModelSpec
 from cft_rl.data import DataError
 from cft_rl.grpo.probe import load_probe_set, probe_entropy
 from cft_rl.grpo.sequences import token_stats
+from cft_rl.jsonl import VALIDATION
 from cft_rl.modeling import load_causal_lm
 from cft_rl.report.entropy import report_entropy
 
@@ -159,3 +160,15 @@ def test_report_groups_seeds_and_summarises(tmp_path):
 def test_report_names_a_folder_that_is_not_a_grpo_run(tmp_path, capsys):
     assert main(["report", "entropy", str(tmp_path)]) == 2
     assert "metrics.jsonl" in capsys.readouterr().err
+
+
+def test_one_validation_point_is_reported_as_one(tmp_path):
+    short = _fake_run(tmp_path / "short", 0, 1e-6, [1.0, 0.9])
+    (short / VALIDATION).write_text(json.dumps({"step": 0, "reward_mean": 0.781}) + "\n")
+    longer = _fake_run(tmp_path / "longer", 0, 1e-6, [1.0, 0.9])
+    (longer / VALIDATION).write_text(
+        "".join(json.dumps({"step": s, "reward_mean": v}) + "\n" for s, v in ((0, 0.5), (2, 0.7)))
+    )
+    for run, cell in ((short, "| 0.781 (one point) |"), (longer, "| 0.500 -> 0.700 |")):
+        report_entropy([str(run)], out=str(tmp_path / run.name / "report"))
+        assert cell in (tmp_path / run.name / "report" / "entropy.md").read_text()

@@ -295,11 +295,14 @@ def _table(run_dir):
 
 
 def test_progress_says_what_is_done_and_how_long_is_left(capsys):
-    from cft_rl.identify.runner import _report_progress
+    from cft_rl.identify.runner import _report_progress, _report_resume
 
     # 2 questions in 4 s since this run started (1 was done before): 7 left at 0.5/s.
+    _report_resume(0, 10)  # a fresh run says nothing of resuming
+    _report_resume(1, 10)
     _report_progress(3, 10, 1, 4.0, ", 120 continuations/s")
     _report_progress(10, 10, 1, 18.0)
-    first, last = capsys.readouterr().err.splitlines()
+    resumed, first, last = capsys.readouterr().err.splitlines()
+    assert resumed == "identify: resuming, 1/10 questions already done"
     assert first == "identify: 3/10 questions done, 4 s, 120 continuations/s, about 14 s left"
     assert last == "identify: 10/10 questions done, 18 s"

@@ -347,7 +347,8 @@ def _print_plan(markers: Markers, planned: list[Cell], jobs: int) -> None:
         print(f"  {stage:9s} {count:3d} cells, {done[stage]:3d} finished, ~{per_cell:.0f} s each")
     print(
         f"  about {left / 60 / jobs:.0f} min left with jobs={jobs} (per-cell times: this "
-        "experiment's finished cells, else toy-recipe times on 2 CPU cores)",
+        "experiment's finished cells, else the full toy recipes' times on 2 CPU cores, so a "
+        "grid that shortens its stages, as the smoke grid does, takes less)",
         flush=True,
     )
 

@@ -100,9 +100,10 @@ def plot_groups(groups: list[Group], path: Path) -> None:
             if not steps:
                 continue
             color = f"C{index % 10}"
-            axis.plot(
-                steps, mean, color=color, label=group.label, marker="." if file == PROBE else None
-            )
+            # Validation and probe points are measured every few steps: mark each, so that
+            # one point (a run of a few steps) shows too.
+            marker = None if file == METRICS else "."
+            axis.plot(steps, mean, color=color, label=group.label, marker=marker)
             if len(group.runs) > 1:
                 axis.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
         axis.set_title(title, fontsize=10)

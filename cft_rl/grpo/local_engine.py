@@ -130,6 +130,13 @@ class LocalGrpo:
 
     def run(self) -> Path:
         config = self.config
+        if self.critic is not None and config.steps <= config.critic.steps_before_actor:
+            print(
+                f"note: steps={config.steps} <= critic.steps_before_actor="
+                f"{config.critic.steps_before_actor}: every step trains the critic alone, "
+                "and the exported policy is the starting one",
+                flush=True,
+            )
         start = self._resume()
         try:
             last_saved = self._train(start)

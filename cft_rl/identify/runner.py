@@ -134,6 +134,7 @@ def identify_shard(
     chunks = shard_chunks(config, len(examples))
     total = sum(len(chunk) for chunk in chunks)
     done_before = done = sum(i in results for chunk in chunks for i in chunk)
+    _report_resume(done_before, total)
     start = time.perf_counter()
     for chunk in chunks:
         pending = [index for index in chunk if index not in results]
@@ -189,6 +190,7 @@ def identify_on_ray(config: IdentifyConfig, examples: list[Example], files: Shar
             tasks.append(({i: examples[i] for i in chunk}, stored, pending))
     total = sum(len(chunk) for chunk in chunks)
     done_before = done = total - sum(len(pending) for _, _, pending in tasks)
+    _report_resume(done_before, total)
     continuations = 0
     start = time.perf_counter()
 
@@ -212,6 +214,11 @@ def identify_on_ray(config: IdentifyConfig, examples: list[Example], files: Shar
         replicas = run_on_ray(config.scale, ChunkWorker, (data,), tasks, store)
         write_json(files.out_dir / "shards" / "replicas.json", {"chunks_per_replica": replicas})
     files.mark_done(summarize([results[i] for chunk in chunks for i in chunk]))
+
+
+def _report_resume(done: int, total: int) -> None:
+    if done:
+        print(f"identify: resuming, {done}/{total} questions already done", file=sys.stderr)
 
 
 def _report_progress(

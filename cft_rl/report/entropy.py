@@ -45,9 +45,15 @@ def summary_table(groups: list[Group]) -> str:
                                       for r in group.runs]))  # fmt: skip
         for file, key in ((VALIDATION, "reward_mean"), (PROBE, "entropy_critical"),
                           (PROBE, "entropy_noncritical")):  # fmt: skip
-            start = _spread([_end(r.series[file].get(key, []), 0) for r in group.runs])
-            end = _spread([_end(r.series[file].get(key, []), -1) for r in group.runs])
-            cells.append(f"{start} -> {end}" if start != "-" else "-")
+            curves = [r.series[file].get(key, []) for r in group.runs]
+            start = _spread([_end(curve, 0) for curve in curves])
+            end = _spread([_end(curve, -1) for curve in curves])
+            if start == "-":
+                cells.append("-")
+            elif all(len(curve) <= 1 for curve in curves):  # a run shorter than one interval
+                cells.append(f"{start} (one point)")
+            else:
+                cells.append(f"{start} -> {end}")
         cells.append(str(sum(r.events for r in group.runs)))
         lines.append("| " + " | ".join(cells) + " |")
     notes = (

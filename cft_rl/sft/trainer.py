@@ -301,3 +301,5 @@ def _write_run_info(
     (out / RUN_INFO).write_text(json.dumps(info, indent=1))
     if start == plan.total_steps:
         print(f"{out}: training already finished at step {start}; refreshing the export")
+    elif start > 0:
+        print(f"{out}: resumed from the checkpoint of step {start} of {plan.total_steps}")
