@@ -465,7 +465,9 @@ def test_partial_experiment_lists_pending_runs(tmp_path):
     assert list(result["benchmarks"]["alpha"]["groups"]) == ["base"]
     assert result["benchmarks"]["alpha"]["differences"] == []
     assert result["entries"] == {"total": 3, "complete": 1}
-    assert "1 of 3 runs complete, 2 pending." in (out / "compare.md").read_text()
+    text = (out / "compare.md").read_text()
+    assert "1 of 3 runs this report reads are complete (evaluations and GRPO runs;" in text
+    assert "), 2 pending." in text
     assert (out / "accuracy.png").is_file() and not (out / "grpo.png").exists()
 
 

@@ -47,7 +47,8 @@ def render_markdown(result: dict[str, Any]) -> str:
 def _header(result: dict[str, Any]) -> list[str]:
     entries = result["entries"]
     lines = [
-        f"{entries['complete']} of {entries['total']} runs complete, "
+        f"{entries['complete']} of {entries['total']} runs this report reads are complete "
+        "(evaluations and GRPO runs; the experiment's identify and sft cells feed them), "
         f"{len(result['pending'])} pending."
     ]
     if result["baseline"]:
