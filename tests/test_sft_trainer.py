@@ -226,9 +226,16 @@ def test_rerun_of_a_finished_run_only_refreshes_the_export(setup, baseline, tmp_
     assert_same_run(tmp_path, baseline, exact=True)
 
 
-def test_resume_refuses_changed_settings(setup, baseline, tmp_path):
+def test_resume_refuses_changed_settings(setup, baseline, tmp_path, monkeypatch):
+    """... before the distributed start-up, which can take long (DeepSpeed builds ops)."""
     import shutil
 
+    import cft_rl.sft.trainer as trainer
+
+    def no_start_up():
+        raise AssertionError("the process group started before the settings were checked")
+
+    monkeypatch.setattr(trainer, "process_group", no_start_up)
     model, data = setup
     shutil.copytree(baseline / "checkpoints", tmp_path / "checkpoints")
     with pytest.raises(UserError, match="optim.lr"):

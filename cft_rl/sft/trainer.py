@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -54,6 +55,12 @@ def run_sft(config: SftConfig) -> Path:
     tokenizer = load_tokenizer(config.model)
     training = build_training_set(config, tokenizer)
     validation = _validation_set(config, tokenizer)
+    latest = latest_checkpoint(Path(config.output_dir))
+    if latest is not None:  # the launcher's world size is the one the group will have
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        check_same_settings(
+            latest, read_marker(latest), _resume_settings(config, world_size, training)
+        )
     with process_group() as topology:
         return _train(config, topology, tokenizer, training, validation)
 
@@ -87,9 +94,7 @@ def _train(
     )
     out = Path(config.output_dir)
     settings = _resume_settings(config, topology.world_size, training)
-    latest = latest_checkpoint(out)
-    if latest is not None:
-        check_same_settings(latest, read_marker(latest), settings)
+    latest = latest_checkpoint(out)  # its settings were checked in run_sft
 
     _seed_everything(config.seed)  # LoRA's initial weights
     model = load_trainable_model(config.model, config.lora, config.train.gradient_checkpointing)
