@@ -99,6 +99,42 @@ def test_eval_runs_on_a_file_of_ones_own(choice_file, tmp_path, capsys):
     assert len(log) == 3
 
 
+def test_identify_cft_and_grpo_run_on_a_file_of_ones_own(tmp_path):
+    """From a recipe, end to end on the toy model: a multiple-choice file of toy questions is
+    answered, graded by its options (the toy answers "#### N"; N is option B's text),
+    identified, and trained on for a step with CFT and with GRPO."""
+    path = tmp_path / "toy_choices.jsonl"
+    rows = [
+        {"problem": e.question, "options": [str(int(e.answer) + 1), e.answer, "0"], "label": "B"}
+        for e in load_benchmark("toy-train", limit=4)
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    fields = {"question": "{problem}", "answer": "label", "options": "options"}
+    spec = json.dumps({"benchmark": "mine", "path": str(path), "template": "toy", "fields": fields})
+
+    identify = tmp_path / "identify"
+    argv = ["identify", "--recipe", str(ROOT / "recipes" / "toy" / "identify.yaml")]
+    assert main([*argv, f"data={spec}", f"output_dir={identify}", "verifier.num_workers=1"]) == 0
+    summary = json.loads((identify / "summary.json").read_text())
+    assert summary["questions"] == 4 and summary["kept"] >= 2  # the toy gets most right
+    assert summary["continuations"] > 0 and summary["critical_tokens"] > 0
+
+    cft = tmp_path / "cft"  # CFT on those critical tokens, one step
+    argv = ["sft", "--recipe", str(ROOT / "recipes" / "toy" / "cft.yaml"), f"data.path={identify}"]
+    argv += ["train.max_steps=1", "train.micro_batch_size=2", f"output_dir={cft}"]
+    argv += [f"train.deepspeed_config={ROOT / 'recipes' / 'deepspeed' / 'zero0.json'}"]
+    assert main(argv) == 0
+    assert json.loads((cft / "run_info.json").read_text())["examples"] == summary["kept"]
+
+    grpo = tmp_path / "grpo"
+    argv = ["grpo", "--recipe", str(ROOT / "recipes" / "toy" / "grpo.yaml"), f"data={spec}"]
+    argv += ["steps=1", "rollout.n=2", "batch.prompts_per_step=2", "batch.mini_batch_prompts=2"]
+    argv += ["validation.benchmark=null", f"output_dir={grpo}"]
+    assert main(argv) == 0
+    [step] = [json.loads(line) for line in (grpo / "metrics.jsonl").open()]
+    assert step["step"] == 1 and step["reward_mean"] > 0  # graded by option text
+
+
 LAYOUTS = {
     "labelled list": ["A) 4", "B) 5", "C) 6"],
     "unlabelled list": ["4", "5", "6"],
