@@ -27,7 +27,7 @@ import re
 from collections import deque
 from typing import NamedTuple
 
-BOX_COMMANDS = ("\\boxed", "\\fbox", "\\framebox")
+_BOX_COMMANDS = ("\\boxed", "\\fbox", "\\framebox")
 # Braces and backslashes are the only characters that matter for box matching.
 _BRACE_TOKENS = re.compile(r"[{}\\]")
 _NON_SPACE = re.compile(r"\S")  # an empty box commits to nothing
@@ -123,7 +123,9 @@ def last_boxed(text: str) -> str | None:
     """The content of the last box in `text` (braces matched; nested: the inner one), alone:
     how a reference or a solution written with boxes is read."""
     boxes = _closed_boxes(text)
-    return text[boxes[-1].start : boxes[-1].end].strip() or None if boxes else None
+    if not boxes:
+        return None
+    return text[boxes[-1].start : boxes[-1].end].strip() or None
 
 
 def extract_final_answer(text: str, last_number_fallback: bool = False) -> str | None:
@@ -175,7 +177,7 @@ def _balanced(text: str) -> bool:
 def _closed_boxes(text: str) -> list[_Box]:
     """Every non-empty box that closes, in the order their contents start, in one pass."""
     # Braces before the first box command cannot change which "}" closes a box.
-    first = min((pos for pos in map(text.find, BOX_COMMANDS) if pos >= 0), default=-1)
+    first = min((pos for pos in map(text.find, _BOX_COMMANDS) if pos >= 0), default=-1)
     if first < 0:
         return []
     open_braces: list[tuple[int, int | None]] = []  # (after "{", its box command's start)
@@ -207,7 +209,7 @@ def _box_command_start(text: str, brace_pos: int) -> int | None:
     # Bounded look-back: at most a few spaces between the command and its brace.
     while end > 0 and brace_pos - end < 8 and text[end - 1] == " ":
         end -= 1
-    for command in BOX_COMMANDS:
+    for command in _BOX_COMMANDS:
         if text.startswith(command, end - len(command)):
             return end - len(command)
     return None

@@ -23,7 +23,7 @@ from decimal import Decimal, InvalidOperation
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
 from reward.choice import Choices, named_letters
-from reward.extract import BOX_COMMANDS, joined, last_boxed
+from reward.extract import joined, last_boxed
 
 _CONFIGS = [LatexExtractionConfig(), ExprExtractionConfig()]
 
@@ -81,8 +81,6 @@ def _reference_answer(reference: str) -> str:
     """A reference written with boxes (a solution kept whole) is its last box, as the data
     loaders read a solution field: "\\boxed{3} ... \\boxed{5}" is 5, not the set of both,
     and its prose is no answer."""
-    if not any(command in reference for command in BOX_COMMANDS):
-        return reference
     return last_boxed(reference) or reference
 
 
