@@ -45,6 +45,16 @@ class Topology:
     local_rank: int
 
 
+def coming_world_size() -> int:
+    """The world size process_group() will give, known before it starts (slow, on first
+    use): the caller's group's, else the launcher's, else 1."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1")) if "RANK" in os.environ else 1
+
+
 @contextmanager
 def process_group() -> Iterator[Topology]:
     """The launcher's process group (or one the caller made); else a one-process group made

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import time
 from collections.abc import Callable
@@ -32,7 +31,13 @@ from cft_rl.run_settings import check_same_settings, data_fingerprint
 from cft_rl.sft.checkpoint import load_checkpoint, publish_export, save_checkpoint
 from cft_rl.sft.config import SftConfig
 from cft_rl.sft.data import TrainingSet, build_training_set
-from cft_rl.sft.distributed import Topology, build_engine, deepspeed_config, process_group
+from cft_rl.sft.distributed import (
+    Topology,
+    build_engine,
+    coming_world_size,
+    deepspeed_config,
+    process_group,
+)
 from cft_rl.sft.fields import collate
 from cft_rl.sft.losses import LOSSES, all_reduce_sum, step_normalizer
 from cft_rl.sft.metrics import SftMetrics
@@ -55,14 +60,13 @@ def run_sft(config: SftConfig) -> Path:
     tokenizer = load_tokenizer(config.model)
     training = build_training_set(config, tokenizer)
     validation = _validation_set(config, tokenizer)
+    # changed settings, too, are refused before the distributed start-up
+    settings = _resume_settings(config, coming_world_size(), training)
     latest = latest_checkpoint(Path(config.output_dir))
-    if latest is not None:  # the launcher's world size is the one the group will have
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        check_same_settings(
-            latest, read_marker(latest), _resume_settings(config, world_size, training)
-        )
+    if latest is not None:
+        check_same_settings(latest, read_marker(latest), settings)
     with process_group() as topology:
-        return _train(config, topology, tokenizer, training, validation)
+        return _train(config, topology, tokenizer, training, validation, settings, latest)
 
 
 def _validation_set(config: SftConfig, tokenizer) -> ValidationSet | None:
@@ -82,7 +86,11 @@ def _train(
     tokenizer,
     training: TrainingSet,
     validation: ValidationSet | None,
+    settings: dict[str, Any],
+    latest: Path | None,
 ) -> Path:
+    """The training run; `settings` are what its checkpoints record, and `latest` the
+    checkpoint it resumes from (checked against them in run_sft)."""
     plan = StepPlan(
         num_examples=len(training.examples),
         micro_batch_size=config.train.micro_batch_size,
@@ -93,8 +101,6 @@ def _train(
         max_steps=config.train.max_steps,
     )
     out = Path(config.output_dir)
-    settings = _resume_settings(config, topology.world_size, training)
-    latest = latest_checkpoint(out)  # its settings were checked in run_sft
 
     _seed_everything(config.seed)  # LoRA's initial weights
     model = load_trainable_model(config.model, config.lora, config.train.gradient_checkpointing)
