@@ -13,10 +13,15 @@ TEMPLATES: dict[str, str] = {
 }
 
 
-def format_prompt(tokenizer, question: str, template: str) -> str:
-    """The chat-formatted prompt (ending with the assistant turn's opening) for `question`."""
+def check_template(template: str) -> None:
+    """A DataError unless `template` names one of TEMPLATES."""
     if template not in TEMPLATES:
         raise DataError(f"unknown prompt template '{template}' (known: {', '.join(TEMPLATES)})")
+
+
+def format_prompt(tokenizer, question: str, template: str) -> str:
+    """The chat-formatted prompt (ending with the assistant turn's opening) for `question`."""
+    check_template(template)
     if not getattr(tokenizer, "chat_template", None):
         name = getattr(tokenizer, "name_or_path", "the tokenizer")
         raise DataError(f"{name} has no chat template, which prompt template '{template}' needs")

@@ -7,7 +7,7 @@ from pydantic import Field, field_validator, model_validator
 
 from cft_rl.config import Section
 from cft_rl.data.example import DataError, Example
-from cft_rl.data.prompts import TEMPLATES
+from cft_rl.data.prompts import check_template
 from cft_rl.data.registry import AnswerKind, answer_kind, load_benchmark, load_file_examples
 
 
@@ -53,10 +53,11 @@ class DataSource(Section):
     @field_validator("template")
     @classmethod
     def _known_template(cls, template: str | None) -> str | None:
-        if template is not None and template not in TEMPLATES:
-            raise ValueError(
-                f"unknown prompt template '{template}' (known: {', '.join(TEMPLATES)})"
-            )
+        if template is not None:
+            try:
+                check_template(template)
+            except DataError as err:  # pydantic reports a ValueError under the key
+                raise ValueError(str(err)) from None
         return template
 
     @model_validator(mode="after")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cft_rl.config import ConfigError
 from cft_rl.data import DataError, Example
-from cft_rl.data.prompts import TEMPLATES
+from cft_rl.data.prompts import TEMPLATES, check_template
 from cft_rl.grpo.algos import ADVANTAGE_ESTIMATORS
 from cft_rl.grpo.config import GrpoConfig
 from cft_rl.grpo.curves import plot_runs
@@ -99,10 +99,10 @@ def write_verl_parquet(examples: list[Example], template: str, path: Path) -> Pa
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if template not in TEMPLATES:
-        raise DataError(
-            f"data.template: unknown template '{template}' (known: {', '.join(TEMPLATES)})"
-        )
+    try:
+        check_template(template)
+    except DataError as err:
+        raise DataError(f"data.template: {err}") from None
     rows = [
         {
             "data_source": example.source,
