@@ -12,18 +12,24 @@ from cft_rl.config import ModelSpec
 from cft_rl.errors import UserError
 
 TOY_MODEL_DIR = Path(__file__).parent / "toy" / "model"
+# The models shipped in the package, by the name `model.path` gives them: the first toy
+# world's and the second's (docs/toy.md).
+SHIPPED_MODELS = {"toy": TOY_MODEL_DIR, "toy-prose": Path(__file__).parent / "toy" / "prose_model"}
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_model_path(path: str) -> str:
-    """`toy` names the model shipped in the package; anything else is a directory or hub name."""
-    if path == "toy":
-        if not (TOY_MODEL_DIR / "config.json").is_file():
+    """`toy` and `toy-prose` name the models shipped in the package; anything else is a
+    directory or hub name."""
+    if path in SHIPPED_MODELS:
+        directory = SHIPPED_MODELS[path]
+        if not (directory / "config.json").is_file():
             raise UserError(
-                f"the toy model is missing from {TOY_MODEL_DIR}: run `cft-rl toy build`"
+                f"the {path} model is missing from {directory}: run `cft-rl toy build` "
+                f"(docs/toy.md)"
             )
-        return str(TOY_MODEL_DIR)
+        return str(directory)
     return os.path.expanduser(path)
 
 

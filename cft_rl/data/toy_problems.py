@@ -19,33 +19,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["add", "sub", "bags"]
+from cft_rl.data.toy_events import Event
+from cft_rl.data.toy_prose import write_prose_solution
+
 Split = Literal["train", "heldout"]
 
 # One problem in HELDOUT_MODULUS has held-out arithmetic (see `split_of`).
 HELDOUT_MODULUS = 20
-
-
-@dataclass(frozen=True)
-class Event:
-    """One change to the count: `add`/`sub` change it by `amount`, `bags` adds count * size."""
-
-    kind: Kind
-    amount: int = 0
-    count: int = 0
-    size: int = 0
-    # Wording, chosen with the event; does not change the arithmetic.
-    verb: str = ""  # question phrase
-    gerund: str = ""  # solution phrase
-    container: str = ""
-
-    @property
-    def delta(self) -> int:
-        if self.kind == "add":
-            return self.amount
-        if self.kind == "sub":
-            return -self.amount
-        return self.count * self.size
 
 
 @dataclass(frozen=True)
@@ -79,6 +59,9 @@ class Difficulty:
     bag_size: tuple[int, int]
     # Probability of each event kind; `sub` falls back to `add` when the count is too low.
     kind_weights: tuple[float, float, float] = (0.45, 0.35, 0.2)
+    # How solutions are written: "terse" (mostly equations, below) or "prose" (the texture
+    # of a real model's answers, cft_rl.data.toy_prose).
+    style: Literal["terse", "prose"] = "terse"
 
 
 # The in-distribution amounts are kept below 50 so that the tiny model learns its carries
@@ -97,11 +80,27 @@ DIFFICULTIES: dict[str, Difficulty] = {
     "toy-long": Difficulty(
         steps=(3, 4), start=(1, 99), amount=(1, 49), bag_count=(2, 9), bag_size=(2, 9)
     ),
-}
+    # The second world: the same arithmetic as the three above, written as prose solutions.
+    "toy-prose": Difficulty(
+        steps=(2, 3), start=(1, 99), amount=(1, 49), bag_count=(2, 9), bag_size=(2, 9),
+        style="prose",
+    ),
+    "toy-prose-hard": Difficulty(
+        steps=(4, 4), start=(1, 149), amount=(1, 59), bag_count=(2, 9), bag_size=(2, 9),
+        style="prose",
+    ),
+    "toy-prose-long": Difficulty(
+        steps=(3, 4), start=(1, 99), amount=(1, 49), bag_count=(2, 9), bag_size=(2, 9),
+        style="prose",
+    ),
+}  # fmt: skip
 
 # Seeds of the evaluation sets; training seeds are free to be anything (the split keeps
 # the two apart), these only make each set reproducible.
-EVAL_SEEDS = {"toy": 1_000_001, "toy-hard": 1_000_002, "toy-long": 1_000_003}
+EVAL_SEEDS = {
+    "toy": 1_000_001, "toy-hard": 1_000_002, "toy-long": 1_000_003,
+    "toy-prose": 2_000_001, "toy-prose-hard": 2_000_002, "toy-prose-long": 2_000_003,
+}  # fmt: skip
 
 # Every difficulty D is three benchmarks: "D" (held-out test problems), "D-val" (held-out
 # validation problems, for choosing learning rates and checkpoints) and "D-train" (training
@@ -191,7 +190,8 @@ def sample_problem(rng: random.Random, difficulty: Difficulty) -> Problem:
         events.append(event)
         count += event.delta
     question = _write_question(rng, name, item, start, events)
-    solution = _write_solution(rng, name, item, start, events)
+    write = write_prose_solution if difficulty.style == "prose" else _write_solution
+    solution = write(rng, name, item, start, events)
     return Problem(name, item, start, tuple(events), question, solution)
 
 
@@ -260,6 +260,13 @@ def toy_problems(name: str, n: int) -> list[Problem]:
     if name.endswith(VALIDATION_SUFFIX):
         return validation_problems(_difficulty_name(name.removesuffix(VALIDATION_SUFFIX)), n)
     return eval_problems(name, n)
+
+
+def toy_difficulty(name: str) -> str:
+    """`name` if it is a toy difficulty, else a ValueError listing them."""
+    if name not in DIFFICULTIES:
+        raise ValueError(f"unknown toy difficulty {name!r}; known: {', '.join(DIFFICULTIES)}")
+    return name
 
 
 def _difficulty_name(name: str) -> str:

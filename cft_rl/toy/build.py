@@ -19,6 +19,7 @@ from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBas
 from cft_rl.data.toy_problems import DIFFICULTIES, eval_problems, generate_problems
 from cft_rl.errors import UserError
 from cft_rl.jsonl import METRICS
+from cft_rl.modeling import SHIPPED_MODELS
 from cft_rl.run_settings import changed_settings
 from cft_rl.toy.config import ToyBuildConfig
 from cft_rl.toy.evaluate import generate_solutions, score
@@ -32,7 +33,7 @@ def build_toy_model(config: ToyBuildConfig) -> dict:
     """Train and save the toy model; returns what build.json records."""
     if config.cpu_threads is not None:
         torch.set_num_threads(config.cpu_threads)
-    out = Path(config.output_dir)
+    out = Path(SHIPPED_MODELS.get(config.output_dir, config.output_dir))
     out.mkdir(parents=True, exist_ok=True)
     started, cpu_started = time.time(), time.process_time()
 
@@ -56,7 +57,7 @@ def build_toy_model(config: ToyBuildConfig) -> dict:
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        max_new_tokens=256,
+        max_new_tokens=config.model.max_new_tokens,
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -72,7 +73,7 @@ def build_toy_model(config: ToyBuildConfig) -> dict:
         "resumed_at_step": first_step,
     }
     if config.eval.problems:
-        report.update(_evaluate(model.eval(), tokenizer, config.eval.problems))
+        report.update(_evaluate(model.eval(), tokenizer, config))
     report["total_wall_s"] = round(time.time() - started, 1)
     (out / "build.json").write_text(json.dumps(report, indent=2) + "\n")
     print("toy build: " + json.dumps(report), flush=True)
@@ -81,12 +82,17 @@ def build_toy_model(config: ToyBuildConfig) -> dict:
 
 def _shape(config: ToyBuildConfig) -> ModelShape:
     m = config.model
-    return ModelShape(m.hidden_size, m.num_layers, m.num_heads, m.intermediate_size)
+    return ModelShape(
+        m.hidden_size, m.num_layers, m.num_heads, m.intermediate_size, m.max_positions
+    )
 
 
 def _new_tokenizer(config: ToyBuildConfig, out: Path) -> PreTrainedTokenizerBase:
     sample = generate_problems(
-        f"tokenizer:{config.seed}", config.tokenizer.sample_problems, DIFFICULTIES["toy"], "train"
+        _tokenizer_seed(config),
+        config.tokenizer.sample_problems,
+        DIFFICULTIES[config.difficulty],
+        "train",
     )
     tokenizer = train_tokenizer(
         (text for p in sample for text in (p.question, p.solution)), config.tokenizer.vocab_size
@@ -95,11 +101,17 @@ def _new_tokenizer(config: ToyBuildConfig, out: Path) -> PreTrainedTokenizerBase
     return tokenizer
 
 
+def _tokenizer_seed(config: ToyBuildConfig) -> str:
+    # The first world's seed predates `difficulty`; keeping it keeps its tokenizer.
+    prefix = "tokenizer" if config.difficulty == "toy" else f"tokenizer:{config.difficulty}"
+    return f"{prefix}:{config.seed}"
+
+
 def _train(config, model, optimizer, tokenizer, out: Path, first_step: int) -> None:
     settings = config.train
     metrics = _open_metrics(out / METRICS, first_step)
     batches = training_batches(
-        tokenizer, config.seed, settings.batch_size, DIFFICULTIES["toy"], first_step
+        tokenizer, config.seed, settings.batch_size, DIFFICULTIES[config.difficulty], first_step
     )
     model.train()
     window_loss, window_start = [], time.time()
@@ -177,11 +189,15 @@ def _load_state(out: Path, config: ToyBuildConfig) -> dict | None:
     return state
 
 
-def _evaluate(model, tokenizer, n: int) -> dict:
+def _evaluate(model, tokenizer, config: ToyBuildConfig) -> dict:
     results = {}
-    for name in ("toy", "toy-hard"):
+    n = config.eval.problems
+    for name in config.eval.benchmarks:
         problems = eval_problems(name, n)
-        solutions = generate_solutions(model, tokenizer, [p.question for p in problems])
+        questions = [p.question for p in problems]
+        solutions = generate_solutions(
+            model, tokenizer, questions, max_new_tokens=config.model.max_new_tokens
+        )
         results[f"greedy_{name}"] = score(problems, solutions).accuracy
         print(f"toy build: greedy accuracy on {n} {name} problems: {results[f'greedy_{name}']:.3f}")
     return results

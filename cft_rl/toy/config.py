@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from cft_rl.config import CpuThreads, Section
+from cft_rl.data.toy_problems import toy_difficulty
 from cft_rl.modeling import TOY_MODEL_DIR
 
 # vLLM's CPU build refuses smaller attention heads.
@@ -23,6 +24,9 @@ class ModelSettings(Section):
     num_layers: int = Field(4, ge=1)
     num_heads: int = Field(4, ge=1)
     intermediate_size: int = Field(384, ge=1)
+    max_positions: int = Field(512, ge=64)
+    # The default generation length written into generation_config.json.
+    max_new_tokens: int = Field(256, ge=1)
 
     @model_validator(mode="after")
     def _head_dim(self) -> ModelSettings:
@@ -55,8 +59,16 @@ class BuildCheckpointSettings(Section):
 
 
 class BuildEvalSettings(Section):
-    # Held-out problems of `toy` and of `toy-hard` solved greedily after training (0: skip).
+    # Held-out problems of each benchmark solved greedily after training (0: skip).
     problems: int = Field(200, ge=0)
+    benchmarks: list[str] = ["toy", "toy-hard"]
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        for name in names:
+            toy_difficulty(name)
+        return names
 
 
 class ToyBuildConfig(Section):
@@ -66,9 +78,13 @@ class ToyBuildConfig(Section):
         "train.checkpoint_every": "checkpoint.every_steps",
     }
 
-    # Default: the model directory shipped inside the package.
+    # Default: the model directory shipped inside the package; "toy" and "toy-prose" name
+    # the shipped models' directories.
     output_dir: str = str(TOY_MODEL_DIR)
     seed: int = 0
+    # The toy difficulty (cft_rl.data.toy_problems.DIFFICULTIES) the tokenizer and the
+    # model are trained on: "toy" for the first world, "toy-prose" for the second.
+    difficulty: str = "toy"
     tokenizer: TokenizerSettings = TokenizerSettings()
     model: ModelSettings = ModelSettings()
     train: TrainSettings = TrainSettings()
@@ -76,3 +92,8 @@ class ToyBuildConfig(Section):
     # CPU threads for torch (the build is meant for 2 cores).
     cpu_threads: CpuThreads = 2
     eval: BuildEvalSettings = BuildEvalSettings()
+
+    @field_validator("difficulty")
+    @classmethod
+    def _known_difficulty(cls, name: str) -> str:
+        return toy_difficulty(name)
