@@ -71,9 +71,9 @@ def load_tokenizer(spec: ModelSpec):
     return tokenizer
 
 
-def load_causal_lm(spec: ModelSpec) -> torch.nn.Module:
-    """The model of `spec` in eval mode on its device."""
+def load_causal_lm(spec: ModelSpec, **kwargs: Any) -> torch.nn.Module:
+    """The model of `spec` in eval mode on its device; `kwargs` go to `from_pretrained`."""
     from transformers import AutoModelForCausalLM
 
-    model = from_pretrained(AutoModelForCausalLM, spec.path, dtype=_DTYPES[spec.dtype])
+    model = from_pretrained(AutoModelForCausalLM, spec.path, dtype=_DTYPES[spec.dtype], **kwargs)
     return model.to(pick_device(spec.device)).eval()

@@ -1,8 +1,8 @@
 """`cft-rl report tokens`: fractions, token classes, frequent tokens, colour and HTML views."""
 
 from cft_rl.cli import main
+from cft_rl.data.token_classes import token_class
 from cft_rl.identify.dataset import write_dataset
-from cft_rl.report.tokens import token_class
 
 
 def test_token_classes():

@@ -36,6 +36,7 @@ def make_batch(seed: int = 0) -> dict[str, torch.Tensor]:
         "failure_fraction": failure,
         "digit_mask": (input_ids < 4).long(),
         "ref_logprobs": -3 * torch.rand(BATCH, SEQ, generator=generator, dtype=torch.float64),
+        "attention_received": 4 * torch.rand(BATCH, SEQ, generator=generator) * response,
         "example_seed": torch.tensor([101, 202, 303]),
     }
 
@@ -102,6 +103,8 @@ def reference(name, batch, hidden, weight, fraction=None):
     elif name == "rho1":
         excess = batch["ref_logprobs"][:, 1:] - logprobs.detach()
         weights = top_positions(excess, batch, budgets)
+    elif name == "attention_topk":
+        weights = top_positions(batch["attention_received"][:, 1:], batch, budgets)
     else:
         raise AssertionError(name)
     weights = weights.double()
@@ -111,7 +114,11 @@ def reference(name, batch, hidden, weight, fraction=None):
 
 DIRECT_CASES = [
     *[(name, None) for name in ("sft", "cft", "cft_weighted", "dft", "numbers_only")],
-    *[(name, fraction) for name in ("entropy_topk", "rho1") for fraction in (None, 0.3)],
+    *[
+        (name, fraction)
+        for name in ("entropy_topk", "rho1", "attention_topk")
+        for fraction in (None, 0.3)
+    ],
 ]
 
 
@@ -142,7 +149,7 @@ def test_losses_select_different_tokens():
     hidden, weight = make_model_outputs()
     values = {
         name: reference(name, batch, hidden, weight)[0].item()
-        for name in ["sft", "cft", "entropy_topk", "rho1", "numbers_only"]
+        for name in ["sft", "cft", "entropy_topk", "rho1", "numbers_only", "attention_topk"]
     }
     assert len({round(v, 6) for v in values.values()}) == len(values)
 
@@ -221,11 +228,26 @@ def test_rho1_prefers_tokens_where_the_reference_is_better():
     assert picked_positions(batch, config) == [[t] for t in target_positions]
 
 
+def test_attention_topk_picks_the_most_attended_response_tokens():
+    batch = make_batch()
+    scores = torch.zeros(BATCH, SEQ)
+    attended = [(5, 7), (4, 3), (3, 6)]  # token positions, two per example
+    for row, tokens in enumerate(attended):
+        for rank, token in enumerate(tokens):
+            scores[row, token] = 2.0 - rank
+    scores[0, 1] = 9.0  # a prompt token: never picked, whatever its score
+    config = LossConfig(name="attention_topk", fraction=0.3)  # 7, 6, 4 tokens: 2, 2, 1
+    picked = picked_positions({**batch, "attention_received": scores}, config)
+    # prediction t trains token t + 1
+    assert picked == [[4, 6], [2, 3], [2]]
+
+
 # ---- errors ----
 
 
 def test_unknown_loss_name_lists_valid_ones():
-    with pytest.raises(UserError, match=r"unknown loss 'cfft'; valid losses: cft, cft_weighted"):
+    valid = r"unknown loss 'cfft'; valid losses: attention_topk, cft, cft_weighted"
+    with pytest.raises(UserError, match=valid):
         get_loss("cfft")
     with pytest.raises(ConfigError, match=r"key 'name'.*unknown loss 'cfft'.*rho1"):
         validate(LossConfig, {"name": "cfft"}, "recipe.yaml")

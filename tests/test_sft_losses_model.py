@@ -10,6 +10,8 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from cft_rl.config import ModelSpec
+from cft_rl.sft.attention import attention_received, received_from_later_queries
 from cft_rl.sft.fields import digit_token_table, example_seed
 from cft_rl.sft.losses import LossConfig, selected_token_loss, step_normalizer
 
@@ -218,3 +220,39 @@ def _one_process_sft_trainer(model, loss_type: str) -> SimpleNamespace:
         _tp_size=1,
         get_tp_size=lambda: 1,
     )
+
+
+# ---- attention_topk's scores: the attention each token receives ----
+
+
+def test_attention_received_sums_later_queries_and_averages_layers_and_heads():
+    generator = torch.Generator().manual_seed(5)
+    layers = tuple(torch.rand(2, 3, 5, 5, generator=generator) for _ in range(2))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    got = received_from_later_queries(layers, mask)
+    for row in range(2):
+        for key in range(5):
+            expected = sum(
+                float(layer[row, head, query, key])
+                for layer in layers
+                for head in range(3)
+                for query in range(key + 1, 5)
+                if mask[row, query]
+            ) / (2 * 3)
+            assert got[row, key].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_attention_received_from_a_model_is_zero_off_the_response(tmp_path):
+    model = tiny_model().float()
+    model.save_pretrained(tmp_path)
+    items = examples(count=3)
+    scores = attention_received(ModelSpec(path=str(tmp_path), device="cpu"), items)
+    for item, score in zip(items, scores, strict=True):
+        response = item["response_mask"].bool()
+        assert score.shape == item["input_ids"].shape
+        assert (score[~response] == 0).all()
+        # every response token but the last is attended to by later tokens
+        assert (score[response][:-1] > 0).all() and score[-1] == 0
+    # padding in a batch changes no example's scores
+    alone = attention_received(ModelSpec(path=str(tmp_path), device="cpu"), items[1:2])
+    torch.testing.assert_close(alone[0], scores[1], rtol=1e-4, atol=1e-6)

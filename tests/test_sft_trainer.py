@@ -150,6 +150,16 @@ def test_one_batch_of_eight_equals_eight_batches_of_one(setup, tmp_path, loss):
     assert_same_run(eight, one)
 
 
+def test_attention_topk_trains_on_as_many_tokens_as_cft(setup, baseline, tmp_path):
+    """The attention scores come from the starting model, once, in the data loader; the loss
+    then trains each example's critical count of tokens, like cft, but other ones."""
+    model, data = setup
+    run_sft(baseline_config(model, data, tmp_path, loss__name="attention_topk"))
+    ours, cft = metrics(tmp_path), metrics(baseline)
+    assert [r["supervised_tokens"] for r in ours] == [r["supervised_tokens"] for r in cft]
+    assert [r["loss"] for r in ours] != pytest.approx([r["loss"] for r in cft])
+
+
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_zero_stages_train_and_export_the_same_weights(setup, baseline, tmp_path, stage):
     model, data = setup

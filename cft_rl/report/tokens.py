@@ -10,7 +10,6 @@ alternatives led to). The tables and the first responses are also printed, in co
 from __future__ import annotations
 
 import html
-import re
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -18,33 +17,14 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from cft_rl.data.token_classes import CLASSES, token_class
 from cft_rl.errors import UserError
 from cft_rl.outputs import IDENTIFY_DATASET
 
 TABLE_NAME = "tokens.md"
 HTML_NAME = "tokens.html"
-CLASSES = ("digits", "operators", "words", "whitespace/punctuation", "mixed", "special")
-OPERATORS = set("+-*/=×÷^<>%")
 TOP_TOKENS = 15
 SHOWN_IN_TERMINAL = 3
-# Special tokens as they decode: <|im_end|>, </s>, <eos>, ...
-_SPECIAL = re.compile(r"^(<\|[^|]*\|>|</?s>|<[a-z_]+>)$")
-
-
-def token_class(piece: str) -> str:
-    """The class of a token's text; surrounding spaces do not count (" 5" is a digit)."""
-    if _SPECIAL.match(piece):
-        return "special"
-    core = piece.strip()
-    if not core or all(not ch.isalnum() and ch not in OPERATORS for ch in core):
-        return "whitespace/punctuation"
-    if all(ch in "0123456789" for ch in core):
-        return "digits"
-    if all(ch in OPERATORS for ch in core):
-        return "operators"
-    if core.isalpha():
-        return "words"
-    return "mixed"
 
 
 def report_tokens(run_dirs: list[str], out: str | None = None) -> None:

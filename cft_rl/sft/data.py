@@ -16,6 +16,7 @@ import torch
 from cft_rl.data.prompts import format_prompt
 from cft_rl.errors import UserError
 from cft_rl.outputs import IDENTIFY_DATASET
+from cft_rl.sft.attention import attention_received
 from cft_rl.sft.config import SftConfig, SftData
 from cft_rl.sft.fields import Fields, collate, digit_token_table, example_seed
 from cft_rl.sft.losses import LossConfig, TokenView, get_loss
@@ -183,6 +184,9 @@ def add_derived_fields(config: SftConfig, tokenizer, items: list[Fields]) -> Non
         table = digit_token_table(tokenizer)
         for item in items:
             item["digit_mask"] = table[item["input_ids"]].long()
+    elif needed == "attention_received":
+        for item, scores in zip(items, attention_received(config.model, items), strict=True):
+            item["attention_received"] = scores
     elif needed == "ref_logprobs":
         for item, logprobs in zip(
             items,

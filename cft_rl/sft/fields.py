@@ -23,6 +23,8 @@ FIELDS: dict[str, str] = {
     "failure_fraction": "share of counterfactual alternatives that failed, in [0, 1], "
     "from `cft-rl identify` [batch, seq]",
     "digit_mask": "1 on tokens whose text contains a digit, see digit_token_table [batch, seq]",
+    "attention_received": "attention each token receives from later tokens under the starting "
+    "model, see cft_rl.sft.attention [batch, seq]",
     "ref_logprobs": "log-probability of each token under the reference model [batch, seq]",
     "example_seed": "one integer per example, see example_seed [batch]",
 }

@@ -11,8 +11,9 @@ only in the weights:
   entropy_topk  1 on the highest-entropy tokens under the current model
   random        1 on random tokens, the same ones for an example every time it is seen
   rho1          1 on the tokens with the highest excess loss over a reference model (Rho-1)
+  attention_topk 1 on the tokens that receive the most attention under the starting model
 
-The last three are *ranked*: they pick a fixed number of tokens per example (its budget), by a
+The last four are *ranked*: they pick a fixed number of tokens per example (its budget), by a
 score. The budget is the example's number of critical tokens (the same count as `cft`), or
 `fraction` of its response tokens when `fraction` is set.
 
@@ -55,8 +56,9 @@ class LossConfig(Section):
     """The `loss` section of an SFT recipe."""
 
     name: str = "cft"
-    # Ranked losses (entropy_topk, random, rho1): share of each example's response tokens to
-    # train on; null = as many as the example has critical tokens (the same count as cft).
+    # Ranked losses (entropy_topk, random, rho1, attention_topk): share of each example's
+    # response tokens to train on; null = as many as the example has critical tokens (the
+    # same count as cft).
     fraction: float | None = Field(default=None, gt=0.0, le=1.0)
     # `random`: mixed with each example's `example_seed`; change it for another random draw.
     seed: int = 0
@@ -229,6 +231,11 @@ def entropy(view: TokenView, config: LossConfig) -> torch.Tensor:
 def excess_loss(view: TokenView, config: LossConfig) -> torch.Tensor:
     # (-log p_model) - (-log p_ref): high where the model lags the reference most
     return view.field("ref_logprobs").float() - view.statistics[0]
+
+
+@register_loss("attention_topk", ranked=True, derived_field="attention_received")
+def attention(view: TokenView, config: LossConfig) -> torch.Tensor:
+    return view.field("attention_received").float()
 
 
 @register_loss("random", ranked=True)
