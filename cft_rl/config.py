@@ -163,7 +163,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = _override_value(raw)
         except yaml.YAMLError as err:
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise ConfigError(
@@ -171,6 +171,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             ) from None
         _set_dotted(merged, key, value, item)
     return merged
+
+
+def _override_value(raw: str) -> Any:
+    """A command-line value as YAML, except a template: the shell drops the quotes of
+    `key='{problem}'`, and YAML would read `{problem}` as a mapping with no values, which no
+    setting takes; a value with braces and no colon is the string it plainly is."""
+    if raw == "":
+        return ""
+    if "{" in raw and ":" not in raw:
+        return raw
+    return yaml.safe_load(raw)
 
 
 def apply_mapping(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -193,15 +204,31 @@ def _flatten(overrides: dict[str, Any], prefix: str = "") -> list[tuple[str, Any
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any, item: str) -> None:
-    node = data
+    """Set `a.b.c` to `value`; a number after a list names its entry (`benchmarks.0.limit`)."""
+    node: Any = data
     parts = key.split(".")
-    for depth, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            prefix = ".".join(parts[: depth + 1])
-            raise ConfigError(f"override {item!r}: {prefix} is a value, not a section")
-        node = child
-    node[parts[-1]] = value
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not (part.isdigit() and int(part) < len(node)):
+                raise ConfigError(
+                    f"override {item!r}: {'.'.join(parts[:depth])} is a list whose entries are "
+                    f"numbered 0 to {len(node) - 1}; {part!r} is none of them"
+                )
+            index = int(part)
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(
+                f"override {item!r}: {'.'.join(parts[:depth])} is a value, not a section"
+            )
+        if last:
+            node[part] = value
+        else:
+            node = node.setdefault(part, {})
 
 
 def validate(schema: type[SchemaT], data: dict[str, Any], source: str) -> SchemaT:
@@ -215,6 +242,9 @@ def validate(schema: type[SchemaT], data: dict[str, Any], source: str) -> Schema
             renamed = _renamed_key(schema, problem["loc"])
             if problem["type"] == "extra_forbidden" and renamed:
                 lines.append(f"  key '{key}' was renamed: it is now '{renamed}'")
+            elif problem["type"] == "extra_forbidden" and _foreign_key(schema, problem["loc"]):
+                ours = _foreign_key(schema, problem["loc"])
+                lines.append(f"  unknown key '{key}': this recipe calls it '{ours}'")
             elif problem["type"] == "extra_forbidden":
                 hint = _closest_key(schema, problem["loc"])
                 lines.append(
@@ -244,6 +274,77 @@ def save_resolved(config: BaseModel, out_dir: str | Path, name: str = "config.ya
     path = out / name
     path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     return path
+
+
+# Names other tools (Hugging Face's TrainingArguments, TRL's and verl's configs) give
+# settings, and the project's name for each; an unknown key with one of them is answered
+# with the key the recipe has under that name.
+FOREIGN_NAMES: dict[str, tuple[str, ...]] = {
+    "learning_rate": ("lr",),
+    "num_train_epochs": ("epochs",),
+    "num_epochs": ("epochs",),
+    "per_device_train_batch_size": ("micro_batch_size",),
+    "train_batch_size": ("prompts_per_step", "micro_batch_size"),
+    "max_length": ("max_length", "max_new_tokens"),
+    "max_completion_length": ("max_new_tokens",),
+    "max_prompt_length": ("max_prompt_tokens",),
+    "max_new_tokens": ("max_new_tokens",),
+    "num_generations": ("rollout.n",),
+    "num_samples": ("n_samples", "rollout.n"),
+    "warmup_ratio": ("warmup_ratio",),
+    "warmup_steps": ("warmup_steps",),
+    "max_steps": ("max_steps", "steps"),
+    "total_training_steps": ("steps",),
+    "gradient_accumulation_steps": ("gradient_accumulation_steps",),
+    "max_grad_norm": ("max_grad_norm",),
+    "grad_clip": ("max_grad_norm",),
+    "beta": ("coef",),
+    "kl_coef": ("coef",),
+    "epsilon": ("clip_ratio_low",),
+    "epsilon_high": ("clip_ratio_high",),
+    "save_steps": ("every_steps",),
+    "seed": ("seed",),
+    "model_name_or_path": ("path",),
+    "lora_r": ("r",),
+    "lora_alpha": ("alpha",),
+    "lora_dropout": ("dropout",),
+    "use_peft": ("enabled",),
+    "bf16": ("dtype",),
+    "rollout_n": ("rollout.n",),
+    "temperature": ("temperature",),
+}
+
+
+def _foreign_key(schema: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
+    """The recipe's key for a name another tool uses (`optim.learning_rate` -> `optim.lr`):
+    a whole key the table names, else the name in the same section, else the one key
+    anywhere that has the name."""
+    names = FOREIGN_NAMES.get(str(loc[-1]))
+    if names is None:
+        return None
+    section = ".".join(str(p) for p in loc[:-1] if not isinstance(p, int))
+    keys = _all_keys(schema)
+    for name in names:
+        if "." in name:  # a whole key
+            if name in keys:
+                return name
+            continue
+        local = f"{section}.{name}" if section else name
+        if local in keys:
+            return local
+        anywhere = [key for key in keys if key.rsplit(".", 1)[-1] == name]
+        if len(anywhere) == 1:
+            return anywhere[0]
+    return None
+
+
+def _all_keys(schema: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted key of a schema, through its sections (lists of sections without index)."""
+    keys = []
+    for name, field in schema.model_fields.items():
+        section = _section_in(field.annotation)
+        keys += _all_keys(section, f"{prefix}{name}.") if section else [prefix + name]
+    return keys
 
 
 def _renamed_key(schema: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
@@ -281,5 +382,11 @@ def _section_in(annotation: Any) -> type[BaseModel] | None:
     return sections.pop() if len(sections) == 1 else None
 
 
-def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}
+def _deep_copy(data: Any) -> Any:
+    """A copy of nested dicts and lists, so that an override never changes what it was
+    applied to (a recipe cached by the caller, the entries of its lists)."""
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data

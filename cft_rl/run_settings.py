@@ -60,13 +60,19 @@ def check_same_settings(where: str | Path, saved: dict[str, Any], current: dict[
         )
 
 
-def record_or_check(path: Path, settings: dict[str, Any]) -> None:
-    """The first run records `settings` at `path`; later runs must have the same."""
+def check_recorded(path: Path, settings: dict[str, Any]) -> None:
+    """`settings` must equal those recorded at `path`, if any are."""
     if path.exists():
         check_same_settings(path, json.loads(path.read_text()), settings)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def record_settings(path: Path, settings: dict[str, Any]) -> None:
+    """Record `settings` at `path` unless they are there. Called just before the first result
+    is written, never at the start: a run that fails before any work (a wrong model path, a
+    missing data field) leaves nothing that would refuse its corrected rerun."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
 def _at(settings: dict[str, Any], dotted: str) -> Any:

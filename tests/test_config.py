@@ -207,3 +207,60 @@ def test_an_unquoted_template_gets_a_hint(tmp_path):
         ConfigError, match=r'fields.question.*in YAML, quote a template: "\{problem\}"'
     ):
         load_config(resolve(STAGES["eval"][0]), recipe, [])
+
+
+# ---- overrides as a shell user writes them; names other tools use ----
+
+
+def test_list_entries_take_dotted_overrides():
+    data = {"benchmarks": [{"benchmark": "toy", "limit": 2}, {"benchmark": "toy-hard"}]}
+    merged = apply_overrides(data, ["benchmarks.1.path=/data/x.jsonl", "benchmarks.0.limit=5"])
+    assert merged["benchmarks"] == [
+        {"benchmark": "toy", "limit": 5},
+        {"benchmark": "toy-hard", "path": "/data/x.jsonl"},
+    ]
+    assert data["benchmarks"][0]["limit"] == 2  # the recipe itself is not changed
+    with pytest.raises(
+        ConfigError, match=r"benchmarks is a list whose entries are numbered 0 to 1"
+    ):
+        apply_overrides(data, ["benchmarks.2.limit=3"])
+
+
+def test_a_template_whose_quotes_the_shell_dropped_is_a_string():
+    merged = apply_overrides({}, ["data.fields.question={problem}", "q={a} and {b}", "m={a: 1}"])
+    assert merged["data"]["fields"]["question"] == "{problem}"
+    assert merged["q"] == "{a} and {b}"
+    assert merged["m"] == {"a": 1}  # with a colon it is YAML's mapping, as before
+
+
+@pytest.mark.parametrize(
+    ("override", "ours"),
+    [
+        ("optim.learning_rate=1e-4", "optim.lr"),
+        ("train.num_train_epochs=2", "train.epochs"),
+        ("per_device_train_batch_size=4", "train.micro_batch_size"),
+        ("max_steps=3", "train.max_steps"),
+    ],
+)
+def test_names_from_other_tools_are_answered_with_the_recipes_own(override, ours):
+    from cft_rl.sft.config import SftConfig
+
+    data = apply_overrides({"data": {"path": "runs/x"}}, [override])
+    with pytest.raises(
+        ConfigError, match=rf"'{override.split('=')[0]}': this recipe calls it '{ours}'"
+    ):
+        validate(SftConfig, data, "recipe")
+
+
+def test_grpo_names_from_trl():
+    from cft_rl.grpo.config import GrpoConfig
+
+    data = apply_overrides({}, ["num_generations=4", "kl.beta=0.1", "max_steps=2"])
+    with pytest.raises(ConfigError) as err:
+        validate(GrpoConfig, data, "recipe")
+    for theirs, ours in [
+        ("num_generations", "rollout.n"),
+        ("kl.beta", "kl.coef"),
+        ("max_steps", "steps"),
+    ]:
+        assert f"'{theirs}': this recipe calls it '{ours}'" in str(err.value)

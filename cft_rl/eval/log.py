@@ -14,7 +14,7 @@ from typing import Any
 
 from cft_rl.errors import UserError
 from cft_rl.jsonl import append_records, read_repaired
-from cft_rl.run_settings import record_or_check
+from cft_rl.run_settings import check_recorded, record_settings
 
 GREEDY = "greedy"
 
@@ -28,8 +28,7 @@ class GenerationLog:
 
     def open(self) -> GenerationLog:
         """Check the settings against an earlier run's and load its complete lines."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        record_or_check(self.meta_path, self.settings)
+        check_recorded(self.meta_path, self.settings)
         if self.path.is_file():
             self._load()
         return self
@@ -42,6 +41,7 @@ class GenerationLog:
         new = [r for r in records if not self.has(r["id"], r["sample"])]
         if not new:
             return
+        record_settings(self.meta_path, self.settings)
         append_records(self.path, new)
         for record in new:
             self.records[(record["id"], record["sample"])] = record

@@ -137,12 +137,21 @@ class Markers:
                 )
 
 
+# What a cell's start writes before its stage does any work: a cell holding nothing else
+# (a dry run's recipe, or a start that failed, say on a wrong model path) did no work.
+_STARTUP_FILES = {CELL_RECIPE, CELL_LOG, CELL_LOCK, "config.yaml"}
+
+
 def write_cell_recipe(cell: Cell, out: Path) -> Path:
-    """Write the cell's recipe. A directory where the cell has already run (anything besides
-    its recipe there) must have been run with the same recipe; a recipe nothing ran from
-    (a dry run, or a learning-rate choice that has changed since) is replaced."""
+    """Write the cell's recipe. A directory where the cell has done work (a file besides
+    what its start writes) must have been run with the same recipe; a recipe nothing ran
+    from (a dry run, a failed start, a learning-rate choice that has changed since) is
+    replaced."""
     path = out / cell.name / CELL_RECIPE
-    ran = path.parent.is_dir() and any(p.name != CELL_RECIPE for p in path.parent.iterdir())
+    ran = path.parent.is_dir() and any(
+        p.is_file() and p.relative_to(path.parent).as_posix() not in _STARTUP_FILES
+        for p in path.parent.rglob("*")
+    )
     if ran and path.is_file():
         changed = changed_settings(yaml.safe_load(path.read_text()), cell.recipe)
         if changed:

@@ -97,9 +97,10 @@ def run_identify(config: IdentifyConfig, workbench: Workbench | None = None) -> 
     if config.cpu_threads is not None:
         torch.set_num_threads(config.cpu_threads)
     if not config.merge_only:
-        check_settings(out_dir, config.result_settings())
+        settings = config.result_settings()
+        check_settings(out_dir, settings)
         examples = config.data.load()
-        files = ShardFiles(out_dir, config.shard_index, config.num_shards)
+        files = ShardFiles(out_dir, config.shard_index, config.num_shards, settings)
         if config.scale.backend == "ray":
             identify_on_ray(config, examples, files)
         else:

@@ -19,19 +19,31 @@ from typing import Any
 
 from cft_rl.files import write_text_atomic
 from cft_rl.jsonl import append_records, read_repaired
-from cft_rl.run_settings import record_or_check
+from cft_rl.run_settings import check_recorded, record_settings
+
+
+def settings_path(out_dir: Path) -> Path:
+    return out_dir / "shards" / "settings.json"
 
 
 def check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
-    """Record `settings` on the first run; on later runs (resume, other shards) insist on them."""
-    record_or_check(out_dir / "shards" / "settings.json", settings)
+    """On a resumed run or another shard: the settings must be those of the recorded work."""
+    check_recorded(settings_path(out_dir), settings)
 
 
 class ShardFiles:
-    """The JSONL files of one shard."""
+    """The JSONL files of one shard. Given the run's settings, the first line written also
+    records them (settings.json), so a run that fails before any work leaves none."""
 
-    def __init__(self, out_dir: str | Path, shard_index: int, num_shards: int) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        shard_index: int,
+        num_shards: int,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         self.out_dir = Path(out_dir)
+        self.settings = settings
         self.shard_index, self.num_shards = shard_index, num_shards
         tag = shard_tag(shard_index, num_shards)
         shards = self.out_dir / "shards"
@@ -46,10 +58,16 @@ class ShardFiles:
         return {record["index"]: record for record in read_repaired(self.results_path)}
 
     def append_greedy(self, records: list[dict[str, Any]]) -> None:
+        self._record_settings()
         append_records(self.greedy_path, records)
 
     def append_result(self, record: dict[str, Any]) -> None:
+        self._record_settings()
         append_records(self.results_path, [record])
+
+    def _record_settings(self) -> None:
+        if self.settings is not None:
+            record_settings(settings_path(self.out_dir), self.settings)
 
     def mark_done(self, summary: dict[str, Any]) -> None:
         write_text_atomic(self.done_path, json.dumps(summary, indent=2))
