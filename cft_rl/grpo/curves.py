@@ -56,6 +56,11 @@ def load_run(run_dir: str) -> Run:
     if not metrics_path.is_file():
         raise UserError(f"{metrics_path} not found: is {run_dir} the output_dir of `cft-rl grpo`?")
     series = {name: _read_series(path / name) for name in (METRICS, PROBE, VALIDATION)}
+    if not series[METRICS].get("reward_mean"):
+        raise UserError(
+            f"{metrics_path} holds no GRPO step (no reward_mean): is {run_dir} the output_dir "
+            "of `cft-rl grpo`? (an sft run writes a metrics.jsonl too)"
+        )
     events = len(read_records(path / EVENTS))
     return Run(path, _label(path), series, events, _group_key(path))
 

@@ -47,7 +47,10 @@ def _load_run(run_dir: str) -> dict[str, Any]:
         summary = json.loads(path.read_text())
         benchmarks = {b["benchmark"]: b for b in summary["benchmarks"]}
     except (ValueError, KeyError, TypeError) as err:
-        raise UserError(f"{path}: not an eval summary ({err})") from None
+        raise UserError(
+            f"{path}: not an eval summary ({err}): is {run_dir} the output_dir of a "
+            "`cft-rl eval` run?"
+        ) from None
     return {"label": _label(run_dir), "benchmarks": summary["benchmarks"], "by_name": benchmarks}
 
 
