@@ -26,6 +26,7 @@ from cft_rl.run_settings import RunSettingsError
 from reward import Verifier, extract_final_answer
 
 torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
 
 # (question, reference, the model's answer): the last two are answered wrong (sum > 50).
 QUESTIONS = [("Q 10+7", "17", 17), ("Q 3+4", "7", 7), ("Q 30+25", "55", 56), ("Q 2+64", "66", 67)]
@@ -294,15 +295,58 @@ def _table(run_dir):
     return pq.read_table(run_dir / "critical_tokens.parquet")
 
 
-def test_progress_says_what_is_done_and_how_long_is_left(capsys):
-    from cft_rl.identify.runner import _report_progress, _report_resume
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
 
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_says_what_is_done_and_how_long_is_left(capsys):
+    from cft_rl.identify.progress import Progress
+
+    clock = FakeClock()
+    Progress(10, 0, clock).starting("10 questions of toy-train")  # a fresh run: no resuming
+    progress = Progress(10, 1, clock)
+    progress.starting("10 questions of toy-train")
     # 2 questions in 4 s since this run started (1 was done before): 7 left at 0.5/s.
-    _report_resume(0, 10)  # a fresh run says nothing of resuming
-    _report_resume(1, 10)
-    _report_progress(3, 10, 1, 4.0, ", 120 continuations/s")
-    _report_progress(10, 10, 1, 18.0)
-    resumed, first, last = capsys.readouterr().err.splitlines()
+    clock.now += 4.0
+    progress.chunk_done(3, ", 120 continuations/s")
+    clock.now += 14.0
+    progress.chunk_done(10)
+    fresh, start, resumed, first, last = capsys.readouterr().err.splitlines()
+    assert fresh == start == "identify: 10 questions of toy-train"
     assert resumed == "identify: resuming, 1/10 questions already done"
     assert first == "identify: 3/10 questions done, 4 s, 120 continuations/s, about 14 s left"
     assert last == "identify: 10/10 questions done, 18 s"
+
+
+def test_progress_within_a_chunk_prints_every_few_seconds(capsys):
+    from cft_rl.identify.progress import EVERY_S, Progress
+
+    clock = FakeClock()
+    progress = Progress(64, 0, clock)
+    progress.within_chunk("chunk 1/1: answering 64 questions greedily", force=True)
+    for question in range(1, 41):  # a question every 0.5 s for 20 s
+        clock.now += 0.5
+        progress.within_chunk(f"chunk 1/1: {question}/40 questions")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "identify: chunk 1/1: answering 64 questions greedily"
+    # one line per EVERY_S seconds, never two within it
+    assert len(lines) == 1 + int(20 / EVERY_S)
+    assert lines[1] == f"identify: chunk 1/1: {int(EVERY_S / 0.5)}/40 questions"
+
+
+def test_identify_says_what_starts_before_any_model_work(tmp_path, capsys):
+    """The toy recipe's first line comes before the model is loaded; each chunk says when its
+    greedy answers start and how many were right before the long part begins."""
+    from cft_rl.cli import main
+
+    recipe = str(ROOT / "recipes" / "toy" / "identify.yaml")
+    assert main(["identify", "--recipe", recipe, "data.limit=3", f"output_dir={tmp_path}"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("identify:")]
+    assert lines[0] == "identify: 3 questions of toy-train, model toy, 1 chunk of up to 64"
+    assert lines[1] == "identify: chunk 1/1: answering 3 questions greedily"
+    assert lines[2].startswith("identify: chunk 1/1: ") and "answers right, identifying" in lines[2]
+    assert lines[-1].startswith("identify: 3/3 questions done")

@@ -32,6 +32,7 @@ from cft_rl.identify.config import IdentifyConfig
 from cft_rl.identify.counterfactual import Decoder, identify_response
 from cft_rl.identify.dataset import finished_shards, merged_records, write_dataset
 from cft_rl.identify.decoders import DECODERS, ContinuationSampling
+from cft_rl.identify.progress import Progress
 from cft_rl.identify.store import ShardFiles, check_settings, write_json
 from cft_rl.identify.summary import one_line, summarize
 from cft_rl.modeling import load_causal_lm, resolve_model_path
@@ -134,24 +135,41 @@ def identify_shard(
     greedy, results = files.greedy(), files.results()
     chunks = shard_chunks(config, len(examples))
     total = sum(len(chunk) for chunk in chunks)
-    done_before = done = sum(i in results for chunk in chunks for i in chunk)
-    _report_resume(done_before, total)
-    start = time.perf_counter()
-    for chunk in chunks:
+    done = sum(i in results for chunk in chunks for i in chunk)
+    progress = Progress(total, done)
+    progress.starting(_start_line(config, total, len(chunks)))
+    for number, chunk in enumerate(chunks, start=1):
         pending = [index for index in chunk if index not in results]
         if not pending:
             continue
+        where = f"chunk {number}/{len(chunks)}"
         if any(index not in greedy for index in chunk):
+            progress.within_chunk(f"{where}: answering {len(chunk)} questions greedily", True)
             records = answer_chunk(config, examples, chunk, workbench)
             files.append_greedy(records)
             greedy.update((record["index"], record) for record in records)
-        for index in pending:
+        kept = sum(greedy[index]["kept"] for index in pending)
+        progress.within_chunk(f"{where}: {kept} of {len(pending)} answers right, identifying", True)
+        continuations = 0
+        for position, index in enumerate(pending, start=1):
             record = identify_record(config, greedy[index], workbench)
             files.append_result(record)
             results[index] = record
+            continuations += record["stats"].get("continuations", 0)
+            progress.within_chunk(
+                f"{where}: {position}/{len(pending)} questions, {continuations} continuations"
+            )
         done += len(pending)
-        _report_progress(done, total, done_before, time.perf_counter() - start)
+        progress.chunk_done(done)
     files.mark_done(summarize([results[i] for chunk in chunks for i in chunk]))
+
+
+def _start_line(config: IdentifyConfig, questions: int, chunks: int) -> str:
+    shard = f" (shard {config.shard_index} of {config.num_shards})" if config.num_shards > 1 else ""
+    return (
+        f"{questions} questions of {config.data.benchmark}{shard}, model {config.model.path}, "
+        f"{chunks} chunk{'s' if chunks != 1 else ''} of up to {config.generation.batch_size}"
+    )
 
 
 class ChunkWorker:
@@ -190,10 +208,12 @@ def identify_on_ray(config: IdentifyConfig, examples: list[Example], files: Shar
             stored = [greedy[i] for i in chunk] if all(i in greedy for i in chunk) else None
             tasks.append(({i: examples[i] for i in chunk}, stored, pending))
     total = sum(len(chunk) for chunk in chunks)
-    done_before = done = total - sum(len(pending) for _, _, pending in tasks)
-    _report_resume(done_before, total)
+    done = total - sum(len(pending) for _, _, pending in tasks)
+    progress = Progress(total, done)
+    progress.starting(
+        _start_line(config, total, len(chunks)) + f", on {config.scale.workers} Ray replicas"
+    )
     continuations = 0
-    start = time.perf_counter()
 
     def store(result) -> None:
         nonlocal done, continuations
@@ -205,30 +225,14 @@ def identify_on_ray(config: IdentifyConfig, examples: list[Example], files: Shar
             results[record["index"]] = record
             continuations += record["stats"].get("continuations", 0)
         done += len(records)
-        seconds = time.perf_counter() - start
-        _report_progress(
-            done, total, done_before, seconds, f", {continuations / seconds:.0f} continuations/s"
-        )
+        seconds = max(progress.clock() - progress.start, 1e-9)
+        progress.chunk_done(done, f", {continuations / seconds:.0f} continuations/s")
 
     if tasks:  # a rerun of a finished run starts no replicas
         data = portable(config.model_dump())
         replicas = run_on_ray(config.scale, ChunkWorker, (data,), tasks, store)
         write_json(files.out_dir / "shards" / "replicas.json", {"chunks_per_replica": replicas})
     files.mark_done(summarize([results[i] for chunk in chunks for i in chunk]))
-
-
-def _report_resume(done: int, total: int) -> None:
-    if done:
-        print(f"identify: resuming, {done}/{total} questions already done", file=sys.stderr)
-
-
-def _report_progress(
-    done: int, total: int, done_before: int, seconds: float, extra: str = ""
-) -> None:
-    """One stderr line per chunk: a long run shows it is moving and when it should end."""
-    rate = (done - done_before) / seconds if seconds > 0 else 0.0
-    left = f", about {(total - done) / rate:.0f} s left" if rate > 0 and done < total else ""
-    print(f"identify: {done}/{total} questions done, {seconds:.0f} s{extra}{left}", file=sys.stderr)
 
 
 def answer_chunk(
