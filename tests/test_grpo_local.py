@@ -424,3 +424,30 @@ def test_resume_settings_keep_what_shapes_the_run():
     assert "micro_batch_size" in clip_cov["batch"]
     ppo = GrpoConfig(algorithm={"advantage_estimator": "gae"}).resume_settings()
     assert ppo["critic"]["optim"]["lr"] == 1e-5
+
+
+def test_the_console_line_says_time_left_first_and_when_a_step_had_no_signal():
+    from cft_rl.grpo.local_engine import _summary_line
+
+    record = {
+        "step": 3, "reward_mean": 0.5, "entropy": 0.2, "response_length_mean": 40.0,
+        "pg_clipfrac": 0.0, "step_time_s": 2.0, "time_generate_s": 1.0,
+        "time_reward_s": 0.5, "time_update_s": 0.5, "zero_signal_groups": 0.25,
+    }  # fmt: skip
+    line = _summary_line(record, 10, 14.0)
+    assert line.startswith("step 3/10 (~14 s left)  reward 0.500")
+    assert _summary_line(record, 10, 600.0).startswith("step 3/10 (~10 min left)")
+    flat = _summary_line({**record, "zero_signal_groups": 1.0}, 10, 14.0)
+    assert "no learning signal" in flat
+    ppo = {**record, "zero_signal_groups": 1.0, "vf_loss": 0.1}
+    assert "no learning signal" not in _summary_line(ppo, 10, 14.0)
+
+
+def test_validation_also_runs_after_the_last_step(model_dir, train_file, tmp_path):
+    validation = {"benchmark": "gsm8k", "path": str(train_file), "limit": 2, "n": 1, "every": 2}
+    out = tmp_path / "run"
+    config = make_config(
+        model_dir, train_file, out, steps=3, checkpoint__every_steps=0, validation=validation
+    )
+    run_local(config, scorer=digit_share)
+    assert [r["step"] for r in read_jsonl(out / "validation.jsonl")] == [0, 2, 3]

@@ -23,7 +23,7 @@ HEAVY = ("vllm", "verl", "deepspeed", "trl", "matplotlib", "ray")
 LAYERS: list[tuple[str, ...]] = [
     ("reward",),
     ("cft_rl.errors", "cft_rl.outputs", "cft_rl.registry"),
-    ("cft_rl.files", "cft_rl.config", "cft_rl.jsonl", "cft_rl.commands"),
+    ("cft_rl.files", "cft_rl.config", "cft_rl.jsonl", "cft_rl.commands", "cft_rl.console"),
     (
         "cft_rl.checkpointing",
         "cft_rl.modeling",

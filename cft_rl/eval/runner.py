@@ -18,16 +18,9 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.text import Text
+from rich.progress import Progress
 
+from cft_rl.console import progress_bar
 from cft_rl.data import DataError, Example
 from cft_rl.data.prompts import format_prompt
 from cft_rl.errors import UserError
@@ -318,16 +311,4 @@ def _check_same_references(examples: list[Example], log: GenerationLog, samples:
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
-
-
-class _RateColumn(ProgressColumn):
-    def render(self, task) -> Text:
-        return Text(f"{task.speed:.2f} problems/s" if task.speed else "")
+    return progress_bar(console=console)

@@ -156,12 +156,15 @@ class LocalGrpo:
         if start == 0:
             self._periodic(0)
         last_saved = start
+        started = time.perf_counter()
         for step in range(start + 1, config.steps + 1):
             record = self.train_step(step)
             record.update(self._periodic(step))
             self.sinks.write(record)
             if config.logging.progress:
-                print(_summary_line(record, config.steps), flush=True)
+                per_step = (time.perf_counter() - started) / (step - start)
+                left = per_step * (config.steps - step)
+                print(_summary_line(record, config.steps, left), flush=True)
             for event in self.monitor.update(step, record):
                 self.events.append(event.to_record())
                 print(f"entropy monitor: {event.message}", flush=True)
@@ -211,17 +214,19 @@ class LocalGrpo:
         )
 
     def _periodic(self, step: int) -> dict[str, Any]:
-        """The probe and the validation, when due at `step` (0: before training); their
-        results prefixed for the step's metrics record."""
+        """The probe and the validation, when due at `step` (0: before training, and the last
+        step, so that a run always has an end value); their results prefixed for the step's
+        metrics record."""
         self.model.eval()
         found: dict[str, Any] = {}
-        if self.probe is not None and step % self.config.probe.every == 0:
+        last = step == self.config.steps
+        if self.probe is not None and (step % self.config.probe.every == 0 or last):
             result = probe_entropy(
                 self.model, self.probe, self.pad_id, self.config.probe.micro_batch_size
             )
             self.probe_log.append({"step": step, **result})
             found |= {f"probe_{key}": value for key, value in result.items()}
-        if self.validation is not None and step % self.config.validation.every == 0:
+        if self.validation is not None and (step % self.config.validation.every == 0 or last):
             result = self._validate()
             self.validation_log.append({"step": step, **result})
             found |= {f"val_{key}": value for key, value in result.items()}
@@ -349,9 +354,21 @@ class _Clock:
         return time.perf_counter() - self.start
 
 
-def _summary_line(record: dict[str, Any], steps: int) -> str:
-    line = (
-        f"step {record['step']}/{steps}  reward {record['reward_mean']:.3f}  "
+def _summary_line(record: dict[str, Any], steps: int, seconds_left: float) -> str:
+    """The console's line of a step: where the run is and when it should end first (80
+    columns keep them), then what the step did."""
+    left = (
+        f"~{seconds_left / 60:.0f} min left"
+        if seconds_left >= 60
+        else f"~{seconds_left:.0f} s left"
+    )
+    line = f"step {record['step']}/{steps} ({left})  "
+    if record.get("zero_signal_groups") == 1.0 and "vf_loss" not in record:
+        # every group had one reward: all group advantages are 0, the policy did not move
+        # (PPO's advantages come from its critic and are not 0)
+        line += "no learning signal (each group's rollouts had the same reward)  "
+    line += (
+        f"reward {record['reward_mean']:.3f}  "
         f"entropy {record['entropy']:.3f}  length {record['response_length_mean']:.1f}  "
     )
     # A PPO warm-up step trains the critic alone: no policy loss to show.

@@ -7,15 +7,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 
+from cft_rl.console import progress_bar
 from cft_rl.metric_sinks import MetricSinks
 from cft_rl.sft.config import SftConfig
 
@@ -62,15 +56,9 @@ class SftMetrics:
 
 
 def _progress_bar(done: int, total: int) -> Progress:
-    progress = Progress(
-        TextColumn("sft"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]} lr {task.fields[lr]}"),
-        TextColumn("{task.fields[tokens]} tok/s, {task.fields[supervised]} supervised tok/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
+    progress = progress_bar(
+        "loss {task.fields[loss]} lr {task.fields[lr]} {task.fields[tokens]} tok/s, "
+        "{task.fields[supervised]} supervised tok/s"
     )
     progress.add_task(
         "sft", total=total, completed=done, loss="-", lr="-", tokens="-", supervised="-"
