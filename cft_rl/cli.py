@@ -16,6 +16,7 @@ from typing import Any
 
 from cft_rl.commands import REPORTS, STAGES, TOY_COMMANDS, resolve
 from cft_rl.config import ConfigError, load_config, save_resolved
+from cft_rl.console import quiet_libraries
 from cft_rl.errors import UserError
 
 # The first line of every shipped recipe: "# cft-rl <command> --recipe <its path>".
@@ -66,6 +67,7 @@ def _run_stage(schema_path: str, runner_path: str, args: argparse.Namespace) -> 
         if args.recipe is None and "Field required" in str(err):
             raise ConfigError(f"{err}\n(no --recipe given; recipes/ has one per stage)") from None
         raise
+    quiet_libraries()
     runner: Callable[[Any], Any] = resolve(runner_path)
     save_resolved(config, config.output_dir)
     runner(config)

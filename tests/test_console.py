@@ -1,6 +1,7 @@
 """The progress bar of every stage keeps done/total and the time left visible at 80 columns."""
 
 import io
+import os
 import re
 
 from rich.console import Console
@@ -29,3 +30,23 @@ def test_done_total_and_time_left_fit_80_columns_with_long_details():
 def test_details_show_when_there_is_room():
     line = rendered("loss {task.fields[loss]}", 120, loss="0.0057")
     assert "loss 0.0057" in line and "123/510" in line
+
+
+def test_library_noise_is_off_unless_asked_for(monkeypatch):
+    from transformers.utils import logging as transformers_logging
+
+    from cft_rl.console import LIBRARY_LOGS_ENV, quiet_libraries
+
+    monkeypatch.setenv(LIBRARY_LOGS_ENV, "1")
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    transformers_logging.enable_progress_bar()
+    quiet_libraries()
+    assert transformers_logging.is_progress_bar_enabled()  # asked for: left alone
+
+    monkeypatch.delenv(LIBRARY_LOGS_ENV)
+    quiet_libraries()
+    assert not transformers_logging.is_progress_bar_enabled()
+    assert transformers_logging.get_verbosity() == transformers_logging.ERROR
+    assert os.environ["DS_ACCELERATOR"] == "cpu"  # no CUDA here: no accelerator warning
+    transformers_logging.enable_progress_bar()
+    transformers_logging.set_verbosity_warning()

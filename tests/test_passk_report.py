@@ -57,3 +57,35 @@ def test_same_folder_names_are_told_apart_by_path(tmp_path):
 def test_missing_summary_names_the_file(tmp_path):
     with pytest.raises(UserError, match="summary.json not found"):
         report_passk([str(tmp_path)], out=None)
+
+
+def test_a_greedy_only_run_is_drawn_without_library_warnings(tmp_path, monkeypatch):
+    import warnings
+
+    from matplotlib.figure import Figure
+
+    write_summary(tmp_path / "base", [result("toy", 0.0, {})])  # n_samples 0, greedy 0
+    write_summary(tmp_path / "cft", [result("toy", 0.6, {"1": 0.5, "2": 0.7, "4": 0.85})])
+    drawn = {}
+    real_savefig = Figure.savefig
+
+    def savefig(figure, *args, **kwargs):
+        axis = figure.axes[0]
+        drawn["legend"] = [text.get_text() for text in axis.get_legend().get_texts()]
+        drawn["greedy"] = [tuple(c.get_offsets()[0]) for c in axis.collections]
+        return real_savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report_passk([str(tmp_path / "base"), str(tmp_path / "cft")], out=str(tmp_path / "r"))
+    assert drawn["legend"] == ["base (greedy only)", "cft"]
+    assert drawn["greedy"] == [(1.0, 0.0), (1.0, 60.0)]  # both greedy markers, 0 included
+
+
+def test_eval_table_says_when_no_samples_were_drawn():
+    from cft_rl.eval.runner import markdown_table
+
+    summary = {"model": "toy", "n_samples": 0, "ks": [], "temperature": 1.0, "top_p": 1.0}
+    summary["benchmarks"] = [result("toy", 0.5, {})]
+    assert "no samples drawn" in markdown_table(summary).splitlines()[0]

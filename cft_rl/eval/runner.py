@@ -263,9 +263,14 @@ class _BenchmarkEval:
 def markdown_table(summary: dict[str, Any]) -> str:
     ks = summary["ks"]
     header = ["benchmark", "problems", "greedy", *(f"pass@{k}" for k in ks)]
+    sampling = (
+        f"pass@k from {summary['n_samples']} samples per problem at temperature "
+        f"{summary['temperature']}, top_p {summary['top_p']}"
+        if summary["n_samples"]
+        else "greedy accuracy only (n_samples 0: no samples drawn, no pass@k)"
+    )
     lines = [
-        f"Model `{summary['model']}`; pass@k from {summary['n_samples']} samples per problem "
-        f"at temperature {summary['temperature']}, top_p {summary['top_p']}.",
+        f"Model `{summary['model']}`; {sampling}.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",

@@ -68,24 +68,41 @@ def _plot(runs: list[dict[str, Any]], benchmarks: list[str], path: Path) -> None
     columns = min(3, len(benchmarks))
     rows = -(-len(benchmarks) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.6 * rows), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for axis, name in zip(axes.flat, benchmarks, strict=False):
-        all_ks: set[int] = set()
-        for run in runs:
+        all_ks: set[int] = {1}
+        for index, run in enumerate(runs):
             result = run["by_name"].get(name)
-            if result is None or not result["pass_at_k"]:
+            if result is None:
                 continue
+            color = colors[index % len(colors)]  # one colour per run in every panel
             ks = sorted(int(k) for k in result["pass_at_k"])
             all_ks.update(ks)
-            values = [100 * result["pass_at_k"][str(k)] for k in ks]
-            (line,) = axis.plot(ks, values, marker="o", label=run["label"])
-            axis.scatter([1], [100 * result["greedy_accuracy"]], marker="x", color=line.get_color())
+            if ks:
+                values = [100 * result["pass_at_k"][str(k)] for k in ks]
+                axis.plot(ks, values, marker="o", color=color, label=run["label"])
+            # a greedy-only run (n_samples 0) has its marker alone; drawn over the lines,
+            # with an edge, so that a greedy accuracy of 0 does not hide under them
+            axis.scatter(
+                [1],
+                [100 * result["greedy_accuracy"]],
+                marker="X",
+                s=60,
+                color=color,
+                edgecolors="white",
+                zorder=3,
+                label=None if ks else f"{run['label']} (greedy only)",
+            )
         axis.set_xscale("log", base=2)
         axis.set_xticks(sorted(all_ks), [str(k) for k in sorted(all_ks)])
+        if len(all_ks) == 1:
+            axis.set_xlim(0.7, 1.4)
         axis.set_title(name)
         axis.set_xlabel("k (samples)")
         axis.set_ylabel("pass@k (%)")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize="small")
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize="small")
     for axis in list(axes.flat)[len(benchmarks) :]:
         axis.set_visible(False)
     figure.suptitle("pass@k (lines) and greedy accuracy (x at k=1)")
