@@ -26,8 +26,8 @@ def record(index, tokens, mask):
         "index": index,
         "id": f"q-{index}",
         "source": "test",
-        "question": "?",
-        "answer": "1",
+        "question": f"How much is <{index}> + 1?",
+        "answer": f"{index + 1}",
         "prompt": "p",
         "prompt_token_ids": [1],
         "response": "".join(tokens),
@@ -78,6 +78,12 @@ def test_report_tables_and_views(tmp_path, capsys):
     page = (run / "tokens.html").read_text()
     assert page.count('class="c"') == 4
     assert page.count('class="p"') == 1  # "x": some alternatives failed, not all
+    # each answer under its question (escaped) and reference
+    assert (
+        page.index("How much is &lt;0&gt; + 1?")
+        < page.index("reference answer: 1")
+        < page.index("q-1")
+    )
     assert "&lt;|im_end|&gt;" in page
     assert "failure 1.00; 9 -&gt; 3" in page
     assert "wrote" in capsys.readouterr().out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -105,11 +106,16 @@ def test_identify_cft_and_grpo_run_on_a_file_of_ones_own(tmp_path):
     identified, and trained on for a step with CFT and with GRPO."""
     path = tmp_path / "toy_choices.jsonl"
     rows = [
-        {"problem": e.question, "options": [str(int(e.answer) + 1), e.answer, "0"], "label": "B"}
-        for e in load_benchmark("toy-train", limit=4)
+        {
+            "qid": f"sum-{k:03d}",
+            "problem": e.question,
+            "options": [str(int(e.answer) + 1), e.answer, "0"],
+            "label": "B",
+        }
+        for k, e in enumerate(load_benchmark("toy-train", limit=4))
     ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    fields = {"question": "{problem}", "answer": "label", "options": "options"}
+    fields = {"question": "{problem}", "answer": "label", "options": "options", "id": "qid"}
     spec = json.dumps({"benchmark": "mine", "path": str(path), "template": "toy", "fields": fields})
 
     identify = tmp_path / "identify"
@@ -118,6 +124,8 @@ def test_identify_cft_and_grpo_run_on_a_file_of_ones_own(tmp_path):
     summary = json.loads((identify / "summary.json").read_text())
     assert summary["questions"] == 4 and summary["kept"] >= 2  # the toy gets most right
     assert summary["continuations"] > 0 and summary["critical_tokens"] > 0
+    kept_ids = pq.read_table(identify / "critical_tokens.parquet", columns=["id"])["id"]
+    assert set(kept_ids.to_pylist()) <= {row["qid"] for row in rows}  # the file's own ids
 
     cft = tmp_path / "cft"  # CFT on those critical tokens, one step
     argv = ["sft", "--recipe", str(ROOT / "recipes" / "toy" / "cft.yaml"), f"data.path={identify}"]
@@ -321,3 +329,15 @@ def test_a_data_error_names_the_recipe_section(choice_file):
     )
     with pytest.raises(DataError, match=r"^validation: .*my_choices.jsonl line 1: missing field"):
         config.validation.load("validation")
+
+
+def test_ids_from_a_field_must_be_unique(tmp_path):
+    path = tmp_path / "sums.jsonl"
+    rows = [{"id": "a", "q": "1+1?", "a": "2"}, {"id": "b", "q": "2+2?", "a": "4"}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    examples = load_file_examples(path, "sums", "{q}", "a", id_field="id")
+    assert [e.id for e in examples] == ["a", "b"]
+    assert [e.id for e in load_file_examples(path, "sums", "{q}", "a")] == ["sums-0", "sums-1"]
+    path.write_text(path.read_text() + json.dumps({"id": "a", "q": "3+3?", "a": "6"}) + "\n")
+    with pytest.raises(DataError, match=r"sums.jsonl.*3.*'a', as at .*1.*unique"):
+        load_file_examples(path, "sums", "{q}", "a", id_field="id")

@@ -141,10 +141,24 @@ def examples_from_records(
     answer: Reader,
     solution: SolutionReader = no_solution,
     choices: ChoicesReader = no_choices,
+    id_field: str | None = None,
 ) -> list[Example]:
+    """One example per record; its id is `source-N` (N its place), or the record's own
+    `id_field`, which must then be unique."""
+    ids = [
+        record.text(id_field) if id_field else f"{source}-{i}" for i, record in enumerate(records)
+    ]
+    first: dict[str, Record] = {}
+    for record, example_id in zip(records, ids, strict=True):
+        if example_id in first:
+            raise record.error(
+                f"field '{id_field}' is {example_id!r}, as at {first[example_id].where}: "
+                "ids must be unique"
+            )
+        first[example_id] = record
     return [
         Example(
-            id=f"{source}-{i}",
+            id=ids[i],
             question=question(record),
             answer=answer(record),
             solution=solution(record),
@@ -335,6 +349,7 @@ def load_file_examples(
     limit: int | None = None,
     options: str | None = None,
     kind: AnswerKind | None = None,
+    id_field: str | None = None,
 ) -> list[Example]:
     """Examples from a file outside the registry (.jsonl, .json or .parquet, a directory
     with test.*, or a hub dataset `hub:NAME[:CONFIG[:SPLIT]]`, split test unless given):
@@ -344,8 +359,9 @@ def load_file_examples(
     solution, `options` the field with multiple-choice options (laid out as "A) text"
     lines). `kind` is what the answers are: "number" (checked), "expression" (anything
     math-verify reads) or "choice" (needs `options`; the answer is an option's letter or
-    text, checked); null: "choice" with `options`, else "expression". Errors name the file,
-    the record and the field."""
+    text, checked); null: "choice" with `options`, else "expression". `id_field` holds each
+    record's own id (unique); null: ids are `name-N`. Errors name the file, the record and
+    the field."""
     try:
         kind = answer_kind(kind, options)
     except ValueError as err:
@@ -379,7 +395,9 @@ def load_file_examples(
         read_question = template_question(question, options)
     except ValueError as err:
         raise DataError(f"{path}: {err}") from None
-    return examples_from_records(records, name, read_question, answer, solution, read_choices)
+    return examples_from_records(
+        records, name, read_question, answer, solution, read_choices, id_field
+    )
 
 
 def answer_kind(kind: AnswerKind | None, options: str | None) -> AnswerKind:

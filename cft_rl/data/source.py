@@ -30,6 +30,9 @@ class FileFields(Section):
     # math-verify reads) or "choice" (an option's letter or text); null: "choice" when
     # `options` is given, else "expression".
     kind: AnswerKind | None = None
+    # The field with each record's own id (unique), which every stage's outputs then carry;
+    # null: ids are "<benchmark>-N", N the record's place in the file.
+    id: str | None = None
 
     @model_validator(mode="after")
     def _choice_goes_with_options(self) -> FileFields:
@@ -81,6 +84,7 @@ class DataSource(Section):
                 self.limit,
                 f.options,
                 f.kind,
+                f.id,
             )
         except DataError as err:
             raise DataError(f"{key}: {err}") from None

@@ -49,7 +49,15 @@ def _load(run_dir: Path) -> list[dict[str, Any]]:
         raise UserError(
             f"{path} not found: is {run_dir} the output_dir of a `cft-rl identify` run?"
         )
-    columns = ["id", "response_tokens", "critical_mask", "failure_fraction", "alternatives"]
+    columns = [
+        "id",
+        "question",
+        "answer",
+        "response_tokens",
+        "critical_mask",
+        "failure_fraction",
+        "alternatives",
+    ]
     try:
         return pq.read_table(path, columns=columns).to_pylist()
     except (KeyError, ValueError) as err:
@@ -135,6 +143,8 @@ def html_view(rows: list[dict[str, Any]], stats: dict[str, Any], title: str) -> 
         share = sum(row["critical_mask"]) / max(1, len(row["critical_mask"]))
         blocks.append(
             f"<h3>{html.escape(row['id'])} ({100 * share:.0f}% critical)</h3>"
+            f"<p class='q'>{html.escape(row['question'])}</p>"
+            f"<p class='r'>reference answer: {html.escape(row['answer'])}</p>"
             f"<pre>{''.join(spans)}</pre>"
         )
     return (
@@ -142,7 +152,8 @@ def html_view(rows: list[dict[str, Any]], stats: dict[str, Any], title: str) -> 
         f"<title>critical tokens: {html.escape(title)}</title>"
         "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
         "pre{white-space:pre-wrap;font-size:14px;line-height:1.6}"
-        ".c{background:#e53935;color:white}.p{background:#ffe0b2}</style>"
+        ".c{background:#e53935;color:white}.p{background:#ffe0b2}"
+        ".q{white-space:pre-wrap;color:#333}.r{color:#555;font-size:90%}</style>"
         f"<h1>Critical tokens: {html.escape(title)}</h1>"
         f"<p>{stats['critical']} of {stats['tokens']} tokens critical "
         f"({100 * stats['fraction']:.1f}%). Red: critical (every alternative failed). "
