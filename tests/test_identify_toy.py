@@ -38,8 +38,34 @@ def test_cli_on_the_toy_model(tmp_path, capsys):
     assert main(["report", "tokens", str(out)]) == 0
     assert "response tokens are critical" in (out / "tokens.md").read_text()
 
-    assert main([*argv, "data.limit=4"]) == 2  # other settings into the same directory
-    assert "data.limit" in capsys.readouterr().err
+    assert main([*argv, "data.template=boxed"]) == 2  # other settings into the same directory
+    assert "data.template" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # identifies a few toy answers three times (~30 s)
+def test_a_higher_limit_identifies_only_the_new_questions_and_a_lower_one_reads_a_prefix(
+    tmp_path,
+):
+    argv = ["identify", "--recipe", RECIPE, "generation.batch_size=4"]
+    fresh, extended = tmp_path / "fresh", tmp_path / "extended"
+    assert main([*argv, f"output_dir={fresh}", "data.limit=6"]) == 0
+    assert main([*argv, f"output_dir={extended}", "data.limit=3"]) == 0
+    results = extended / "shards" / "results-00000-of-00001.jsonl"
+    first = results.read_bytes()
+    assert main([*argv, f"output_dir={extended}", "data.limit=6"]) == 0
+    assert results.read_bytes().startswith(first)  # the first 3 kept, 3 appended
+    assert [r["index"] for r in read_repaired(results)] == list(range(6))
+    columns = ["id", "response_token_ids", "critical_mask"]
+    assert load_identified(extended).select_columns(columns).to_list() == (
+        load_identified(fresh).select_columns(columns).to_list()
+    )
+    assert json.loads((extended / "summary.json").read_text())["questions"] == 6
+
+    assert main([*argv, f"output_dir={extended}", "data.limit=2"]) == 0
+    assert json.loads((extended / "summary.json").read_text())["questions"] == 2
+    assert [row["id"] for row in load_identified(extended)] == [
+        row["id"] for row in load_identified(fresh) if int(row["id"].rsplit("-", 1)[1]) < 2
+    ]
 
 
 def test_store_cuts_a_torn_last_line_and_names_a_bad_one(tmp_path):

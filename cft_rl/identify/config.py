@@ -117,6 +117,9 @@ class IdentifyConfig(Section):
             "scale",
         ):
             settings.pop(key)
+        # Earlier questions' results do not depend on later ones: a finished run rerun with a
+        # higher data.limit identifies only the new questions, a lower one reads a prefix.
+        settings["data"].pop("limit")
         settings["verifier"].pop("num_workers")
         settings["generation"].pop("gpu_memory_utilization")
         settings["decoder"].pop("max_batch_rows")

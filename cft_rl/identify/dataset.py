@@ -87,10 +87,11 @@ def load_identified(path: str | Path):
     return datasets.Dataset.from_parquet(str(path))
 
 
-def finished_shards(out_dir: Path, num_shards: int) -> tuple[list[ShardFiles], list[int]]:
-    """All shards of a run and the indices of those not yet done."""
-    shards = [ShardFiles(out_dir, index, num_shards) for index in range(num_shards)]
-    return shards, [s.shard_index for s in shards if not s.done_path.exists()]
+def finished_shards(out_dir: Path, expected: list[int]) -> tuple[list[ShardFiles], list[int]]:
+    """All shards of a run and the indices of those not done with their `expected[i]`
+    questions (a shard finished with another data.limit is not done with this one)."""
+    shards = [ShardFiles(out_dir, index, len(expected)) for index in range(len(expected))]
+    return shards, [s.shard_index for s in shards if s.done_questions() != expected[s.shard_index]]
 
 
 def merged_records(shards: list[ShardFiles]) -> list[dict[str, Any]]:

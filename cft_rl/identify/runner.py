@@ -97,10 +97,10 @@ def run_identify(config: IdentifyConfig, workbench: Workbench | None = None) -> 
     out_dir = Path(config.output_dir)
     if config.cpu_threads is not None:
         torch.set_num_threads(config.cpu_threads)
+    examples = config.data.load()
     if not config.merge_only:
         settings = config.result_settings()
         check_settings(out_dir, settings)
-        examples = config.data.load()
         files = ShardFiles(out_dir, config.shard_index, config.num_shards, settings)
         if config.scale.backend == "ray":
             identify_on_ray(config, examples, files)
@@ -110,21 +110,29 @@ def run_identify(config: IdentifyConfig, workbench: Workbench | None = None) -> 
                 identify_shard(config, examples, workbench, files)
             finally:
                 workbench.close()
-    shards, missing = finished_shards(out_dir, config.num_shards)
+    expected = [
+        len(sum(shard_chunks(config, len(examples), i), [])) for i in range(config.num_shards)
+    ]
+    shards, missing = finished_shards(out_dir, expected)
     if missing:
         if config.merge_only:
             raise UserError(f"{out_dir}: shards {missing} of {config.num_shards} are not done")
         print(f"shard {config.shard_index} done; waiting for shards {missing} to merge")
         return out_dir
-    return merge(config, shards)
+    return merge(config, shards, len(examples))
 
 
-def shard_chunks(config: IdentifyConfig, count: int) -> list[list[int]]:
-    """The question indices of each chunk of this shard, in order."""
+def shard_chunks(
+    config: IdentifyConfig, count: int, shard_index: int | None = None
+) -> list[list[int]]:
+    """The question indices of each chunk of a shard (this run's unless given), in order.
+    A chunk's questions are the same whatever `count` is beyond them, so a run extended to
+    more questions keeps its earlier chunks' work."""
     size = config.generation.batch_size
+    shard = config.shard_index if shard_index is None else shard_index
     return [
         list(range(start, min(start + size, count)))
-        for start in range(config.shard_index * size, count, config.num_shards * size)
+        for start in range(shard * size, count, config.num_shards * size)
     ]
 
 
@@ -143,9 +151,10 @@ def identify_shard(
         if not pending:
             continue
         where = f"chunk {number}/{len(chunks)}"
-        if any(index not in greedy for index in chunk):
-            progress.within_chunk(f"{where}: answering {len(chunk)} questions greedily", True)
-            records = answer_chunk(config, examples, chunk, workbench)
+        unanswered = [index for index in chunk if index not in greedy]
+        if unanswered:  # the whole chunk, or the questions a raised data.limit added to it
+            progress.within_chunk(f"{where}: answering {len(unanswered)} questions greedily", True)
+            records = answer_chunk(config, examples, unanswered, workbench)
             files.append_greedy(records)
             greedy.update((record["index"], record) for record in records)
         kept = sum(greedy[index]["kept"] for index in pending)
@@ -184,15 +193,17 @@ class ChunkWorker:
             torch.set_num_threads(self.config.cpu_threads)
         self.workbench = Workbench(self.config)
 
-    def run(self, task: tuple[dict[int, Example], list[dict] | None, list[int]]):
-        """(the chunk's questions by index, its stored greedy records or None, the questions
-        still to identify) -> (the greedy records made here or None, one result record per
-        pending question)."""
+    def run(self, task: tuple[dict[int, Example], list[dict], list[int]]):
+        """(the chunk's questions by index, the greedy records the store has of them, the
+        questions still to identify) -> (the greedy records made here or None, one result
+        record per pending question)."""
         questions, stored, pending = task
-        made = None
-        if stored is None:
-            stored = made = answer_chunk(self.config, questions, list(questions), self.workbench)
         greedy = {record["index"]: record for record in stored}
+        unanswered = [index for index in questions if index not in greedy]
+        made = (
+            answer_chunk(self.config, questions, unanswered, self.workbench) if unanswered else None
+        )
+        greedy.update((record["index"], record) for record in made or [])
         return made, [identify_record(self.config, greedy[i], self.workbench) for i in pending]
 
 
@@ -205,7 +216,7 @@ def identify_on_ray(config: IdentifyConfig, examples: list[Example], files: Shar
     for chunk in chunks:
         pending = [index for index in chunk if index not in results]
         if pending:
-            stored = [greedy[i] for i in chunk] if all(i in greedy for i in chunk) else None
+            stored = [greedy[i] for i in chunk if i in greedy]
             tasks.append(({i: examples[i] for i in chunk}, stored, pending))
     total = sum(len(chunk) for chunk in chunks)
     done = total - sum(len(pending) for _, _, pending in tasks)
@@ -324,10 +335,11 @@ def excluded_token_ids(config: IdentifyConfig, tokenizer, eos_ids: set[int]) -> 
     return excluded
 
 
-def merge(config: IdentifyConfig, shards: list[ShardFiles]) -> Path:
-    """One dataset and one summary from all shards' results."""
+def merge(config: IdentifyConfig, shards: list[ShardFiles], count: int) -> Path:
+    """One dataset and one summary from all shards' results on the first `count` questions
+    (a run whose data.limit was lowered reads the prefix of its work)."""
     out_dir = Path(config.output_dir)
-    records = merged_records(shards)
+    records = [record for record in merged_records(shards) if record["index"] < count]
     provenance = provenance_of(config)
     path = write_dataset([r for r in records if r["kept"]], out_dir / IDENTIFY_DATASET, provenance)
     summary = summarize(records)

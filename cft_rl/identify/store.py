@@ -72,6 +72,12 @@ class ShardFiles:
     def mark_done(self, summary: dict[str, Any]) -> None:
         write_text_atomic(self.done_path, json.dumps(summary, indent=2))
 
+    def done_questions(self) -> int | None:
+        """How many questions the shard's last finished run covered; None: never finished."""
+        if not self.done_path.exists():
+            return None
+        return json.loads(self.done_path.read_text()).get("questions")
+
 
 def shard_tag(shard_index: int, num_shards: int) -> str:
     return f"{shard_index:05d}-of-{num_shards:05d}"
