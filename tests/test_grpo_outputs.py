@@ -172,3 +172,25 @@ def test_one_validation_point_is_reported_as_one(tmp_path):
     for run, cell in ((short, "| 0.781 (one point) |"), (longer, "| 0.500 -> 0.700 |")):
         report_entropy([str(run)], out=str(tmp_path / run.name / "report"))
         assert cell in (tmp_path / run.name / "report" / "entropy.md").read_text()
+
+
+def test_entropy_plot_has_whole_steps_and_a_readable_axis_for_one_point(tmp_path, monkeypatch):
+    import warnings
+
+    from matplotlib.figure import Figure
+
+    run = _fake_run(tmp_path / "one-step", 0, 1e-6, [0.7])
+    axes = {}
+    real_savefig = Figure.savefig
+
+    def savefig(figure, *args, **kwargs):
+        axes["xlim"] = figure.axes[0].get_xlim()
+        axes["ticks"] = list(figure.axes[0].get_xticks())
+        return real_savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report_entropy([str(run)], out=str(tmp_path / "report"))
+    assert axes["xlim"] == (0.0, 2.0)  # step 1 in the middle
+    assert all(float(t).is_integer() for t in axes["ticks"])

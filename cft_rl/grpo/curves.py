@@ -88,6 +88,7 @@ def plot_groups(groups: list[Group], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     panels = PANELS[:2] + [
         (title, file, key)
@@ -100,10 +101,12 @@ def plot_groups(groups: list[Group], path: Path) -> None:
     for axis in axes.flat[len(panels) :]:
         axis.set_visible(False)
     for axis, (title, file, key) in zip(axes.flat, panels, strict=False):
+        drawn: set[int] = set()
         for index, group in enumerate(groups):
             steps, mean, low, high = _band([r.series[file].get(key, []) for r in group.runs])
             if not steps:
                 continue
+            drawn.update(steps)
             color = f"C{index % 10}"
             # Validation and probe points are measured every few steps: mark each, so that
             # one point (a run of a few steps) shows too.
@@ -113,8 +116,13 @@ def plot_groups(groups: list[Group], path: Path) -> None:
                 axis.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("step")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole
+        if len(drawn) == 1:  # one point: a readable axis around it, not a 1e-6 span
+            (only,) = drawn
+            axis.set_xlim(only - 1, only + 1)
         axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=8)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
