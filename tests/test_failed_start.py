@@ -82,3 +82,34 @@ def test_an_experiment_cell_whose_start_failed_takes_a_changed_recipe(tmp_path):
     (path.parent / "metrics.jsonl").write_text("{}\n")
     with pytest.raises(Exception, match="was run with other settings"):
         write_cell_recipe(first, tmp_path)
+
+
+def test_a_toy_build_that_failed_before_its_first_checkpoint_takes_a_changed_recipe(
+    tmp_path, monkeypatch
+):
+    from cft_rl.toy import build as build_module
+
+    tiny = [
+        f"--recipe={TOY / 'build.yaml'}",
+        f"output_dir={tmp_path}",
+        "tokenizer.sample_problems=200",
+        "model.hidden_size=64",
+        "model.num_heads=2",
+        "model.num_layers=1",
+        "model.intermediate_size=64",
+        "train.batch_size=4",
+        "train.warmup_steps=1",
+        "train.steps=2",
+        "eval.problems=0",
+    ]
+
+    def fails(model, batch):
+        raise RuntimeError("out of memory")  # as a first step too large for the machine
+
+    monkeypatch.setattr(build_module, "solution_loss", fails)
+    with pytest.raises(RuntimeError):
+        main(["toy", "build", *tiny])
+    monkeypatch.undo()
+    assert not (tmp_path / build_module.STATE_FILE).exists()
+    assert main(["toy", "build", *tiny, "train.batch_size=2"]) == 0
+    assert (tmp_path / "model.safetensors").is_file()
