@@ -8,7 +8,6 @@ done; `save_resolved` writes the merged config into the stage's output dir.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
@@ -16,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cft_rl.errors import UserError
+from cft_rl.registry import closest_name, suggestion
 from reward import Verifier
 
 __all__ = [
@@ -247,9 +247,7 @@ def validate(schema: type[SchemaT], data: dict[str, Any], source: str) -> Schema
                 lines.append(f"  unknown key '{key}': this recipe calls it '{ours}'")
             elif problem["type"] == "extra_forbidden":
                 hint = _closest_key(schema, problem["loc"])
-                lines.append(
-                    f"  unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else "")
-                )
+                lines.append(f"  unknown key '{key}'{suggestion(hint)}")
             elif not key:  # a check of the whole config: its message names the keys
                 lines.append(f"  {problem['msg'].removeprefix('Value error, ')}")
             else:
@@ -368,10 +366,10 @@ def _closest_key(schema: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
         model = _section_in(field.annotation) if field is not None else None
         if model is None:
             return None
-    matches = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.5)
-    if not matches:
+    match = closest_name(str(loc[-1]), model.model_fields, cutoff=0.5)
+    if match is None:
         return None
-    return ".".join([*(str(p) for p in loc[:-1]), matches[0]])
+    return ".".join([*(str(p) for p in loc[:-1]), match])
 
 
 def _section_in(annotation: Any) -> type[BaseModel] | None:

@@ -70,7 +70,7 @@ def test_eval_reads_its_benchmarks_before_the_model(capsys, tmp_path):
         f"output_dir={tmp_path}",
     ]
     assert cli.main(["eval", "--recipe", EVAL_RECIPE, *args]) == 2
-    assert "unknown benchmark 'gsm8kk'; did you mean 'gsm8k'?" in capsys.readouterr().err
+    assert "unknown benchmark 'gsm8kk' (did you mean 'gsm8k'?)" in capsys.readouterr().err
 
 
 def test_a_recipe_run_with_the_wrong_command_is_refused(capsys):

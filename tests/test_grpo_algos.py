@@ -303,7 +303,7 @@ def test_policy_loss_rejects_dual_clip_at_or_below_one():
 # --- KL penalties ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", algos.KL_PENALTY_NAMES)
+@pytest.mark.parametrize("kind", algos.KL_PENALTIES.names())
 def test_kl_penalty_matches_verl(verl, batch, kind):
     core_algos, _ = verl
     theirs_lp = batch["log_prob"].clone().requires_grad_()

@@ -22,7 +22,8 @@ HEAVY = ("vllm", "verl", "deepspeed", "trl", "matplotlib", "ray")
 # the packages of one layer do not import one another (in particular the four stages).
 LAYERS: list[tuple[str, ...]] = [
     ("reward",),
-    ("cft_rl.errors", "cft_rl.outputs", "cft_rl.registry"),
+    ("cft_rl.errors", "cft_rl.outputs"),
+    ("cft_rl.registry",),
     ("cft_rl.files", "cft_rl.config", "cft_rl.jsonl", "cft_rl.commands", "cft_rl.console"),
     (
         "cft_rl.checkpointing",
@@ -261,7 +262,7 @@ def test_the_checks_catch_a_forbidden_import():
     assert layering_violations(_with_module(fresh, "reward.bad", "import cft_rl.config"))
     fresh = Imports(project_modules())
     fresh.top["cft_rl.errors"] = fresh.top["cft_rl.errors"] | {"cft_rl.config"}
-    assert cycles(fresh) == [["cft_rl.config", "cft_rl.errors"]]
+    assert any({"cft_rl.config", "cft_rl.errors"} <= set(cycle) for cycle in cycles(fresh))
     fresh = Imports(project_modules())
     fresh.top["cft_rl.generation.hf"] = fresh.top["cft_rl.generation.hf"] | {"cft_rl.generation"}
     # hf taking a name from its own package's __init__, which imports hf: a cycle

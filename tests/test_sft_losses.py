@@ -9,7 +9,6 @@ from cft_rl.sft.losses import (
     LOSSES,
     LossConfig,
     TokenView,
-    get_loss,
     selected_token_loss,
     step_normalizer,
 )
@@ -184,7 +183,7 @@ def test_normaliser_equals_the_weights_the_loss_uses(name):
 
 def picked_positions(batch, config):
     hidden, weight = make_model_outputs()
-    weights = get_loss(config.name).weights(TokenView(batch, config.name, hidden, weight), config)
+    weights = LOSSES.get(config.name).weights(TokenView(batch, config.name, hidden, weight), config)
     return [torch.nonzero(weights[row]).flatten().tolist() for row in range(BATCH)]
 
 
@@ -212,7 +211,7 @@ def test_random_pick_of_an_example_ignores_padding_and_batch_mates():
         shifted[key] = (
             row if key == "example_seed" else torch.cat([row[:, :2] * 0, row], 1)[:, :SEQ]
         )
-    alone = get_loss("random").weights(TokenView(shifted, "random"), config)
+    alone = LOSSES.get("random").weights(TokenView(shifted, "random"), config)
     assert (torch.nonzero(alone[0]).flatten() - 2).tolist() == picked[2]
 
 
@@ -246,9 +245,12 @@ def test_attention_topk_picks_the_most_attended_response_tokens():
 
 
 def test_unknown_loss_name_lists_valid_ones():
-    valid = r"unknown loss 'cfft'; valid losses: attention_topk, cft, cft_weighted"
+    valid = (
+        r"unknown loss 'cfft' \(did you mean 'cft'\?\); valid losses: attention_topk, cft, "
+        "cft_weighted"
+    )
     with pytest.raises(UserError, match=valid):
-        get_loss("cfft")
+        LOSSES.get("cfft")
     with pytest.raises(ConfigError, match=r"key 'name'.*unknown loss 'cfft'.*rho1"):
         validate(LossConfig, {"name": "cfft"}, "recipe.yaml")
 

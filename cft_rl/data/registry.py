@@ -3,7 +3,6 @@ get its questions and reference answers; `load_benchmark` and the generic loader
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from cft_rl.data.readers import (
 )
 from cft_rl.data.records import SUFFIXES, Record, read_records, records_from_rows
 from cft_rl.data.toy_problems import toy_benchmark_names, toy_problems
+from cft_rl.registry import did_you_mean
 from reward.choice import Choices, named_letters
 
 AnswerKind = Literal["number", "expression", "choice"]
@@ -315,8 +315,7 @@ def load_benchmark(
     """The examples of benchmark `name`, from `path` (a file, a directory holding test.*, or
     `hub:NAME[:CONFIG[:SPLIT]]`), else from `root`/<name>/, else from its hub dataset."""
     if name not in BENCHMARKS:
-        close = difflib.get_close_matches(name, BENCHMARKS, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(name, BENCHMARKS)
         raise DataError(f"unknown benchmark '{name}'{hint} (known: {', '.join(BENCHMARKS)})")
     if limit is not None and limit < 1:
         raise DataError(f"benchmark '{name}': limit must be at least 1, got {limit}")

@@ -18,7 +18,6 @@ counted before anything runs.
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from cft_rl.data import BENCHMARKS
 from cft_rl.errors import UserError
 from cft_rl.experiment.config import ExperimentConfig, Method
 from cft_rl.outputs import EXPORT_INFO, HF_EXPORT, IDENTIFY_DATASET
+from cft_rl.registry import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,7 @@ class Grid:
         for cell in cells:
             for key, name in _benchmarks(cell, registry_only=True):
                 if name not in BENCHMARKS:
-                    close = difflib.get_close_matches(name, BENCHMARKS, n=1)
-                    hint = f" (did you mean '{close[0]}'?)" if close else ""
+                    hint = did_you_mean(name, BENCHMARKS)
                     raise ConfigError(
                         f"experiment cell {cell.name}: {key}: unknown benchmark '{name}'{hint}"
                     )

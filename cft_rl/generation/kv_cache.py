@@ -35,7 +35,7 @@ from transformers import AttentionInterface
 from transformers.cache_utils import DynamicCache, DynamicLayer
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from cft_rl.registry import registrar
+from cft_rl.registry import Registry
 
 SHARED_PREFIX_ATTENTION = "cft_rl_shared_prefix"
 
@@ -116,8 +116,8 @@ def _reserved_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], reserve: in
 
 
 # decoder.batching name -> the batch class of that KV-cache layout (see register_layout).
-KV_CACHE_LAYOUTS: dict[str, type] = {}
-register_layout = registrar(KV_CACHE_LAYOUTS)
+KV_CACHE_LAYOUTS: Registry[type] = Registry("KV-cache layout")
+register_layout = KV_CACHE_LAYOUTS.register
 
 
 @register_layout("padded")

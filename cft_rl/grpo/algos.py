@@ -17,13 +17,12 @@ from typing import Any
 
 import torch
 
-from cft_rl.registry import registrar
+from cft_rl.registry import Registry
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "AdvantageEstimator",
     "KL_PENALTIES",
-    "KL_PENALTY_NAMES",
     "LOSS_AGG_MODES",
     "POLICY_LOSSES",
     "PolicyLoss",
@@ -117,16 +116,16 @@ class AdvantageEstimator:
 
 
 # algorithm.advantage_estimator -> its estimator
-ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
+ADVANTAGE_ESTIMATORS: Registry[AdvantageEstimator] = Registry("advantage estimator")
 
 
 def register_advantage_estimator(
     name: str, verl_name: str, verl_norm_by_std: bool = True, needs_critic: bool = False
 ):
-    add = registrar(ADVANTAGE_ESTIMATORS)(name)
-
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        add(AdvantageEstimator(fn, verl_name, verl_norm_by_std, needs_critic))
+        ADVANTAGE_ESTIMATORS.add(
+            name, AdvantageEstimator(fn, verl_name, verl_norm_by_std, needs_critic)
+        )
         return fn
 
     return register
@@ -192,7 +191,7 @@ def sequence_advantages(
     """One advantage per response [batch]. `scores` [batch] are outcome rewards; responses
     with the same `group_ids` label answer the same prompt. Computed without gradient, in
     float32 at least."""
-    found = _lookup(ADVANTAGE_ESTIMATORS, estimator, "advantage estimator")
+    found = ADVANTAGE_ESTIMATORS.get(estimator)
     if found.needs_critic:
         raise ValueError(f"{estimator!r} needs a critic's values: use gae_advantages")
     fn = found.fn
@@ -276,13 +275,15 @@ def _seq_mean_token_mean(loss_mat, mask, batch_num_tokens=None, global_batch_siz
     return _seq_mean(masked_mean(loss_mat, mask, dim=-1), mask, global_batch_size)
 
 
-LOSS_AGG_MODES: dict[str, Callable[..., torch.Tensor]] = {
-    "token-mean": _token_mean,
-    "token-sum": _token_sum,
-    "seq-mean-token-sum": _seq_mean_token_sum,
-    "seq-mean-token-mean": _seq_mean_token_mean,
-    "seq-mean-token-sum-norm": _seq_mean_token_sum_norm,
-}
+LOSS_AGG_MODES: Registry[Callable[..., torch.Tensor]] = Registry("loss_agg_mode")
+for _name, _fn in (
+    ("token-mean", _token_mean),
+    ("token-sum", _token_sum),
+    ("seq-mean-token-sum", _seq_mean_token_sum),
+    ("seq-mean-token-mean", _seq_mean_token_mean),
+    ("seq-mean-token-sum-norm", _seq_mean_token_sum_norm),
+):
+    LOSS_AGG_MODES.add(_name, _fn)
 
 
 def agg_loss(
@@ -294,7 +295,7 @@ def agg_loss(
     loss_scale_factor: float | None = None,
 ) -> torch.Tensor:
     """Aggregate a per-token loss matrix with one of LOSS_AGG_MODES (verl's `loss_agg_mode`)."""
-    fn = _lookup(LOSS_AGG_MODES, mode, "loss_agg_mode")
+    fn = LOSS_AGG_MODES.get(mode)
     return fn(loss_mat, mask, batch_num_tokens, global_batch_size, loss_scale_factor)
 
 
@@ -336,8 +337,8 @@ class PolicyLossParams:
 
 # algorithm.policy_loss.loss_mode (verl: actor.policy_loss.loss_mode) -> its loss function,
 # fn(log_prob, old_log_prob, advantages, response_mask, params, loss_agg_mode, normalisers)
-POLICY_LOSSES: dict[str, Callable[..., PolicyLoss]] = {}
-register_policy_loss = registrar(POLICY_LOSSES)
+POLICY_LOSSES: Registry[Callable[..., PolicyLoss]] = Registry("policy loss")
+register_policy_loss = POLICY_LOSSES.register
 
 
 @register_policy_loss("vanilla")
@@ -586,24 +587,28 @@ def _kl_k3(log_prob: torch.Tensor, ref_log_prob: torch.Tensor) -> torch.Tensor:
     return (log_r.exp() - log_r - 1).clamp(-10, 10)
 
 
-KL_PENALTIES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "kl": _kl_k1,
-    "k1": _kl_k1,
-    "abs": _kl_abs,
-    "mse": _kl_k2,
-    "k2": _kl_k2,
-    "low_var_kl": _kl_k3,
-    "k3": _kl_k3,
-}
-# A trailing "+" (e.g. "k3+") keeps the estimator's value but takes k2's gradient, which is
-# the unbiased gradient of KL; for k2 itself it changes nothing.
-KL_PENALTY_NAMES: tuple[str, ...] = (*KL_PENALTIES, *(f"{name}+" for name in KL_PENALTIES))
+# A trailing "+" on a name (e.g. "k3+") keeps the estimator's value but takes k2's
+# gradient, which is the unbiased gradient of KL; for k2 itself it changes nothing.
+KL_PENALTIES: Registry[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = Registry(
+    "KL penalty"
+)
+for _name, _fn in (
+    ("kl", _kl_k1),
+    ("k1", _kl_k1),
+    ("abs", _kl_abs),
+    ("mse", _kl_k2),
+    ("k2", _kl_k2),
+    ("low_var_kl", _kl_k3),
+    ("k3", _kl_k3),
+):
+    KL_PENALTIES.add(_name, _fn)
+    KL_PENALTIES.add(f"{_name}+", _fn)
 
 
 def kl_penalty(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-token KL estimate between the policy and the reference; `kind` in KL_PENALTY_NAMES."""
+    """Per-token KL estimate between the policy and the reference; `kind` in KL_PENALTIES."""
     straight_through = kind.endswith("+")
-    fn = _lookup(KL_PENALTIES, kind.removesuffix("+"), "KL penalty")
+    fn = KL_PENALTIES.get(kind)
     value = fn(log_prob, ref_log_prob)
     if not straight_through or fn is _kl_k2:
         return value
@@ -632,11 +637,3 @@ def entropy_from_logits(logits: torch.Tensor, chunk_size: int | None = None) -> 
         chunk = rows[start : start + step].float()
         pieces.append(torch.logsumexp(chunk, dim=-1) - (chunk.softmax(dim=-1) * chunk).sum(dim=-1))
     return torch.cat(pieces).reshape(logits.shape[:-1])
-
-
-def _lookup(registry: dict[str, Callable], name: str, what: str) -> Callable:
-    try:
-        return registry[name]
-    except KeyError:
-        choices = ", ".join(sorted(registry))
-        raise ValueError(f"unknown {what} {name!r}; choose one of: {choices}") from None

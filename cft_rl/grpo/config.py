@@ -6,7 +6,6 @@ the mapping), so a recipe means the same on both engines. See docs/grpo.md for d
 
 from __future__ import annotations
 
-import difflib
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -21,10 +20,11 @@ from cft_rl.config import (
     VerifierSettings,
 )
 from cft_rl.data.source import DataSource
-from cft_rl.grpo.algos import ADVANTAGE_ESTIMATORS, KL_PENALTY_NAMES, LOSS_AGG_MODES, POLICY_LOSSES
+from cft_rl.grpo.algos import ADVANTAGE_ESTIMATORS, KL_PENALTIES, LOSS_AGG_MODES, POLICY_LOSSES
 from cft_rl.grpo.entropy_monitor import EntropyMonitorSettings
+from cft_rl.registry import did_you_mean
 
-LossAggMode = Literal[tuple(LOSS_AGG_MODES)]  # type: ignore[valid-type]
+LossAggMode = LOSS_AGG_MODES.choice()
 
 
 class GrpoData(DataSource):
@@ -118,12 +118,10 @@ class KLSettings(Section):
     use_reference: bool = False
     coef: float = Field(default=0.0, ge=0)
     # cft_rl.grpo.algos.KL_PENALTIES names (k1/k2/k3 = kl/mse/low_var_kl), "+" for k2 gradient.
-    type: str = "low_var_kl"
+    type: KL_PENALTIES.choice() = "low_var_kl"  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _check(self) -> KLSettings:
-        if self.type not in KL_PENALTY_NAMES:
-            raise ValueError(f"type {self.type!r} is not one of {', '.join(KL_PENALTY_NAMES)}")
         if self.coef > 0 and not self.use_reference:
             raise ValueError("coef > 0 needs use_reference: true (the KL is to the reference)")
         return self
@@ -258,15 +256,14 @@ class GrpoConfig(Section):
         ]
         if self.monitor.switch_to is not None:
             checks.append(("monitor.switch_to", self.monitor.switch_to, set(POLICY_LOSSES)))
-        ours = ADVANTAGE_ESTIMATORS.get(estimator)
+        ours = ADVANTAGE_ESTIMATORS.get(estimator) if estimator in ADVANTAGE_ESTIMATORS else None
         if ours is not None and not ours.needs_critic and self.rollout.n < 2:
             raise ValueError(f"rollout.n: '{estimator}' compares the responses of a group: n >= 2")
         for key, name, known in checks:
             if name not in known:
-                close = difflib.get_close_matches(name, sorted(known), n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
                 raise ValueError(
-                    f"{key}: '{name}' is not in {where}{hint} (known: {', '.join(sorted(known))})"
+                    f"{key}: '{name}' is not in {where}{did_you_mean(name, known)} "
+                    f"(known: {', '.join(sorted(known))})"
                 )
         return self
 
@@ -288,7 +285,8 @@ class GrpoConfig(Section):
         for section, key in speed_only:
             settings[section].pop(key)
         settings.pop("verl")
-        estimator = ADVANTAGE_ESTIMATORS.get(self.algorithm.advantage_estimator)
+        name = self.algorithm.advantage_estimator
+        estimator = ADVANTAGE_ESTIMATORS.get(name) if name in ADVANTAGE_ESTIMATORS else None
         if estimator is None or not estimator.needs_critic:
             settings.pop("critic")  # read only by PPO
         return settings

@@ -111,7 +111,7 @@ class LocalGrpo:
         self.update = PolicyUpdate(
             config, self.model, self.reference, self.optimizer, self.scheduler, self.pad_id
         )
-        estimator = ADVANTAGE_ESTIMATORS[config.algorithm.advantage_estimator]
+        estimator = ADVANTAGE_ESTIMATORS.get(config.algorithm.advantage_estimator)
         self.critic = Critic(config, self.pad_id) if estimator.needs_critic else None
         self.monitor = EntropyMonitor(
             config.monitor, config.algorithm.entropy_coeff, config.algorithm.policy_loss.loss_mode

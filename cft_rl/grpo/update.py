@@ -165,7 +165,7 @@ class PolicyUpdate:
         only tokens of each row the policy gradient sees (top-entropy selection). Returns the
         loss metrics and each row's token entropies."""
         config, algo = self.config, self.config.algorithm
-        policy_loss = algos.POLICY_LOSSES[controls.loss_mode]
+        policy_loss = algos.POLICY_LOSSES.get(controls.loss_mode)
         params = policy_loss_params(config)
         entropy_coeff = controls.entropy_coeff
         device = next(self.model.parameters()).device

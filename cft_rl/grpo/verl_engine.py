@@ -319,9 +319,9 @@ def _hydra_value(value: object) -> str:
 def _estimator_overrides(name: str) -> dict[str, object]:
     """verl's spelling of an estimator we register (Dr. GRPO is verl's grpo without the std
     division); a name only verl registers goes through as it is."""
-    estimator = ADVANTAGE_ESTIMATORS.get(name)
-    if estimator is None:
+    if name not in ADVANTAGE_ESTIMATORS:
         return {"algorithm.adv_estimator": name}
+    estimator = ADVANTAGE_ESTIMATORS.get(name)
     return {
         "algorithm.adv_estimator": estimator.verl_name,
         "algorithm.norm_adv_by_std_in_grpo": estimator.verl_norm_by_std,

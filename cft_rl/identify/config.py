@@ -53,11 +53,11 @@ class DecoderSettings(Section):
     # cached: our batched decoder reusing the response's KV cache (hf models only).
     # backend: each continuation is a prompt for the generation backend (vLLM with prefix
     # caching). auto: cached for generation.backend hf, backend for vllm.
-    kind: Literal[("auto", *DECODERS)] = "auto"  # type: ignore[valid-type]
+    kind: DECODERS.choice("auto") = "auto"  # type: ignore[valid-type]
     # cached decoder: shared: the rows of a batch share the response's KV cache (each keeps
     # only its new tokens'); padded: each row gets a left-padded copy of its prefix's cache;
     # grouped: padded, one position (equal prefixes, no padding) per batch.
-    batching: Literal[tuple(KV_CACHE_LAYOUTS)] = "shared"  # type: ignore[valid-type]
+    batching: KV_CACHE_LAYOUTS.choice() = "shared"  # type: ignore[valid-type]
     # cached decoder: at most this many continuations decoded at once.
     max_batch_rows: int = Field(default=256, ge=1)
     # A greedy step whose top-2 logit gap is below this is a near tie: batching or padding

@@ -32,7 +32,7 @@ from cft_rl.generation.kv_cache import KV_CACHE_LAYOUTS, SharedPrefixBatch
 from cft_rl.generation.types import GenerationBackend, SamplingParams, sample_seed
 from cft_rl.identify.alternatives import rank_candidates
 from cft_rl.identify.perturbations import AnswerStops, Continuation, Perturbation
-from cft_rl.registry import registrar
+from cft_rl.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,8 @@ class RunResources(Protocol):
 
 
 # decoder.kind -> the decoder class (each builds itself with `for_run`)
-DECODERS: dict[str, type] = {}
-register_decoder = registrar(DECODERS)
+DECODERS: Registry[type] = Registry("decoder")
+register_decoder = DECODERS.register
 
 
 @dataclass
@@ -95,7 +95,7 @@ class CachedDecoder:
         max_batch_rows: int,
         batching: str,
     ) -> CachedDecoder:
-        return cls(run.hf_model(), sampling, max_batch_rows, KV_CACHE_LAYOUTS[batching])
+        return cls(run.hf_model(), sampling, max_batch_rows, KV_CACHE_LAYOUTS.get(batching))
 
     def __init__(
         self,

@@ -69,7 +69,7 @@ class Workbench:
             kind = decoder.kind
             if kind == "auto":
                 kind = "cached" if self.config.generation.backend == "hf" else "backend"
-            self.decoder = DECODERS[kind].for_run(
+            self.decoder = DECODERS.get(kind).for_run(
                 self, sampling, decoder.max_batch_rows, decoder.batching
             )
         return self.decoder

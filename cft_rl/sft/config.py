@@ -131,8 +131,8 @@ class SftConfig(Section):
             raise ValueError("data.path: the output_dir or parquet file of `cft-rl identify`")
         if self.data.format == "examples" and self.data.benchmark is None:
             raise ValueError("data.benchmark: 'toy-train' or a benchmark name (with data.path)")
-        loss = LOSSES.get(self.loss.name)  # an unknown name is LossConfig's error
-        if loss is not None and loss.needs_reference_model and self.reference_model is None:
+        loss = LOSSES.get(self.loss.name)  # known: LossConfig's field checked it first
+        if loss.needs_reference_model and self.reference_model is None:
             raise ValueError(f"reference_model: loss '{loss.name}' needs a reference model")
         if self.checkpoint.export == "best" and self.validation.benchmark is None:
             raise ValueError("checkpoint.export: 'best' needs validation.benchmark")

@@ -19,7 +19,7 @@ from cft_rl.outputs import IDENTIFY_DATASET
 from cft_rl.sft.attention import attention_received
 from cft_rl.sft.config import SftConfig, SftData
 from cft_rl.sft.fields import Fields, collate, digit_token_table, example_seed
-from cft_rl.sft.losses import LossConfig, TokenView, get_loss
+from cft_rl.sft.losses import LOSSES, LossConfig, TokenView
 from cft_rl.sft.reference import reference_logprobs
 
 
@@ -179,7 +179,7 @@ def build_training_set(config: SftConfig, tokenizer) -> TrainingSet:
 
 def add_derived_fields(config: SftConfig, tokenizer, items: list[Fields]) -> None:
     """Fields computed from the tokenizer or a model, built only for the loss that needs them."""
-    needed = get_loss(config.loss.name).derived_field
+    needed = LOSSES.get(config.loss.name).derived_field
     if needed == "digit_mask":
         table = digit_token_table(tokenizer)
         for item in items:
@@ -198,7 +198,7 @@ def add_derived_fields(config: SftConfig, tokenizer, items: list[Fields]) -> Non
 
 def example_weight(loss_config: LossConfig, item: Fields, source: str) -> float:
     """The loss's total weight on one example, without the model; errors name the data."""
-    loss = get_loss(loss_config.name)
+    loss = LOSSES.get(loss_config.name)
     batch = collate([item])
     try:
         return float(loss.total_weight(TokenView(batch, loss.name), loss_config))

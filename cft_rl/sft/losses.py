@@ -31,10 +31,11 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from cft_rl.config import Section
 from cft_rl.errors import UserError
+from cft_rl.registry import Registry
 from cft_rl.sft.fields import FIELDS
 from cft_rl.sft.token_logprobs import DEFAULT_CHUNK_SIZE, token_logprobs, token_statistics
 
@@ -45,17 +46,20 @@ __all__ = [
     "TokenLossSums",
     "TokenView",
     "all_reduce_sum",
-    "get_loss",
     "register_loss",
     "selected_token_loss",
     "step_normalizer",
 ]
 
 
+# loss.name -> its TokenLoss; filled by @register_loss below.
+LOSSES: Registry[TokenLoss] = Registry("loss", "losses")
+
+
 class LossConfig(Section):
     """The `loss` section of an SFT recipe."""
 
-    name: str = "cft"
+    name: LOSSES.choice() = "cft"  # type: ignore[valid-type]
     # Ranked losses (entropy_topk, random, rho1, attention_topk): share of each example's
     # response tokens to train on; null = as many as the example has critical tokens (the
     # same count as cft).
@@ -64,15 +68,6 @@ class LossConfig(Section):
     seed: int = 0
     # Rows of logits formed at once: memory ~ chunk_size x vocab x 4 bytes, times 2-3.
     chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, gt=0)
-
-    @field_validator("name")
-    @classmethod
-    def _known_loss(cls, name: str) -> str:
-        try:
-            get_loss(name)
-        except UserError as err:
-            raise ValueError(str(err)) from None
-        return name
 
 
 class TokenView:
@@ -167,9 +162,6 @@ class TokenLoss:
         return self.weights(view, config).sum()
 
 
-LOSSES: dict[str, TokenLoss] = {}
-
-
 def register_loss(
     name: str,
     *,
@@ -182,20 +174,13 @@ def register_loss(
     what it needs besides the identify dataset's fields."""
 
     def decorator(fn: WeightFn) -> WeightFn:
-        if name in LOSSES:
-            raise ValueError(f"loss '{name}' is already registered")
-        LOSSES[name] = TokenLoss(
-            name, fn, ranked, scale_by_probability, derived_field, needs_reference_model
+        LOSSES.add(
+            name,
+            TokenLoss(name, fn, ranked, scale_by_probability, derived_field, needs_reference_model),
         )
         return fn
 
     return decorator
-
-
-def get_loss(name: str) -> TokenLoss:
-    if name not in LOSSES:
-        raise UserError(f"unknown loss '{name}'; valid losses: {', '.join(sorted(LOSSES))}")
-    return LOSSES[name]
 
 
 @register_loss("sft")
@@ -290,7 +275,7 @@ def selected_token_loss(
     `hidden` are the final hidden states [batch, seq, hidden] (after the final norm, before the
     LM head), e.g. `model.model(input_ids, attention_mask=...).last_hidden_state` for HF models.
     """
-    loss = get_loss(config.name)
+    loss = LOSSES.get(config.name)
     view = TokenView(batch, loss.name, hidden, lm_head_weight, config.chunk_size)
     weights = loss.weights(view, config)
     picked = weights > 0
@@ -331,7 +316,7 @@ def step_normalizer(
     gradients over ranks and divide the loss by the accumulation steps (DeepSpeed does both)
     need loss_sum / normaliser * world_size * accumulation_steps to get that gradient.
     """
-    loss = get_loss(config.name)
+    loss = LOSSES.get(config.name)
     total = sum(
         (loss.total_weight(TokenView(batch, loss.name), config) for batch in micro_batches),
         start=torch.zeros(()),
