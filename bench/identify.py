@@ -86,7 +86,7 @@ def main() -> None:
         decoders: dict[str, Decoder] = {"naive": NaiveDecoder(model, pad_id=backend.pad_id)}
         for layout in dict.fromkeys(["shared", *args.layouts]):
             decoders[layout] = CachedDecoder(
-                model, ContinuationSampling(), layout=KV_CACHE_LAYOUTS[layout]
+                model, ContinuationSampling(), layout=KV_CACHE_LAYOUTS.get(layout)
             )
         results: dict[str, list[ResponseCriticality]] = {}
         seconds: dict[str, float] = {}

@@ -115,7 +115,7 @@ def compare_decoders(
 
     results, outputs = {}, {}
     for batching in batchings:
-        decoder = CachedDecoder(model, ContinuationSampling(), rows, KV_CACHE_LAYOUTS[batching])
+        decoder = CachedDecoder(model, ContinuationSampling(), rows, KV_CACHE_LAYOUTS.get(batching))
         ranked = decoder.rank(prompt, response, depth=4)
         perturbations = [
             Perturbation(t, k, ranked.candidate_ids[t][k + 1])

@@ -4,6 +4,7 @@ leaves nothing in its output_dir that would refuse the corrected rerun, in every
 from pathlib import Path
 
 import pytest
+from test_toy import TINY
 
 from cft_rl.cli import main
 from cft_rl.experiment.grid import Cell
@@ -89,19 +90,7 @@ def test_a_toy_build_that_failed_before_its_first_checkpoint_takes_a_changed_rec
 ):
     from cft_rl.toy import build as build_module
 
-    tiny = [
-        f"--recipe={TOY / 'build.yaml'}",
-        f"output_dir={tmp_path}",
-        "tokenizer.sample_problems=200",
-        "model.hidden_size=64",
-        "model.num_heads=2",
-        "model.num_layers=1",
-        "model.intermediate_size=64",
-        "train.batch_size=4",
-        "train.warmup_steps=1",
-        "train.steps=2",
-        "eval.problems=0",
-    ]
+    tiny = [f"--recipe={TOY / 'build.yaml'}", f"output_dir={tmp_path}", *TINY, "train.steps=2"]
 
     def fails(model, batch):
         raise RuntimeError("out of memory")  # as a first step too large for the machine

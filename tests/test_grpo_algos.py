@@ -70,7 +70,7 @@ OUTCOME_ESTIMATORS = [n for n, e in algos.ADVANTAGE_ESTIMATORS.items() if not e.
 @pytest.mark.parametrize("estimator", OUTCOME_ESTIMATORS)
 def test_advantages_match_verl(verl, batch, estimator):
     core_algos, _ = verl
-    ours_spec = algos.ADVANTAGE_ESTIMATORS[estimator]  # its verl spelling is what is tested
+    ours_spec = algos.ADVANTAGE_ESTIMATORS.get(estimator)  # its verl spelling is what is tested
     kwargs = {"norm_adv_by_std_in_grpo": ours_spec.verl_norm_by_std}
     if ours_spec.verl_name != "grpo":
         kwargs = {}
@@ -257,7 +257,7 @@ def test_policy_loss_matches_verl(verl, batch, clip_name, mode, normalisers):
         clip_ratio_high=clip["clip_ratio_high"],
         clip_ratio_c=clip.get("clip_ratio_c", 3.0),
     )
-    ours = algos.POLICY_LOSSES["vanilla"](
+    ours = algos.POLICY_LOSSES.get("vanilla")(
         ours_lp,
         batch["old_log_prob"],
         batch["advantages"],
@@ -426,7 +426,7 @@ def test_entropy_preserving_losses_match_verl(verl, batch, loss_mode, mode, norm
     )
     ours_lp = batch["log_prob"].clone().requires_grad_()
     torch.manual_seed(7)
-    ours = algos.POLICY_LOSSES[loss_mode](
+    ours = algos.POLICY_LOSSES.get(loss_mode)(
         ours_lp,
         batch["old_log_prob"],
         batch["advantages"],

@@ -54,7 +54,7 @@ def test_cached_greedy_equals_naive_generate(world, batching, rows):
     eos = frequent_token(model, tokenizer, prompt, response)
     stops = AnswerStops(tokenizer, response, {eos})
     cached = CachedDecoder(
-        model, ContinuationSampling(), max_batch_rows=rows, layout=KV_CACHE_LAYOUTS[batching]
+        model, ContinuationSampling(), max_batch_rows=rows, layout=KV_CACHE_LAYOUTS.get(batching)
     )
     naive = NaiveDecoder(model, pad_id=tokenizer.pad_token_id)
 

@@ -457,6 +457,8 @@ def test_partial_experiment_lists_pending_runs(tmp_path):
             {"group": "base", "seed": None, "dir": "eval/base", "model": "toy"},
             {"group": "cft", "seed": 0, "dir": "eval/cft/seed0", "model": "m"},
         ],
+        # what the runner writes for a method without a sweep
+        "lr_choice": {"cft": {"chosen": None, "validation_accuracy": {}}},
     }
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     out = tmp_path / "elsewhere"
@@ -469,6 +471,7 @@ def test_partial_experiment_lists_pending_runs(tmp_path):
     assert "1 of 3 runs this report reads are complete (evaluations and GRPO runs;" in text
     assert "), 2 pending." in text
     assert (out / "accuracy.png").is_file() and not (out / "grpo.png").exists()
+    assert "Learning-rate choice" not in text  # no method had a sweep: no empty table
 
 
 def test_missing_plan_names_the_file(tmp_path):

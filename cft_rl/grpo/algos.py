@@ -410,9 +410,7 @@ def clip_cov_policy_loss(
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1 - params.clip_ratio_low, 1 + params.clip_ratio_high)
     clipped_by_ratio = (clipped > unclipped) & real
-    covariance = (advantages - masked_mean(advantages, response_mask)) * (
-        log_prob.detach() - masked_mean(log_prob.detach(), response_mask)
-    )
+    covariance = _token_covariance(advantages, log_prob, response_mask)
     eligible = (covariance > params.clip_cov_lb) & (covariance < params.clip_cov_ub) & real
     eligible &= ~clipped_by_ratio
     candidates = torch.nonzero(eligible)
@@ -423,16 +421,10 @@ def clip_cov_policy_loss(
     keep[candidates[:, 0], candidates[:, 1]] = 0
     per_token = torch.maximum(unclipped, clipped) * keep
     loss = agg_loss(
-        per_token,
-        response_mask,
-        loss_agg_mode,
-        batch_num_tokens,
-        global_batch_size,
+        per_token, response_mask, loss_agg_mode, batch_num_tokens, global_batch_size,
         loss_scale_factor,
-    )
-    with torch.no_grad():
-        cut = masked_mean((keep == 0).float(), response_mask)
-        return PolicyLoss(loss, cut, torch.zeros(()), masked_mean(-log_ratio, response_mask))
+    )  # fmt: skip
+    return _covariance_loss(loss, keep == 0, log_ratio, response_mask)
 
 
 @register_policy_loss("kl_cov")
@@ -460,23 +452,35 @@ def kl_cov_policy_loss(
     chosen = torch.zeros_like(real)
     flat = torch.nonzero(real.reshape(-1), as_tuple=True)[0]
     if len(flat) > 0:
-        adv = advantages[real].detach().reshape(-1).cpu()
-        logp = log_prob[real].detach().reshape(-1).cpu()
-        covariance = (adv - adv.mean()) * (logp - logp.mean())
+        covariance = _token_covariance(advantages, log_prob, response_mask)[real]
         count = max(1, int(len(covariance) * params.kl_cov_ratio))
-        top = flat[torch.topk(covariance, count, largest=True).indices.to(flat.device)]
+        top = flat[torch.topk(covariance, count, largest=True).indices]
         chosen.view(-1)[top] = True
     per_token = torch.where(chosen, penalised, surrogate)
     loss = agg_loss(
-        per_token,
-        response_mask,
-        loss_agg_mode,
-        batch_num_tokens,
-        global_batch_size,
+        per_token, response_mask, loss_agg_mode, batch_num_tokens, global_batch_size,
         loss_scale_factor,
+    )  # fmt: skip
+    return _covariance_loss(loss, chosen, log_ratio, response_mask)
+
+
+def _token_covariance(
+    advantages: torch.Tensor, log_prob: torch.Tensor, response_mask: torch.Tensor
+) -> torch.Tensor:
+    """Per token: centred advantage x centred log-prob (means over the response tokens),
+    without gradient; Clip-Cov and KL-Cov pick their tokens by it."""
+    log_prob = log_prob.detach()
+    return (advantages - masked_mean(advantages, response_mask)) * (
+        log_prob - masked_mean(log_prob, response_mask)
     )
+
+
+def _covariance_loss(
+    loss: torch.Tensor, picked: torch.Tensor, log_ratio: torch.Tensor, response_mask: torch.Tensor
+) -> PolicyLoss:
+    """Clip-Cov's and KL-Cov's result: `clipfrac` is the share of tokens they picked."""
     with torch.no_grad():
-        share = masked_mean(chosen.float(), response_mask)
+        share = masked_mean(picked.float(), response_mask)
         return PolicyLoss(loss, share, torch.zeros(()), masked_mean(-log_ratio, response_mask))
 
 

@@ -19,8 +19,9 @@ PAPER_CRITICAL = "under 12%"
 def render_markdown(result: dict[str, Any]) -> str:
     lines = [f"# Experiment comparison: `{result['experiment']}`", ""]
     lines += _header(result)
-    if result["lr_choice"]:
-        lines += ["", "## Learning-rate choice", "", *_lr_table(result["lr_choice"])]
+    swept = {m: c for m, c in result["lr_choice"].items() if c.get("validation_accuracy")}
+    if swept:  # methods without a sweep have no row: no table at all when none has one
+        lines += ["", "## Learning-rate choice", "", *_lr_table(swept)]
     for name, benchmark in result["benchmarks"].items():
         lines += ["", f"## {name}", ""]
         lines += _benchmark_table(benchmark["groups"])
