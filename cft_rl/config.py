@@ -321,7 +321,7 @@ def _foreign_key(schema: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
     if names is None:
         return None
     section = ".".join(str(p) for p in loc[:-1] if not isinstance(p, int))
-    keys = _all_keys(schema)
+    keys = schema_keys(schema)
     for name in names:
         if "." in name:  # a whole key
             if name in keys:
@@ -336,12 +336,12 @@ def _foreign_key(schema: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
     return None
 
 
-def _all_keys(schema: type[BaseModel], prefix: str = "") -> list[str]:
+def schema_keys(schema: type[BaseModel], prefix: str = "") -> list[str]:
     """Every dotted key of a schema, through its sections (lists of sections without index)."""
     keys = []
     for name, field in schema.model_fields.items():
         section = _section_in(field.annotation)
-        keys += _all_keys(section, f"{prefix}{name}.") if section else [prefix + name]
+        keys += schema_keys(section, f"{prefix}{name}.") if section else [prefix + name]
     return keys
 
 

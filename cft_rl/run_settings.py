@@ -8,9 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from cft_rl.config import schema_keys
 from cft_rl.errors import UserError
 from cft_rl.files import write_text_atomic
 
@@ -52,7 +56,7 @@ def check_same_settings(where: str | Path, saved: dict[str, Any], current: dict[
     )
     if changed:
         details = ", ".join(
-            f"{key}: {_at(saved, key)!r} -> {_at(current, key)!r}" for key in changed
+            f"{key}: {value_at(saved, key)!r} -> {value_at(current, key)!r}" for key in changed
         )
         raise RunSettingsError(
             f"{where} holds work done with other settings ({details}); use a new output_dir "
@@ -75,8 +79,55 @@ def record_settings(path: Path, settings: dict[str, Any]) -> None:
         write_text_atomic(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
-def _at(settings: dict[str, Any], dotted: str) -> Any:
+def value_at(settings: dict[str, Any], dotted: str) -> Any:
+    """The value at a dotted key of nested settings, None where it is absent."""
     value: Any = settings
     for part in dotted.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value
+
+
+@dataclass(frozen=True)
+class ResumeRule:
+    """A stage's split of its recipe keys: those a resumed run (or another shard, or a rerun
+    into the same folder) must share with the recorded work, and those it may change
+    (where outputs go, logging, speed-only settings, `steps` for extending). A key is named
+    by itself or by a section above it. Every key of the stage's schema is named by exactly
+    one list, which tests/test_run_settings.py checks, so a new setting is classified on
+    purpose, never by whether someone remembered to drop it."""
+
+    must_match: tuple[str, ...]
+    may_change: tuple[str, ...]
+
+    def settings(self, config: BaseModel, also: Iterable[str] = ()) -> dict[str, Any]:
+        """The values of the must-match keys (and of `also`: keys of `may_change` that must
+        match in this run's case), nested as in the recipe."""
+        return self.project(config.model_dump(mode="json"), also)
+
+    def project(self, dump: dict[str, Any], also: Iterable[str] = ()) -> dict[str, Any]:
+        """The must-match (and `also`) part of a recipe dump, e.g. one an older version
+        recorded whole."""
+        chosen: dict[str, Any] = {}
+        for key in (*self.must_match, *also):
+            _put(chosen, key, value_at(dump, key))
+        return chosen
+
+    def unclassified(self, schema: type[BaseModel]) -> list[str]:
+        """Keys of `schema` that neither list names, or that both do."""
+        problems = []
+        for key in schema_keys(schema):
+            named = [k for k in (*self.must_match, *self.may_change) if _covers(k, key)]
+            if len(named) != 1:
+                problems.append(key)
+        return problems
+
+
+def _covers(name: str, key: str) -> bool:
+    return key == name or key.startswith(name + ".")
+
+
+def _put(settings: dict[str, Any], dotted: str, value: Any) -> None:
+    *sections, last = dotted.split(".")
+    for part in sections:
+        settings = settings.setdefault(part, {})
+    settings[last] = value

@@ -31,6 +31,7 @@ from cft_rl.files import write_text_atomic
 from cft_rl.generation import GenerationBackend, SamplingParams, make_backend
 from cft_rl.modeling import resolve_model_path
 from cft_rl.outputs import EVAL_SUMMARY_JSON, EVAL_SUMMARY_MD
+from cft_rl.run_settings import ResumeRule, value_at
 from cft_rl.scale import portable, run_on_ray
 from reward import Verifier
 
@@ -225,19 +226,15 @@ class _BenchmarkEval:
         ]
 
     def _log_settings(self) -> dict[str, Any]:
-        """What the generations depend on. Not n_samples: sample i is the same for any n."""
-        config = self.config
-        return {
-            "model": resolve_model_path(config.model.path),
-            "dtype": config.model.dtype,
-            "benchmark": self.spec.benchmark,
-            "path": self.spec.path,
-            "template": self.spec.template,
-            "max_new_tokens": config.generation.max_new_tokens,
-            "temperature": config.temperature,
-            "top_p": config.top_p,
-            "seed": config.seed,
+        """What the generations depend on (EVAL_RESUME), under the names the log records."""
+        recipe = {
+            **self.config.model_dump(mode="json"),
+            "benchmarks": self.spec.model_dump(mode="json"),
         }
+        values = EVAL_RESUME.project(recipe)
+        settings = {name: value_at(values, key) for key, name in EVAL_LOG_NAMES.items()}
+        settings["model"] = resolve_model_path(self.config.model.path)  # "toy" is its directory
+        return settings
 
     def summarise(self, examples: list[Example], log: GenerationLog, seconds: float):
         n = self.config.n_samples
@@ -313,6 +310,26 @@ def _check_same_references(examples: list[Example], log: GenerationLog, samples:
             "gives now (the data changed since these generations were written); "
             "use another output_dir"
         )
+
+
+# The settings a benchmark's generations depend on, and their names in its .meta.json.
+# Not n_samples or limit: sample i of problem p is the same for any n and any limit.
+EVAL_LOG_NAMES = {
+    "model.path": "model", "model.dtype": "dtype", "benchmarks.benchmark": "benchmark",
+    "benchmarks.path": "path", "benchmarks.template": "template", "benchmarks.fields": "fields",
+    "generation.max_new_tokens": "max_new_tokens", "temperature": "temperature",
+    "top_p": "top_p", "seed": "seed",
+}  # fmt: skip
+EVAL_RESUME = ResumeRule(
+    must_match=tuple(EVAL_LOG_NAMES),
+    may_change=(
+        "output_dir", "model.device", "benchmarks.limit", "n_samples", "ks", "cpu_threads",
+        "scale",
+        # how generations are produced and graded, not which (verdicts are stored with them)
+        "generation.backend", "generation.batch_size", "generation.gpu_memory_utilization",
+        "verifier",
+    ),
+)  # fmt: skip
 
 
 def _progress(console: Console) -> Progress:

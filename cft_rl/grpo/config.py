@@ -23,6 +23,7 @@ from cft_rl.data.source import DataSource
 from cft_rl.grpo.algos import ADVANTAGE_ESTIMATORS, KL_PENALTIES, LOSS_AGG_MODES, POLICY_LOSSES
 from cft_rl.grpo.entropy_monitor import EntropyMonitorSettings
 from cft_rl.registry import did_you_mean
+from cft_rl.run_settings import ResumeRule
 
 LossAggMode = LOSS_AGG_MODES.choice()
 
@@ -269,27 +270,35 @@ class GrpoConfig(Section):
 
     def resume_settings(self) -> dict:
         """The settings a resumed run must share with the run it continues: everything that
-        shapes the trajectory (not where it is written, how long it runs or how often it
-        saves, nor speed-only settings, nor the probe and validation, which only measure)."""
-        settings = self.model_dump(mode="json")
-        for key in ("output_dir", "steps", "checkpoint", "dry_run"):
-            settings.pop(key)
-        for key in ("cpu_threads", "probe", "validation", "logging"):
-            settings.pop(key)
-        speed_only = [("rollout", "batch_size"), ("verifier", "num_workers")]
+        shapes the trajectory (GRPO_RESUME)."""
+        also = []
         # clip_cov and kl_cov choose their tokens within each micro-batch (as verl's do), so
         # for them the micro-batch size shapes the trajectory.
-        modes = {self.algorithm.policy_loss.loss_mode, self.monitor.switch_to}
-        if not modes & {"clip_cov", "kl_cov"}:
-            speed_only.append(("batch", "micro_batch_size"))
-        for section, key in speed_only:
-            settings[section].pop(key)
-        settings.pop("verl")
+        if {self.algorithm.policy_loss.loss_mode, self.monitor.switch_to} & {"clip_cov", "kl_cov"}:
+            also.append("batch.micro_batch_size")
         name = self.algorithm.advantage_estimator
-        estimator = ADVANTAGE_ESTIMATORS.get(name) if name in ADVANTAGE_ESTIMATORS else None
-        if estimator is None or not estimator.needs_critic:
-            settings.pop("critic")  # read only by PPO
-        return settings
+        if name in ADVANTAGE_ESTIMATORS and ADVANTAGE_ESTIMATORS.get(name).needs_critic:
+            also.append("critic")  # read only by PPO
+        return GRPO_RESUME.settings(self, also)
+
+
+# What a resumed run must share with its checkpoint: what shapes the trajectory. Not where
+# it is written, how long it runs (`steps` may grow to extend a run) or how often it saves;
+# not the probe and validation, which only measure; not speed-only settings. The critic
+# must match for PPO, the micro-batch size for clip_cov and kl_cov (resume_settings).
+GRPO_RESUME = ResumeRule(
+    must_match=(
+        "engine", "seed", "model", "data", "rollout.n", "rollout.temperature", "rollout.top_p",
+        "rollout.max_new_tokens", "algorithm", "kl", "optim", "batch.prompts_per_step",
+        "batch.mini_batch_prompts", "monitor", "verifier.timeout_s",
+        "verifier.last_number_fallback",
+    ),
+    may_change=(
+        "output_dir", "steps", "checkpoint", "dry_run", "cpu_threads", "probe", "validation",
+        "logging", "rollout.batch_size", "verifier.num_workers", "verl",
+        "batch.micro_batch_size", "critic",
+    ),
+)  # fmt: skip
 
 
 def verl_registries() -> tuple[set[str], set[str]]:

@@ -10,6 +10,7 @@ from cft_rl.config import CpuThreads, GenerationSettings, ModelSpec, Section, Ve
 from cft_rl.data.source import DataSource
 from cft_rl.generation.kv_cache import KV_CACHE_LAYOUTS
 from cft_rl.identify.decoders import DECODERS
+from cft_rl.run_settings import ResumeRule
 from cft_rl.scale import ScaleSettings
 
 
@@ -107,21 +108,25 @@ class IdentifyConfig(Section):
     def result_settings(self) -> dict:
         """The settings that determine the dataset (not where or how fast it is computed):
         a resumed or sharded run must match them."""
-        settings = self.model_dump(mode="json")
-        for key in (
-            "output_dir",
-            "cpu_threads",
-            "shard_index",
-            "num_shards",
-            "merge_only",
-            "scale",
-        ):
-            settings.pop(key)
-        # Earlier questions' results do not depend on later ones: a finished run rerun with a
-        # higher data.limit identifies only the new questions, a lower one reads a prefix.
-        settings["data"].pop("limit")
-        settings["verifier"].pop("num_workers")
-        settings["generation"].pop("gpu_memory_utilization")
-        settings["decoder"].pop("max_batch_rows")
-        settings["decoder"].pop("near_tie_margin")
-        return settings
+        return IDENTIFY_RESUME.settings(self)
+
+
+# What a resumed run, another shard or a rerun must share with the recorded work.
+IDENTIFY_RESUME = ResumeRule(
+    must_match=(
+        "seed", "model", "generation.backend", "generation.batch_size",
+        "generation.max_new_tokens", "data.benchmark", "data.path", "data.template",
+        "data.fields", "counterfactual", "decoder.kind", "decoder.batching",
+        "verifier.timeout_s", "verifier.last_number_fallback",
+    ),
+    may_change=(
+        "output_dir", "cpu_threads", "shard_index", "num_shards", "merge_only", "scale",
+        # Earlier questions' results do not depend on later ones: a finished run rerun with
+        # a higher data.limit identifies only the new questions, a lower one reads a prefix.
+        "data.limit",
+        # speed only
+        "verifier.num_workers", "generation.gpu_memory_utilization", "decoder.max_batch_rows",
+        # counted in the summary, never changes a decoded token
+        "decoder.near_tie_margin",
+    ),
+)  # fmt: skip

@@ -27,7 +27,7 @@ from cft_rl.files import write_text_atomic
 from cft_rl.jsonl import VALIDATION, StepLog
 from cft_rl.modeling import load_tokenizer
 from cft_rl.outputs import EXPORT_INFO
-from cft_rl.run_settings import check_same_settings, data_fingerprint
+from cft_rl.run_settings import ResumeRule, check_same_settings, data_fingerprint
 from cft_rl.sft.checkpoint import load_checkpoint, publish_export, save_checkpoint
 from cft_rl.sft.config import SftConfig
 from cft_rl.sft.data import TrainingSet, build_training_set
@@ -48,7 +48,12 @@ from cft_rl.sft.validation import ValidationSet, validation_accuracy
 RUN_INFO = "run_info.json"
 # Sections a resumed run may change: they do not change what is trained (validation does
 # when it chooses the export: see _resume_settings).
-RESUMABLE_CHANGES = ("output_dir", "logging", "checkpoint", "validation", "verifier", "cpu_threads")
+# What a resumed run must share with its checkpoint. Validation and its verifier may change,
+# except with checkpoint.export: best (scores of different validations do not compare).
+SFT_RESUME = ResumeRule(
+    must_match=("seed", "model", "reference_model", "data", "loss", "optim", "train", "lora"),
+    may_change=("output_dir", "logging", "checkpoint", "validation", "verifier", "cpu_threads"),
+)
 
 
 def run_sft(config: SftConfig) -> Path:
@@ -278,10 +283,8 @@ def _seed_everything(seed: int) -> None:
 
 def _resume_settings(config: SftConfig, world_size: int, training: TrainingSet) -> dict[str, Any]:
     """What a checkpoint records and a resumed run must match."""
-    settings = config.model_dump(mode="json", exclude=set(RESUMABLE_CHANGES))
-    if config.checkpoint.export == "best":  # scores of different validations do not compare
-        settings["validation"] = config.validation.model_dump(mode="json")
-        settings["verifier"] = config.verifier.model_dump(mode="json")
+    best = config.checkpoint.export == "best"
+    settings = SFT_RESUME.settings(config, also=("validation", "verifier") if best else ())
     # Only what was read: derived fields (a reference model's log-probs) are recomputed on
     # resume and may differ in the last bits on other hardware.
     derived = {loss.derived_field for loss in LOSSES.values() if loss.derived_field}

@@ -20,13 +20,21 @@ from cft_rl.data.toy_problems import DIFFICULTIES, eval_problems, generate_probl
 from cft_rl.errors import UserError
 from cft_rl.jsonl import METRICS
 from cft_rl.modeling import SHIPPED_MODELS
-from cft_rl.run_settings import changed_settings
+from cft_rl.run_settings import ResumeRule, changed_settings
 from cft_rl.toy.config import ToyBuildConfig
 from cft_rl.toy.evaluate import generate_solutions, score
 from cft_rl.toy.tokenizer import train_tokenizer
 from cft_rl.toy.train import ModelShape, learning_rate, make_model, solution_loss, training_batches
 
 STATE_FILE = "train_state.pt"
+# What resuming an interrupted build must share with it: all but where it is written, the
+# evaluation at the end and how often it logs.
+TOY_BUILD_RESUME = ResumeRule(
+    must_match=("seed", "difficulty", "tokenizer", "model", "train.steps", "train.batch_size",
+                "train.lr", "train.warmup_steps", "train.weight_decay", "train.max_grad_norm",
+                "checkpoint", "cpu_threads"),
+    may_change=("output_dir", "eval", "train.log_every"),
+)  # fmt: skip
 
 
 def build_toy_model(config: ToyBuildConfig) -> dict:
@@ -162,7 +170,7 @@ def _open_metrics(path: Path, first_step: int):
 
 def _save_state(out: Path, config: ToyBuildConfig, model, optimizer, step: int) -> None:
     state = {
-        "config": config.model_dump(mode="json", exclude={"output_dir"}),
+        "config": TOY_BUILD_RESUME.settings(config),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "step": step,
@@ -177,10 +185,8 @@ def _load_state(out: Path, config: ToyBuildConfig) -> dict | None:
     if not path.is_file():
         return None
     state = torch.load(path, weights_only=True)
-    current = config.model_dump(mode="json", exclude={"output_dir"})
-    changed = changed_settings(state["config"], current)
-    # Only the evaluation and logging may differ between the interrupted run and this one.
-    changed = [k for k in changed if not k.startswith(("eval.", "train.log_every"))]
+    saved = TOY_BUILD_RESUME.project(state["config"])
+    changed = changed_settings(saved, TOY_BUILD_RESUME.settings(config))
     if changed:
         raise UserError(
             f"{path}: an interrupted build with a different config is there "
