@@ -120,7 +120,10 @@ def test_a_cell_whose_settings_changed_under_its_directory_is_refused(tmp_path):
     # nothing ran yet: a changed recipe simply replaces the old one
     changed = cell.__class__(cell.name, cell.stage, {**cell.recipe, "seed": 5}, cell.after)
     write_cell_recipe(changed, tmp_path)
-    (tmp_path / cell.name / CELL_LOG).write_text("ran\n")
+    # a start that failed before any work (its log only): still replaced
+    (tmp_path / cell.name / CELL_LOG).write_text("error: ...\n")
+    write_cell_recipe(changed, tmp_path)
+    (tmp_path / cell.name / "metrics.jsonl").write_text('{"step": 1}\n')  # work was done
     with pytest.raises(UserError, match=rf"cell {cell.name}: .* other settings \(seed\)"):
         write_cell_recipe(cell, tmp_path)
 

@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cft_rl.files", "cft_rl.config", "cft_rl.jsonl", "cft_rl.commands", "cft_rl.console"),
     (
         "cft_rl.checkpointing",
+        "cft_rl.experiment_plan",
         "cft_rl.modeling",
         "cft_rl.metric_sinks",
         "cft_rl.run_settings",

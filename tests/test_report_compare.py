@@ -483,8 +483,27 @@ def test_missing_plan_names_the_file(tmp_path):
 
 def test_plan_entry_without_a_dir_is_named(tmp_path):
     (tmp_path / "plan.json").write_text(json.dumps({"evals": [{"group": "base", "model": "toy"}]}))
-    with pytest.raises(UserError, match=r"evals\[0\] lacks dir"):
+    with pytest.raises(UserError, match=r"plan.json: not an experiment plan \(evals.0.dir: Field"):
         report_compare([str(tmp_path)])
+
+
+def test_the_plan_the_runner_writes_is_the_plan_the_report_reads(tmp_path):
+    from cft_rl.experiment_plan import EvalEntry, ExperimentPlan, LrChoice, SftEntry
+
+    plan = ExperimentPlan(
+        baseline="sft",
+        methods=["sft"],
+        sft=[SftEntry(method="sft", lr=1e-4, seed=0, selected=True, dir="sft/sft/lr1e-04/seed0")],
+        lr_choice={"sft": LrChoice(chosen=1e-4, validation_accuracy={"0.0001": 0.5})},
+        evals=[EvalEntry(group="base", model="toy", dir="eval/base")],
+    )
+    plan.write(tmp_path)
+    assert ExperimentPlan.read(tmp_path) == plan
+    assert plan.entries() == [("sft", "sft/sft/lr1e-04/seed0"), ("eval", "eval/base")]
+    twice = plan.model_dump() | {"evals": [plan.evals[0].model_dump()] * 2}
+    (tmp_path / "plan.json").write_text(json.dumps(twice))
+    with pytest.raises(UserError, match="an eval group and seed appear twice"):
+        ExperimentPlan.read(tmp_path)
 
 
 def write_probe_set(probe_dir, rows):

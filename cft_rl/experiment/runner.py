@@ -37,8 +37,9 @@ from cft_rl.config import save_resolved
 from cft_rl.errors import UserError
 from cft_rl.experiment.config import ExperimentConfig
 from cft_rl.experiment.grid import Cell, Grid
+from cft_rl.experiment_plan import EvalEntry, ExperimentPlan, GrpoEntry, LrChoice, SftEntry
 from cft_rl.files import write_text_atomic
-from cft_rl.outputs import CELL_DONE, EXPERIMENT_PLAN
+from cft_rl.outputs import CELL_DONE
 from cft_rl.report.compare import report_compare
 from cft_rl.run_settings import changed_settings
 
@@ -393,31 +394,30 @@ def _print_commands(grid: Grid, markers: Markers, cells: list[Cell], planned: li
 
 
 def _write_plan(grid: Grid, cells: list[Cell]) -> None:
-    """OUT/plan.json: what `cft-rl report compare` reads (see cft_rl.report.compare)."""
+    """OUT/plan.json (cft_rl.experiment_plan): what `cft-rl report compare` reads."""
     config = grid.config
     lr_choice = {}
     for method in config.methods:
         scores = grid.sweep_scores(method)
-        lr_choice[method.name] = {
-            "chosen": grid.choose_lr(method),
-            "validation_accuracy": {str(lr): score for lr, score in (scores or {}).items()},
-        }
-    plan: dict[str, Any] = {
-        "baseline": config.baseline,
-        "compare_with": config.compare_with,
-        "methods": [method.name for method in config.methods],
-        "identify": _relative(Path(grid.identify_dir()), grid.out),
-        "probe": "probe" if config.probe is not None else None,
-        "sft": [
-            {**{k: cell.info[k] for k in ("method", "lr", "seed", "selected")}, "dir": cell.name}
+        lr_choice[method.name] = LrChoice(
+            chosen=grid.choose_lr(method),
+            validation_accuracy={str(lr): score for lr, score in (scores or {}).items()},
+        )
+    ExperimentPlan(
+        baseline=config.baseline,
+        compare_with=config.compare_with,
+        methods=[method.name for method in config.methods],
+        identify=_relative(Path(grid.identify_dir()), grid.out),
+        probe="probe" if config.probe is not None else None,
+        sft=[
+            SftEntry(**cell.info, dir=cell.name)
             for cell in cells
             if cell.stage == "sft" and cell.info
         ],
-        "lr_choice": lr_choice,
-        "grpo": [{**cell.info, "dir": cell.name} for cell in cells if cell.stage == "grpo"],
-        "evals": [{**cell.info, "dir": cell.name} for cell in cells if cell.stage == "eval"],
-    }
-    write_text_atomic(grid.out / EXPERIMENT_PLAN, json.dumps(plan, indent=1))
+        lr_choice=lr_choice,
+        grpo=[GrpoEntry(**cell.info, dir=cell.name) for cell in cells if cell.stage == "grpo"],
+        evals=[EvalEntry(**cell.info, dir=cell.name) for cell in cells if cell.stage == "eval"],
+    ).write(grid.out)
 
 
 def _relative(path: Path, out: Path) -> str:

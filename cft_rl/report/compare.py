@@ -25,13 +25,13 @@ from cft_rl.config import ModelSpec
 from cft_rl.errors import UserError
 from cft_rl.eval.log import GREEDY
 from cft_rl.eval.passk import pass_at_k
+from cft_rl.experiment_plan import EvalEntry, ExperimentPlan, GrpoEntry
 from cft_rl.grpo.probe import ProbeSet, load_probe_set, probe_entropy
 from cft_rl.jsonl import METRICS, PROBE, VALIDATION, read_records
 from cft_rl.modeling import load_causal_lm, load_tokenizer
 from cft_rl.outputs import (
     CELL_DONE,
     EVAL_SUMMARY_JSON,
-    EXPERIMENT_PLAN,
     EXPORT_INFO,
     HF_EXPORT,
     IDENTIFY_DATASET,
@@ -49,13 +49,6 @@ PASSK_PNG = "passk.png"
 GRPO_PNG = "grpo.png"
 PROBE_CACHE = "probe_entropy.json"
 BOOT_SEED = 0
-
-# What each entry of these lists of the plan must have.
-PLAN_FIELDS = {
-    "sft": ("method", "dir"),
-    "grpo": ("start", "dir"),
-    "evals": ("group", "dir", "model"),
-}
 
 # What marks each kind of run in the plan as finished (a path inside its dir).
 DONE_MARKER = {
@@ -99,16 +92,16 @@ def report_compare(run_dirs: list[str], out: str | None = None) -> None:
             f"`cft-rl report compare` takes one experiment directory, got {len(run_dirs)}"
         )
     experiment = Path(run_dirs[0])
-    plan = load_plan(experiment)
+    plan = ExperimentPlan.read(experiment)
     runs = [
         load_eval_run(experiment, entry)
-        for entry in plan["evals"]
-        if is_done(experiment, "eval", entry["dir"])
+        for entry in plan.evals
+        if is_done(experiment, "eval", entry.dir)
     ]
     grpo = [
         load_grpo_run(experiment, entry)
-        for entry in plan["grpo"]
-        if is_done(experiment, "grpo", entry["dir"])
+        for entry in plan.grpo
+        if is_done(experiment, "grpo", entry.dir)
     ]
     result = compare(experiment, plan, runs, grpo)
     out_dir = Path(out) if out is not None else experiment / "report"
@@ -125,39 +118,6 @@ def report_compare(run_dirs: list[str], out: str | None = None) -> None:
 
 
 # ---- reading the experiment ----
-
-
-def load_plan(experiment: Path) -> dict[str, Any]:
-    """plan.json, its optional parts filled in (baseline, identify, probe: None; lists: [])."""
-    path = experiment / EXPERIMENT_PLAN
-    if not path.is_file():
-        raise UserError(f"{path} not found: is {experiment} the output_dir of `cft-rl experiment`?")
-    try:
-        plan = json.loads(path.read_text())
-        for key, default in (("baseline", None), ("probe", None), ("identify", None)):
-            plan.setdefault(key, default)
-        for key in ("sft", "grpo", "evals", "compare_with"):
-            plan.setdefault(key, [])
-        plan.setdefault("lr_choice", {})
-    except (ValueError, AttributeError) as err:
-        raise UserError(f"{path}: not an experiment plan ({err})") from None
-    for key, fields in PLAN_FIELDS.items():
-        for index, entry in enumerate(plan[key]):
-            missing = [name for name in fields if name not in entry]
-            if missing:
-                raise UserError(f"{path}: {key}[{index}] lacks {', '.join(missing)}")
-    groups = [(entry["group"], entry.get("seed")) for entry in plan["evals"]]
-    if len(set(groups)) < len(groups):
-        raise UserError(f"{path}: an eval group and seed appear twice")
-    return plan
-
-
-def plan_entries(plan: dict[str, Any]) -> list[tuple[str, str]]:
-    """(kind, dir) of every run the plan names, in the order they run."""
-    entries = [(kind, plan[kind]) for kind in ("identify", "probe") if plan[kind] is not None]
-    for kind, key in (("sft", "sft"), ("grpo", "grpo"), ("eval", "evals")):
-        entries += [(kind, entry["dir"]) for entry in plan[key]]
-    return entries
 
 
 def is_done(experiment: Path, kind: str, run_dir: str) -> bool:
@@ -192,23 +152,23 @@ def read_generations(path: Path) -> dict[Any, ProblemStats]:
     return stats
 
 
-def load_eval_run(experiment: Path, entry: dict[str, Any]) -> EvalRun:
-    path = experiment / entry["dir"]
+def load_eval_run(experiment: Path, entry: EvalEntry) -> EvalRun:
+    path = experiment / entry.dir
     summary = _read_json(path / EVAL_SUMMARY_JSON)
     try:
         names = [b["benchmark"] for b in summary["benchmarks"]]
     except (KeyError, TypeError) as err:
         raise UserError(f"{path / EVAL_SUMMARY_JSON}: not an eval summary ({err!r})") from None
     problems = {name: read_generations(path / "generations" / f"{name}.jsonl") for name in names}
-    return EvalRun(entry["group"], entry.get("seed"), path, entry["model"], summary, problems)
+    return EvalRun(entry.group, entry.seed, path, entry.model, summary, problems)
 
 
-def load_grpo_run(experiment: Path, entry: dict[str, Any]) -> GrpoRun:
-    path = experiment / entry["dir"]
+def load_grpo_run(experiment: Path, entry: GrpoEntry) -> GrpoRun:
+    path = experiment / entry.dir
     probe = read_records(path / PROBE)
     return GrpoRun(
-        start=entry["start"],
-        seed=entry.get("seed"),
+        start=entry.start,
+        seed=entry.seed,
         validation=_series(read_records(path / VALIDATION), "reward_mean"),
         entropy=_series(read_records(path / METRICS), "entropy"),
         probe_critical=_series(probe, "entropy_critical"),
@@ -236,17 +196,17 @@ def _read_json(path: Path) -> Any:
 
 
 def compare(
-    experiment: Path, plan: dict[str, Any], runs: list[EvalRun], grpo: list[GrpoRun]
+    experiment: Path, plan: ExperimentPlan, runs: list[EvalRun], grpo: list[GrpoRun]
 ) -> dict[str, Any]:
     """Everything compare.md shows, as plain JSON-able data."""
-    entries = plan_entries(plan)
+    entries = plan.entries()
     pending = [
         {"kind": kind, "dir": run_dir}
         for kind, run_dir in entries
         if not is_done(experiment, kind, run_dir)
     ]
     groups = group_runs(runs)
-    pairs = comparison_pairs(groups, plan["baseline"], plan["compare_with"])
+    pairs = comparison_pairs(groups, plan.baseline, plan.compare_with)
     benchmarks = list(
         dict.fromkeys(b["benchmark"] for run in runs for b in run.summary["benchmarks"])
     )
@@ -254,10 +214,10 @@ def compare(
         "experiment": str(experiment),
         "entries": {"total": len(entries), "complete": len(entries) - len(pending)},
         "pending": pending,
-        "baseline": plan["baseline"],
+        "baseline": plan.baseline,
         "groups": list(groups),
-        "identify": identify_summary(experiment, plan["identify"]),
-        "lr_choice": plan["lr_choice"],
+        "identify": identify_summary(experiment, plan.identify),
+        "lr_choice": {name: choice.model_dump() for name, choice in plan.lr_choice.items()},
         "benchmarks": {
             name: {
                 "groups": benchmark_groups(groups, name),
@@ -267,7 +227,7 @@ def compare(
             for name in benchmarks
         },
         "token_fraction": token_fractions(experiment, plan),
-        "probe_entropy": probe_entropies(experiment, plan["probe"], groups),
+        "probe_entropy": probe_entropies(experiment, plan.probe, groups),
         "grpo": grpo_summary(grpo),
         "bootstrap": {"n_boot": N_BOOT, "seed": BOOT_SEED},
     }
@@ -447,13 +407,13 @@ def identify_summary(experiment: Path, run_dir: str | None) -> dict[str, Any] | 
     return {key: summary.get(key) for key in keys}
 
 
-def token_fractions(experiment: Path, plan: dict[str, Any]) -> dict[str, Any]:
+def token_fractions(experiment: Path, plan: ExperimentPlan) -> dict[str, Any]:
     """Per method: the share of response tokens its selected runs trained on, over seeds."""
     by_method: dict[str, list[float | None]] = {}
-    for entry in plan["sft"]:
-        if entry.get("selected") and is_done(experiment, "sft", entry["dir"]):
-            fraction = run_token_fraction(experiment / entry["dir"])
-            by_method.setdefault(entry["method"], []).append(fraction)
+    for entry in plan.sft:
+        if entry.selected and is_done(experiment, "sft", entry.dir):
+            fraction = run_token_fraction(experiment / entry.dir)
+            by_method.setdefault(entry.method, []).append(fraction)
     table = {}
     for method, fractions in by_method.items():
         known = [f for f in fractions if f is not None]
