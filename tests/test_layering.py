@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
         "cft_rl.metric_sinks",
         "cft_rl.run_settings",
         "cft_rl.scale",
+        "cft_rl.token_logprobs",
     ),  # fmt: skip
     ("cft_rl.data",),
     ("cft_rl.generation", "cft_rl.toy"),

@@ -3,7 +3,8 @@
 Everything per token is laid out [rows, response_len]: entry (b, j) belongs to response token
 j of row b, with `response_mask` marking real tokens. The model sees prompt + response right
 padded; the hidden state before each response token predicts it. Only those rows of hidden
-states go through the LM head, so no logits are formed for prompt positions.
+states go through the LM head, a chunk of rows at a time (cft_rl.token_logprobs), so no
+logits are formed for prompt positions and at most a chunk's exist at once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cft_rl.grpo.algos import entropy_from_logits
+from cft_rl.token_logprobs import DEFAULT_CHUNK_SIZE, token_entropies, token_logprobs
 
 
 @dataclass
@@ -51,22 +52,23 @@ def token_stats(
     temperature: float = 1.0,
     with_entropy: bool = False,
     entropy_grad: bool = True,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> TokenStats:
     """Log-probs (and entropies) of `responses` given `prompts` under `model`, with gradient
     unless called under torch.no_grad(); `entropy_grad=False` keeps the entropies out of the
     graph (a metric, not a loss term). Logits are divided by `temperature` first, as verl
     does: the policy whose ratio PPO takes is the one the rollouts were sampled from."""
     picked, mask = response_hidden_states(model.base_model, prompts, responses, pad_id)
-    logits = model.get_output_embeddings()(picked).float()
-    if temperature != 1.0:
-        logits = logits / temperature
+    head = model.get_output_embeddings()
+    if getattr(head, "bias", None) is not None:
+        raise ValueError("an LM head with a bias is not supported (Qwen2, Llama have none)")
+    rows = picked / temperature if temperature != 1.0 else picked
     targets = torch.tensor([t for r in responses for t in r], device=picked.device)
-    flat_log_prob = logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
-    log_prob = scatter_rows(flat_log_prob, mask)
+    log_prob = scatter_rows(token_logprobs(rows, head.weight, targets, chunk_size), mask)
     entropy = None
     if with_entropy:
         with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
-            entropy = scatter_rows(entropy_from_logits(logits), mask)
+            entropy = scatter_rows(token_entropies(rows, head.weight, chunk_size), mask)
     return TokenStats(log_prob, entropy, mask)
 
 

@@ -37,7 +37,7 @@ from cft_rl.config import Section
 from cft_rl.errors import UserError
 from cft_rl.registry import Registry
 from cft_rl.sft.fields import FIELDS
-from cft_rl.sft.token_logprobs import DEFAULT_CHUNK_SIZE, token_logprobs, token_statistics
+from cft_rl.token_logprobs import DEFAULT_CHUNK_SIZE, token_logprobs, token_statistics
 
 __all__ = [
     "LOSSES",

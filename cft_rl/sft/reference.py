@@ -8,7 +8,7 @@ from cft_rl.config import ModelSpec
 from cft_rl.modeling import load_causal_lm
 from cft_rl.sft.fields import collate
 from cft_rl.sft.model import final_hidden_states, lm_head_weight
-from cft_rl.sft.token_logprobs import token_statistics
+from cft_rl.token_logprobs import token_statistics
 
 BATCH_SIZE = 8
 

@@ -24,7 +24,7 @@ from cft_rl.sft.data import TokenizedExample, example_fields
 from cft_rl.sft.fields import collate
 from cft_rl.sft.losses import TokenView
 from cft_rl.sft.model import final_hidden_states, lm_head_weight
-from cft_rl.sft.token_logprobs import token_logprobs
+from cft_rl.token_logprobs import token_logprobs
 from reward import Verifier
 
 # Validation examples scored for the solution loss at once.

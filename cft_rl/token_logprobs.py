@@ -1,15 +1,18 @@
-"""Per-token log-probabilities and entropies from hidden states, without full logits.
+"""Per-token log-probabilities and entropies from hidden states, without full logits; the
+one implementation sft's losses and GRPO's policy update both use.
 
 A loss on a few positions needs the LM head only at those rows: the caller gathers the
 hidden states of the supervised positions ([N, hidden]) and passes them here with the LM head
 weight ([vocab, hidden]). Logits are formed `chunk_size` rows at a time, so at most
 chunk_size x vocab of them exist at once, in the forward and in the backward, which recomputes
 each chunk's logits instead of keeping them. Logits are upcast to at least float32 per chunk.
+A sampling temperature T is the caller's rows divided by T ((rows / T) @ W^T = logits / T).
 """
 
 from __future__ import annotations
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 DEFAULT_CHUNK_SIZE = 1024
 
@@ -50,6 +53,32 @@ def token_statistics(
         probs = torch.softmax(logits, dim=-1)
         entropies[start:end] = log_norm - (probs * logits).sum(dim=-1)
     return logprobs, entropies
+
+
+def token_entropies(
+    rows: torch.Tensor, lm_head_weight: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> torch.Tensor:
+    """Entropy of each row's distribution [N] (at least float32), differentiable in rows and
+    weight when they need it: each chunk is checkpointed, so its logits exist only while it
+    is computed, in the forward and again in the backward."""
+    _check_shapes(rows, lm_head_weight, chunk_size)
+    if rows.shape[0] == 0:
+        return rows.new_empty(0, dtype=_logit_dtype(rows))
+    grad = torch.is_grad_enabled() and (rows.requires_grad or lm_head_weight.requires_grad)
+    pieces = []
+    for start in range(0, rows.shape[0], chunk_size):
+        chunk = rows[start : start + chunk_size]
+        if grad:
+            pieces.append(checkpoint(_entropy, chunk, lm_head_weight, use_reentrant=False))
+        else:
+            pieces.append(_entropy(chunk, lm_head_weight))
+    return torch.cat(pieces)
+
+
+def _entropy(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    logits = (rows @ weight.T).to(_logit_dtype(rows))
+    # H = log Z - sum_v p_v * logit_v
+    return torch.logsumexp(logits, dim=-1) - (logits.softmax(dim=-1) * logits).sum(dim=-1)
 
 
 def _logit_dtype(rows: torch.Tensor) -> torch.dtype:
