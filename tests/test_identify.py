@@ -216,14 +216,44 @@ def test_rerun_with_other_settings_is_refused(tmp_path, questions_file, tokenize
         run(changed, tokenizer, verifier)
 
 
-def test_resume_after_torn_write_equals_uninterrupted(
+def test_lazy_decides_with_fewer_continuations_and_the_same_masks(
     tmp_path, questions_file, tokenizer, verifier
 ):
-    whole = make_config(tmp_path, questions_file, out="whole")
+    full = run(make_config(tmp_path, questions_file, out="full"), tokenizer, verifier)
+    lazy_config = make_config(tmp_path, questions_file, "counterfactual.decide=lazy", out="lazy")
+    lazy = run(lazy_config, tokenizer, verifier)
+    assert lazy["critical_mask"] == full["critical_mask"]
+    row = lazy[0]
+    # the space before the number: its first alternative ("9" -> 917) fails, so the second
+    # ("x" -> 17) is decoded too, and it succeeds
+    space = row["alternatives"][SPACE_BEFORE_NUMBER]
+    assert [a["answers"] for a in space] == [["917"], ["17"]]
+    assert row["critical_mask"][SPACE_BEFORE_NUMBER] == 0
+    # a position whose first alternative succeeds: the second is never decoded
+    settled = [
+        t for t, alts in enumerate(row["alternatives"]) if alts and alts[0]["correct"] == [True]
+    ]
+    assert settled and all(row["alternatives"][t][1]["answers"] == [] for t in settled)
+    summaries = [json.loads((tmp_path / d / "summary.json").read_text()) for d in ("full", "lazy")]
+    assert summaries[1]["continuations"] < summaries[0]["continuations"]
+    assert summaries[1]["critical_tokens"] == summaries[0]["critical_tokens"]
+    with pytest.raises(Exception, match="failure_threshold 1.0"):
+        make_config(
+            tmp_path, questions_file, "counterfactual.decide=lazy",
+            "counterfactual.failure_threshold=0.5",
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("decide", ["full", "lazy"])
+def test_resume_after_torn_write_equals_uninterrupted(
+    tmp_path, questions_file, tokenizer, verifier, decide
+):
+    mode = f"counterfactual.decide={decide}"
+    whole = make_config(tmp_path, questions_file, mode, out="whole")
     run(whole, tokenizer, verifier)
 
     # A run killed while writing its second result line: one full line, half of the next.
-    crashed = make_config(tmp_path, questions_file, out="crashed")
+    crashed = make_config(tmp_path, questions_file, mode, out="crashed")
     (tmp_path / "crashed").mkdir()
     shards = tmp_path / "whole" / "shards"
     target = tmp_path / "crashed" / "shards"

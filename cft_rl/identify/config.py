@@ -46,6 +46,21 @@ class CounterfactualSettings(Section):
     # Skip a position (non-critical, nothing decoded) when its alternatives' total probability
     # is below this. 0 (off) is the paper's definition.
     min_alternative_prob: float = Field(default=0.0, ge=0, lt=1)
+    # full: every alternative of every position is decoded (the failure fraction of each
+    # token is known, which cft_weighted and the token report use). lazy: a position's next
+    # alternative is decoded only if the ones before it all failed, since one success
+    # already makes the position non-critical: the same masks, fewer continuations, and
+    # the failure fraction over the alternatives tried. Needs failure_threshold 1.0.
+    decide: Literal["full", "lazy"] = "full"
+
+    @model_validator(mode="after")
+    def _lazy_needs_all_to_fail(self) -> CounterfactualSettings:
+        if self.decide == "lazy" and self.failure_threshold < 1.0:
+            raise ValueError(
+                "decide: lazy stops at a position's first success, which settles it only when "
+                "a critical token is one where every continuation fails (failure_threshold 1.0)"
+            )
+        return self
 
 
 class DecoderSettings(Section):

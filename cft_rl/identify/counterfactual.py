@@ -91,22 +91,39 @@ def identify_response(
     ]
     chosen = [[] if negligible(alts, settings.min_alternative_prob) else alts for alts in chosen]
     rollouts = 1 if settings.continuation == "greedy" else settings.num_rollouts
-    perturbations = perturbations_of(
+    every = perturbations_of(
         range(len(response)), [[alt.token_id for alt in alts] for alts in chosen], rollouts
     )
-    caps = [
-        continuation_cap(p.position, max_new_tokens, settings.max_continuation_tokens)
-        for p in perturbations
-    ]
     stops = AnswerStops(tokenizer, response, eos_ids)
-    continuations = decoder.decode(ranked, perturbations, caps, stops)
-
-    start = time.perf_counter()
-    texts = [stops.text(p, c.token_ids) for p, c in zip(perturbations, continuations, strict=True)]
-    parts = [extract_answer_parts(text, verifier.last_number_fallback) for text in texts]
-    correct = _judge(texts, parts, reference, choices, verifier)
-    answers = [joined(p) or None for p in parts]
-    verify_s = time.perf_counter() - start
+    # full: one round holding every perturbation. lazy: round k holds the k-th alternative
+    # of the positions whose earlier alternatives all failed.
+    rounds = settings.num_alternatives if settings.decide == "lazy" else 1
+    perturbations, continuations, correct, answers = [], [], [], []
+    verify_s = 0.0
+    settled: set[int] = set()  # positions where a continuation reached the right answer
+    for round_index in range(rounds):
+        batch = [
+            p
+            for p in every
+            if p.position not in settled and (rounds == 1 or p.alternative == round_index)
+        ]
+        if not batch:
+            break
+        caps = [
+            continuation_cap(p.position, max_new_tokens, settings.max_continuation_tokens)
+            for p in batch
+        ]
+        decoded = decoder.decode(ranked, batch, caps, stops)
+        start = time.perf_counter()
+        texts = [stops.text(p, c.token_ids) for p, c in zip(batch, decoded, strict=True)]
+        parts = [extract_answer_parts(text, verifier.last_number_fallback) for text in texts]
+        verdicts = _judge(texts, parts, reference, choices, verifier)
+        verify_s += time.perf_counter() - start
+        settled |= {p.position for p, ok in zip(batch, verdicts, strict=True) if ok}
+        perturbations += batch
+        continuations += decoded
+        correct += verdicts
+        answers += [joined(p) or None for p in parts]
 
     failures = [0] * len(response)
     tried = [0] * len(response)
