@@ -18,6 +18,9 @@ answers, every position is perturbed (2 alternatives, greedy continuations) by
 All share the alternatives' ranking and the answer-deduplicating judge, so the
 ratio is the decoding's. The masks must be identical; where they differ the bench says
 whether a numerical near tie (top-2 logit gap below --near-tie) explains it.
+Then `counterfactual.decide: lazy` on the shared layout (a position's second alternative
+decoded only when its first failed), against the full decision: its share of the generated
+tokens, continuations and seconds, and whether its masks are the same.
 Last, the decode bound: the same rows and tokens per response decoded by plain greedy
 forwards with nothing else, and the share of it the shared layout reaches; and the greedy
 decode throughput by batch size (1 row to 4 responses' worth), whose best over batch 1 caps
@@ -103,6 +106,16 @@ def main() -> None:
                 if name == "shared":
                     generated.append(decoder.stats.generated_tokens - before)
             seconds[name] = time.perf_counter() - start
+        lazy_decoder = CachedDecoder(
+            model, ContinuationSampling(), layout=KV_CACHE_LAYOUTS.get("shared")
+        )
+        start = time.perf_counter()
+        lazy = [
+            identify_one(args, lazy_decoder, verifier, tokenizer, backend.eos_ids, prompt,
+                         response, reference, CounterfactualSettings(decide="lazy"))
+            for prompt, response, reference in responses
+        ]  # fmt: skip
+        lazy_s = time.perf_counter() - start
         bound_s = decode_bound(model, responses, results["shared"], generated, backend.pad_id)
         continuations = [r.stats["continuations"] for r in results["shared"]]
         if not sum(continuations):
@@ -116,6 +129,15 @@ def main() -> None:
         )
     vllm = run_vllm(args, responses) if args.vllm_python else None
     identical = report(decoders, results, seconds, responses)
+    full = decoders["shared"].stats
+    lazy_continuations = sum(r.stats["continuations"] for r in lazy)
+    tokens_ratio = lazy_decoder.stats.generated_tokens / full.generated_tokens
+    print(
+        f"lazy / full: generated tokens {tokens_ratio:.3f}, "
+        f"continuations {lazy_continuations / sum(continuations):.3f}, "
+        f"seconds {lazy_s / seconds['shared']:.3f}"
+    )
+    identical &= compare_masks(results["shared"], lazy, "lazy", reference="full")
     if vllm is not None:
         print(
             f"vllm (backend decoder): {vllm['seconds']:.2f} s, "
@@ -185,8 +207,11 @@ def greedy_forwards_s(model, rows: int, prefix: int, steps: int, pad_id: int) ->
     return time.perf_counter() - start
 
 
-def identify_one(args, decoder, verifier, tokenizer, eos_ids, prompt, response, reference):
-    """One answer's criticality with the recipe's defaults (2 alternatives, greedy)."""
+def identify_one(
+    args, decoder, verifier, tokenizer, eos_ids, prompt, response, reference, settings=None
+):
+    """One answer's criticality, with the recipe's defaults (2 alternatives, greedy, full)
+    unless `settings` are given."""
     return identify_response(
         prompt,
         response,
@@ -194,7 +219,7 @@ def identify_one(args, decoder, verifier, tokenizer, eos_ids, prompt, response, 
         decoder=decoder,
         verifier=verifier,
         tokenizer=tokenizer,
-        settings=CounterfactualSettings(),
+        settings=settings or CounterfactualSettings(),
         max_new_tokens=args.max_new_tokens,
         excluded_ids=set(tokenizer.all_special_ids) | eos_ids,
         eos_ids=eos_ids,

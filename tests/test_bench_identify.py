@@ -18,6 +18,7 @@ def test_the_identify_bench_runs_and_its_masks_agree():
     assert "speed-up shared vs naive" in done.stdout
     assert "masks identical" in done.stdout and "DIFFER" not in done.stdout
     assert "greedy decode tokens/s by batch size" in done.stdout
+    assert "lazy / full: generated tokens" in done.stdout
 
 
 def test_differing_masks_are_reported_as_such():
