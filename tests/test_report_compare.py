@@ -587,3 +587,16 @@ def test_comparison_pairs_take_the_baseline_the_base_model_and_further_reference
     assert not [pair for pair in pairs if pair[0] == "base" or pair[0] == pair[1]]
     assert len(pairs) == len(set(pairs))
     assert comparison_pairs(groups, "sft") == [p for p in pairs if p[1] != "cft"]
+
+
+def test_the_step_where_the_rollout_entropy_moves():
+    from cft_rl.report.compare import entropy_moved_at
+
+    flat = [(step, 0.5 + 0.01 * (step % 2)) for step in range(1, 101)]
+    assert entropy_moved_at(flat) is None
+    # falls from 0.5 to 0.2 from step 51 on: the 10-step window passes 0.375 at step 55
+    falling = [(step, 0.5 if step <= 50 else 0.2) for step in range(1, 101)]
+    assert entropy_moved_at(falling) == 55
+    # rises from 0.4 to 1.0 from step 81 on: the window passes 0.5 at step 82
+    rising = [(step, 0.4 if step <= 80 else 1.0) for step in range(1, 101)]
+    assert entropy_moved_at(rising) == 82

@@ -456,10 +456,37 @@ def grpo_summary(runs: list[GrpoRun]) -> dict[str, Any]:
             row[f"{name}_first"] = summarize([c[0][1] for c in present]) if present else None
             row[f"{name}_last"] = summarize([c[-1][1] for c in present]) if present else None
             row[f"{name}_steps"] = [[c[0][0], c[-1][0]] for c in present]
+        heads = [_head_mean(run.entropy) for run in group if run.entropy]
         tails = [_tail_mean(run.entropy) for run in group if run.entropy]
+        row["entropy_first_10pct"] = summarize(heads) if heads else None
         row["entropy_last_10pct"] = summarize(tails) if tails else None
+        row["entropy_moved_at"] = [entropy_moved_at(run.entropy) for run in group if run.entropy]
         table[start] = row
     return table
+
+
+# The rollout entropy "moves" once its mean over the last 10% of the run's steps (a rolling
+# window) is this far from its mean over the first 10%, relative to that first mean.
+ENTROPY_MOVE = 0.25
+
+
+def entropy_moved_at(curve: list[tuple[int, float]]) -> int | None:
+    """The first step at which the rolling mean of the rollout entropy (over a window of 10%
+    of the run's steps, at least one) differs from the mean of the first window by more
+    than ENTROPY_MOVE of it; None when it never does."""
+    width = max(1, len(curve) // 10)
+    values = [value for _, value in curve]
+    start = float(np.mean(values[:width]))
+    for end in range(width, len(values) + 1):
+        window = float(np.mean(values[end - width : end]))
+        if start > 0 and abs(window - start) > ENTROPY_MOVE * start:
+            return curve[end - 1][0]
+    return None
+
+
+def _head_mean(curve: list[tuple[int, float]]) -> float:
+    width = max(1, len(curve) // 10)
+    return float(np.mean([value for _, value in curve[:width]]))
 
 
 def _tail_mean(curve: list[tuple[int, float]]) -> float:

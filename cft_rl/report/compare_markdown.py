@@ -170,9 +170,10 @@ def _probe_table(table: dict[str, Any]) -> list[str]:
 
 def _grpo_table(table: dict[str, Any]) -> list[str]:
     lines = [
-        "| start | seeds | steps | validation reward first -> last | rollout entropy, last 10% "
-        "| probe H critical first -> last | probe H non-critical first -> last |",
-        "|---|---:|---:|---|---:|---|---|",
+        "| start | seeds | steps | validation reward first -> last | rollout entropy, first "
+        "-> last 10% | entropy moved at step | probe H critical first -> last "
+        "| probe H non-critical first -> last |",
+        "|---|---:|---:|---|---|---|---|---|",
     ]
     for start, row in table.items():
         steps = "-" if row["steps"] is None else str(row["steps"])
@@ -181,7 +182,8 @@ def _grpo_table(table: dict[str, Any]) -> list[str]:
             str(len(row["seeds"])),
             steps,
             _first_last(row, "validation_reward"),
-            _ci(row["entropy_last_10pct"], "{:.3f}"),
+            _entropy_first_last(row),
+            _moved(row.get("entropy_moved_at", [])),
             _first_last(row, "probe_entropy_critical"),
             _first_last(row, "probe_entropy_noncritical"),
         ]
@@ -189,9 +191,22 @@ def _grpo_table(table: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "first/last: the first and the last validation or probe point of each run, "
-        "mean over seeds [95% t interval].",
+        "mean over seeds [95% t interval]. Entropy moved at step: per seed, the first step at "
+        "which the rollout entropy's rolling mean over 10% of the steps is more than 25% away "
+        "from its mean over the first 10% (never: it stayed within 25%).",
     ]
     return lines
+
+
+def _entropy_first_last(row: dict[str, Any]) -> str:
+    first, last = row.get("entropy_first_10pct"), row["entropy_last_10pct"]
+    if last is None:
+        return "-"
+    return f"{_ci(first, '{:.3f}')} -> {_ci(last, '{:.3f}')}" if first else _ci(last, "{:.3f}")
+
+
+def _moved(steps: list[int | None]) -> str:
+    return ", ".join("never" if step is None else str(step) for step in steps) or "-"
 
 
 def _first_last(row: dict[str, Any], name: str) -> str:
