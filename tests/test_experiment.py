@@ -73,6 +73,34 @@ def test_cells_of_a_method_wait_for_its_learning_rate_sweep(tmp_path):
     assert [c.name for c in grid.check()] == list(cells)
 
 
+def test_a_best_value_at_the_grids_edge_extends_the_sweep_beyond_it(tmp_path):
+    grid = grid_of(smoke_config(tmp_path, "lr_sweep.extend_at_edge=2"))
+    finish(tmp_path, "identify")
+    cft = grid.config.method("cft")
+    finish(tmp_path, "sft/cft/lr1e-04/seed0", 0.5)
+    finish(tmp_path, "sft/cft/lr3e-04/seed0", 0.75)  # the largest is best: 1e-3 is tried
+    assert grid.sweep_lrs(cft) == [1e-4, 3e-4, 1e-3] and grid.choose_lr(cft) is None
+    assert "sft/cft/lr1e-03/seed0" in [cell.name for cell in grid.cells()]
+    finish(tmp_path, "sft/cft/lr1e-03/seed0", 0.8)  # still the edge: 3e-3, the last extension
+    assert grid.sweep_lrs(cft) == [1e-4, 3e-4, 1e-3, 3e-3]
+    finish(tmp_path, "sft/cft/lr3e-03/seed0", 0.9)
+    assert grid.choose_lr(cft) == 3e-3  # at the edge after 2 extensions: taken as it is
+    sft = grid.config.method("sft")
+    finish(tmp_path, "sft/sft/lr1e-04/seed0", 0.6)
+    finish(tmp_path, "sft/sft/lr3e-04/seed0", 0.5)  # the smallest is best: 3e-5 below it
+    finish(tmp_path, "sft/sft/lr3e-05/seed0", 0.55)  # inside now: no more
+    assert grid.sweep_lrs(sft) == [3e-5, 1e-4, 3e-4] and grid.choose_lr(sft) == 1e-4
+    without = grid_of(smoke_config(tmp_path))  # extend_at_edge 0: the grid as given
+    assert without.sweep_lrs(cft) == [1e-4, 3e-4] and without.choose_lr(cft) == 3e-4
+
+
+def test_the_next_half_decade():
+    from cft_rl.experiment.grid import next_half_decade
+
+    assert [next_half_decade(x, down=True) for x in (3e-5, 1e-5, 1e-3)] == [1e-5, 3e-6, 3e-4]
+    assert [next_half_decade(x, down=False) for x in (1e-3, 3e-3, 2e-4)] == [3e-3, 1e-2, 6e-4]
+
+
 def test_a_sweep_without_validation_is_an_error(tmp_path):
     grid = grid_of(smoke_config(tmp_path))
     finish(tmp_path, "sft/cft/lr1e-04/seed0")

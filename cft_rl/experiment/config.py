@@ -71,6 +71,10 @@ class LrSweep(Section):
 
     values: list[float] = []
     seed: int = 0
+    # When the best value is the grid's smallest or largest, add the next one beyond it (on
+    # the half-decade grid 1, 3, 10, 30, ...) and train it too, at most this many times per
+    # method: so that no chosen value sits at the edge of what was tried. 0: the grid as given.
+    extend_at_edge: int = Field(default=0, ge=0)
 
 
 class GrpoCells(StageRecipe):

@@ -19,6 +19,7 @@ counted before anything runs.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,24 @@ class Cell:
     after: tuple[str, ...] = ()  # cells that must finish first
     # What report compare needs to know about it.
     info: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def _best(scores: dict[float, float]) -> float:
+    """The learning rate with the highest validation accuracy, the smallest on ties."""
+    top = max(scores.values())
+    return min(lr for lr, score in scores.items() if score == top)
+
+
+def next_half_decade(lr: float, down: bool) -> float:
+    """The neighbour of `lr` on the grid 1e-5, 3e-5, 1e-4, 3e-4, ... below or above it (a
+    value off that grid moves by a factor of sqrt(10), to one significant digit)."""
+    exponent = math.floor(math.log10(lr) + 1e-9)
+    mantissa = lr / 10**exponent
+    if math.isclose(mantissa, 1.0):
+        return float(f"3e{exponent - 1}") if down else float(f"3e{exponent}")
+    if math.isclose(mantissa, 3.0):
+        return float(f"1e{exponent}") if down else float(f"1e{exponent + 1}")
+    return float(f"{lr / math.sqrt(10) if down else lr * math.sqrt(10):.0e}")
 
 
 def lr_label(lr: float) -> str:
@@ -142,8 +161,27 @@ class Grid:
                     )
         return cells
 
+    def sweep_lrs(self, method: Method) -> list[float]:
+        """The learning rates swept: the grid, and (lr_sweep.extend_at_edge) a value beyond
+        its edge each time the best finished value sits at that edge."""
+        lrs = sorted(self.config.lrs_of(method))
+        if len(lrs) < 2:
+            return lrs
+        for _ in range(self.config.lr_sweep.extend_at_edge):
+            scores = self._scores(method, lrs)
+            if scores is None:
+                break
+            best = _best(scores)
+            if best == lrs[0]:
+                lrs.insert(0, next_half_decade(lrs[0], down=True))
+            elif best == lrs[-1]:
+                lrs.append(next_half_decade(lrs[-1], down=False))
+            else:
+                break
+        return lrs
+
     def sweep_cells(self, method: Method) -> list[Cell]:
-        lrs = self.config.lrs_of(method)
+        lrs = self.sweep_lrs(method)
         if len(lrs) < 2:
             return []
         return [self._sft_cell(method, lr, self.config.lr_sweep.seed, selected=False) for lr in lrs]
@@ -157,15 +195,16 @@ class Grid:
         if len(lrs) == 1:
             return lrs[0]
         scores = self.sweep_scores(method)
-        if scores is None:
-            return None
-        best = max(scores.values())
-        return min(lr for lr, score in scores.items() if score == best)
+        return None if scores is None else _best(scores)
 
     def sweep_scores(self, method: Method) -> dict[float, float] | None:
         """Validation accuracy of each sweep run's export; None until all have finished."""
+        return self._scores(method, self.sweep_lrs(method))
+
+    def _scores(self, method: Method, lrs: list[float]) -> dict[float, float] | None:
         scores = {}
-        for cell in self.sweep_cells(method):
+        for lr in lrs:
+            cell = self._sft_cell(method, lr, self.config.lr_sweep.seed, selected=False)
             if not self.is_done(cell.name):
                 return None
             path = self.out / cell.name / EXPORT_INFO
