@@ -119,3 +119,19 @@ def test_resuming_on_changed_data_is_refused(first_run, tmp_path, capsys):
     log_path.write_text("".join(json.dumps(r) + "\n" for r in records))
     assert main(["eval", "--recipe", RECIPE, f"output_dir={tmp_path / 'run'}", *SMALL]) == 2
     assert "other reference answers" in capsys.readouterr().err
+
+
+def test_a_benchmark_without_samples_gets_greedy_answers_only(tmp_path):
+    benchmarks = (
+        "benchmarks=[{benchmark: toy, limit: 3, template: toy}, "
+        "{benchmark: toy-hard, limit: 3, template: toy, samples: false}]"
+    )
+    argv = ["eval", "--recipe", RECIPE, f"output_dir={tmp_path}", benchmarks, "n_samples=2"]
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    sampled, greedy_only = summary["benchmarks"]
+    assert (sampled["n_samples"], sorted(sampled["pass_at_k"])) == (2, ["1", "2"])
+    assert (greedy_only["n_samples"], greedy_only["pass_at_k"]) == (0, {})
+    log = read_log(tmp_path / "generations" / "toy-hard.jsonl")
+    assert {sample for _, sample in log} == {"greedy"} and len(log) == 3
+    assert "| toy-hard | 3 |" in (tmp_path / "summary.md").read_text()

@@ -13,6 +13,9 @@ class BenchmarkSpec(DataSource):
     """One benchmark (see DataSource); evaluation prompts ask for \\boxed{} by default."""
 
     template: str = "boxed"
+    # Draw the recipe's n_samples samples per problem here (pass@k); false: greedy accuracy
+    # only, e.g. on a large test set beside a sampled one.
+    samples: bool = True
 
 
 class EvalConfig(Section):

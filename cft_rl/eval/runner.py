@@ -87,7 +87,7 @@ def _eval_here(config: EvalConfig, benchmarks, out: Path, console: Console) -> l
             for chunk, params, samples in evaluator.missing(examples, log):
                 missing = sum(not log.has(e.id, s) for e in chunk for s in samples)
                 log.append(evaluator.generate(chunk, params, samples))
-                progress.advance(task, missing / (config.n_samples + 1))
+                progress.advance(task, missing / (evaluator.n + 1))
             results.append(evaluator.summarise(examples, log, time.perf_counter() - started))
     return results
 
@@ -152,6 +152,8 @@ class _BenchmarkEval:
         self.spec = spec
         self.backend: GenerationBackend = backend
         self.verifier: Verifier = verifier
+        # samples per problem on this benchmark
+        self.n = config.n_samples if spec.samples else 0
         max_new = config.generation.max_new_tokens
         self.greedy = SamplingParams(max_new_tokens=max_new)
         self.sampling = (
@@ -159,10 +161,10 @@ class _BenchmarkEval:
                 max_new_tokens=max_new,
                 temperature=config.temperature,
                 top_p=config.top_p,
-                n=config.n_samples,
+                n=self.n,
                 seed=config.seed,
             )
-            if config.n_samples
+            if self.n
             else None
         )
 
@@ -171,7 +173,7 @@ class _BenchmarkEval:
 
     def problems_done(self, examples: list[Example], log: GenerationLog) -> float:
         """Problems' worth of generations already in the log (a sample is 1/(n+1) of one)."""
-        n = self.config.n_samples
+        n = self.n
         present = sum(log.has(e.id, s) for e in examples for s in [GREEDY, *range(n)])
         return present / (n + 1)
 
@@ -179,7 +181,7 @@ class _BenchmarkEval:
         """The batches of generations `log` lacks: (problems, sampling, sample labels), the
         greedy answers in batches of generation.batch_size, then the samples in batches of
         batch_size // n_samples problems."""
-        n = self.config.n_samples
+        n = self.n
         batch = self.config.generation.batch_size
         _check_same_references(examples, log, [GREEDY, *range(n)])
         todo = [e for e in examples if not log.has(e.id, GREEDY)]
@@ -237,7 +239,7 @@ class _BenchmarkEval:
         return settings
 
     def summarise(self, examples: list[Example], log: GenerationLog, seconds: float):
-        n = self.config.n_samples
+        n = self.n
         greedy = [log.records[(e.id, GREEDY)] for e in examples]
         samples = [log.records[(e.id, s)] for e in examples for s in range(n)]
         correct_counts = [
@@ -246,9 +248,11 @@ class _BenchmarkEval:
         return {
             "benchmark": self.spec.benchmark,
             "problems": len(examples),
+            "n_samples": n,
             "greedy_accuracy": sum(r["correct"] for r in greedy) / len(greedy),
             "pass_at_k": {
-                str(k): mean_pass_at_k(correct_counts, n, k) for k in self.config.pass_ks()
+                str(k): mean_pass_at_k(correct_counts, n, k)
+                for k in (self.config.pass_ks() if n else [])
             },
             "greedy_mean_tokens": sum(r["num_tokens"] for r in greedy) / len(greedy),
             "greedy_finish_reasons": dict(Counter(r["finish_reason"] for r in greedy)),
@@ -277,7 +281,10 @@ def markdown_table(summary: dict[str, Any]) -> str:
             result["benchmark"],
             str(result["problems"]),
             _percent(result["greedy_accuracy"]),
-            *(_percent(result["pass_at_k"][str(k)]) for k in ks),
+            *(
+                _percent(result["pass_at_k"][str(k)]) if str(k) in result["pass_at_k"] else "-"
+                for k in ks
+            ),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -323,7 +330,8 @@ EVAL_LOG_NAMES = {
 EVAL_RESUME = ResumeRule(
     must_match=tuple(EVAL_LOG_NAMES),
     may_change=(
-        "output_dir", "model.device", "benchmarks.limit", "n_samples", "ks", "cpu_threads",
+        "output_dir", "model.device", "benchmarks.limit", "benchmarks.samples", "n_samples", "ks",
+        "cpu_threads",
         "scale",
         # how generations are produced and graded, not which (verdicts are stored with them)
         "generation.backend", "generation.batch_size", "generation.gpu_memory_utilization",
