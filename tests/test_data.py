@@ -40,7 +40,8 @@ EXPECTED_ANSWERS = {
 
 
 def test_registry_has_the_paper_benchmarks_and_the_extras():
-    toy = {f"{d}{s}" for d in ("toy", "toy-hard", "toy-long") for s in ("", "-val", "-train")}
+    worlds = ("toy", "toy-hard", "toy-long", "toy-prose", "toy-prose-hard", "toy-prose-long")
+    toy = {f"{d}{s}" for d in worlds for s in ("", "-val", "-train")}
     extras = {"math500", "aime24", "amc23", *toy}
     assert len(PAPER_BENCHMARKS) == 11
     assert set(BENCHMARKS) == set(PAPER_BENCHMARKS) | extras

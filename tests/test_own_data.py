@@ -21,12 +21,12 @@ from reward import Verifier
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = "{problem}\n\nOptions:\n{options}"
 ROWS = [
-    {"problem": "What is 2 + 3?", "options": ["A) 4", "B) 5", "C) 6"], "label": "B",
-     "why": "2 + 3 = 5, option B. #### B"},
-    {"problem": "What is 10 / 4?", "options": {"A": "2", "B": "2.5", "C": "3"}, "label": "B",
-     "why": "10 / 4 = 2.5. #### B"},
-    {"problem": "How many sides has a square?", "options": ["A) 3", "B) 4"], "label": "B",
-     "why": "A square has 4 sides. #### B"},
+    {"qid": "add-1", "problem": "What is 2 + 3?", "options": ["A) 4", "B) 5", "C) 6"],
+     "label": "B", "why": "2 + 3 = 5, option B. #### B"},
+    {"qid": "div-1", "problem": "What is 10 / 4?", "options": {"A": "2", "B": "2.5", "C": "3"},
+     "label": "B", "why": "10 / 4 = 2.5. #### B"},
+    {"qid": "geo-1", "problem": "How many sides has a square?", "options": ["A) 3", "B) 4"],
+     "label": "B", "why": "A square has 4 sides. #### B"},
 ]  # fmt: skip
 
 
@@ -210,6 +210,7 @@ def test_the_docs_example_is_a_valid_eval_section(choice_file):
     config = resolve(STAGES["eval"][0]).model_validate(block)
     [first, *_] = config.benchmarks[0].load()
     assert first.question == "What is 2 + 3?\n\nOptions:\nA) 4\nB) 5\nC) 6"
+    assert first.id == "add-1"  # the file's own id field
 
 
 def test_options_make_a_multiple_choice_question_graded_by_letter_or_text(choice_file):
