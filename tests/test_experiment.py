@@ -158,7 +158,7 @@ def test_a_cell_whose_settings_changed_under_its_directory_is_refused(tmp_path):
 
 def test_the_shipped_experiment_recipes_plan(tmp_path):
     """Every cell of the shipped experiments validates against its stage's schema."""
-    for recipe in sorted((REPO / "recipes/toy").glob("experiment*.yaml")):
+    for recipe in sorted((REPO / "recipes").glob("toy*/experiment*.yaml")):
         config = load_config(ExperimentConfig, recipe, [f"output_dir={tmp_path / recipe.stem}"])
         cells = grid_of(config).check()  # every cell, those after the lr sweeps included
         stages = {cell.stage for cell in cells}

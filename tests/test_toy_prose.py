@@ -86,3 +86,32 @@ def test_token_shares_counts_digits_and_operators_as_numeric(tokenizer):
     assert shares["tokens"] == len(pieces)
     assert shares["numeric"] == pytest.approx(numeric / len(pieces), abs=1e-4)
     assert shares["digits"] == pytest.approx(5 / len(pieces), abs=1e-4)
+
+
+def test_a_shipped_models_name_as_output_dir_is_its_package_directory():
+    from cft_rl.config import load_config
+    from cft_rl.modeling import SHIPPED_MODELS
+    from cft_rl.toy.config import ToyBuildConfig
+
+    config = load_config(ToyBuildConfig, None, ["output_dir=toy-prose"])
+    assert config.output_dir == str(SHIPPED_MODELS["toy-prose"])
+    assert load_config(ToyBuildConfig, None, ["output_dir=runs/x"]).output_dir == "runs/x"
+
+
+def test_the_shipped_prose_model_loads_and_solves_its_own_problems():
+    from cft_rl.config import ModelSpec
+    from cft_rl.modeling import load_causal_lm, load_tokenizer
+    from cft_rl.toy.evaluate import generate_solutions, score
+
+    spec = ModelSpec(path="toy-prose", device="cpu")
+    model, tokenizer = load_causal_lm(spec), load_tokenizer(spec)
+    assert model.config.model_type == "qwen2" and model.config.num_hidden_layers == 6
+    assert model.config.hidden_size // model.config.num_attention_heads >= 32
+    assert model.generation_config.max_new_tokens == 512
+    problems = eval_problems("toy-prose", 16)
+    solutions = generate_solutions(
+        model, tokenizer, [p.question for p in problems], max_new_tokens=512
+    )
+    # It was built on toy-prose and answers nearly all of them (docs/toy.md).
+    assert score(problems, solutions).accuracy >= 0.75
+    assert all("\n#### " in s[0] for s in solutions)

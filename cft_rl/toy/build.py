@@ -19,7 +19,6 @@ from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBas
 from cft_rl.data.toy_problems import DIFFICULTIES, eval_problems, generate_problems
 from cft_rl.errors import UserError
 from cft_rl.jsonl import METRICS
-from cft_rl.modeling import SHIPPED_MODELS
 from cft_rl.run_settings import ResumeRule, changed_settings
 from cft_rl.toy.config import ToyBuildConfig
 from cft_rl.toy.evaluate import generate_solutions, score
@@ -41,7 +40,7 @@ def build_toy_model(config: ToyBuildConfig) -> dict:
     """Train and save the toy model; returns what build.json records."""
     if config.cpu_threads is not None:
         torch.set_num_threads(config.cpu_threads)
-    out = Path(SHIPPED_MODELS.get(config.output_dir, config.output_dir))
+    out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     started, cpu_started = time.time(), time.process_time()
 

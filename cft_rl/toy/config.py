@@ -6,7 +6,7 @@ from pydantic import Field, field_validator, model_validator
 
 from cft_rl.config import CpuThreads, Section
 from cft_rl.data.toy_problems import toy_difficulty
-from cft_rl.modeling import TOY_MODEL_DIR
+from cft_rl.modeling import SHIPPED_MODELS, TOY_MODEL_DIR
 
 # vLLM's CPU build refuses smaller attention heads.
 MIN_HEAD_DIM = 32
@@ -97,3 +97,9 @@ class ToyBuildConfig(Section):
     @classmethod
     def _known_difficulty(cls, name: str) -> str:
         return toy_difficulty(name)
+
+    @field_validator("output_dir")
+    @classmethod
+    def _shipped_name_is_its_directory(cls, path: str) -> str:
+        # so that the build and the resolved config.yaml both land in the package
+        return str(SHIPPED_MODELS.get(path, path))
