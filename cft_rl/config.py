@@ -175,13 +175,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def _override_value(raw: str) -> Any:
     """A command-line value as YAML, except a template: the shell drops the quotes of
-    `key='{problem}'`, and YAML would read `{problem}` as a mapping with no values, which no
-    setting takes; a value with braces and no colon is the string it plainly is."""
+    `key='{problem}'` or `key='Question: {problem}'`, and YAML would read them as mappings.
+    A value with braces and no colon, or one YAML reads as a mapping though it does not
+    start with "{" (a flow mapping such as `{benchmark: toy}`), is the string it plainly is."""
     if raw == "":
         return ""
-    if "{" in raw and ":" not in raw:
+    if "{" in raw and ":" not in raw and raw.strip() != "{}":
         return raw
-    return yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        if "{" in raw and not raw.lstrip().startswith(("{", "[")):
+            return raw
+        raise
+    if isinstance(value, dict) and not raw.lstrip().startswith("{"):
+        return raw
+    return value
 
 
 def apply_mapping(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -210,6 +219,11 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any, item: str) -> None:
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
         if isinstance(node, list):
+            if not node:
+                raise ConfigError(
+                    f"override {item!r}: {'.'.join(parts[:depth])} is an empty list; set the "
+                    "whole list instead (e.g. benchmarks=[{benchmark: toy}])"
+                )
             if not (part.isdigit() and int(part) < len(node)):
                 raise ConfigError(
                     f"override {item!r}: {'.'.join(parts[:depth])} is a list whose entries are "

@@ -47,13 +47,11 @@ def data_fingerprint(chunks: Iterable[bytes]) -> str:
 
 
 def check_same_settings(where: str | Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
-    """`current` must equal the `saved` settings of the work at `where`. Only the top-level
-    entries both record are compared: one the code no longer records does not shape the run,
-    and work from an older version cannot be checked for what it lacks."""
-    shared = set(saved) & set(current)
-    changed = changed_settings(
-        {key: saved[key] for key in shared}, {key: current[key] for key in shared}
-    )
+    """`current` must equal the `saved` settings of the work at `where`. Only the entries
+    both record are compared, at every depth: one the code no longer records does not shape
+    the run (data.limit for identify), and work from an older version cannot be checked for
+    what it lacks."""
+    changed = changed_settings(*shared_settings(saved, current))
     if changed:
         details = ", ".join(
             f"{key}: {value_at(saved, key)!r} -> {value_at(current, key)!r}" for key in changed
@@ -71,12 +69,24 @@ def check_recorded(path: Path, settings: dict[str, Any]) -> None:
 
 
 def record_settings(path: Path, settings: dict[str, Any]) -> None:
-    """Record `settings` at `path` unless they are there. Called just before the first result
-    is written, never at the start: a run that fails before any work (a wrong model path, a
+    """Record `settings` at `path`, or check them against those recorded there since the
+    start (another shard may have written first). Called just before the first result is
+    written, never at the start: a run that fails before any work (a wrong model path, a
     missing data field) leaves nothing that would refuse its corrected rerun."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    if path.exists():
+        check_recorded(path, settings)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def shared_settings(saved: Any, current: Any) -> tuple[Any, Any]:
+    """Both settings trees cut to the keys both hold, at every depth."""
+    if not (isinstance(saved, dict) and isinstance(current, dict)):
+        return saved, current
+    keys = set(saved) & set(current)
+    pairs = {key: shared_settings(saved[key], current[key]) for key in keys}
+    return {k: a for k, (a, _) in pairs.items()}, {k: b for k, (_, b) in pairs.items()}
 
 
 def value_at(settings: dict[str, Any], dotted: str) -> Any:

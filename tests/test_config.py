@@ -264,3 +264,11 @@ def test_grpo_names_from_trl():
         ("max_steps", "steps"),
     ]:
         assert f"'{theirs}': this recipe calls it '{ours}'" in str(err.value)
+
+
+def test_a_template_with_a_colon_and_an_empty_list_from_the_command_line():
+    merged = apply_overrides({}, ["data.fields.question=Question: {problem}", "x={}"])
+    assert merged["data"]["fields"]["question"] == "Question: {problem}"
+    assert merged["x"] == {}
+    with pytest.raises(ConfigError, match="benchmarks is an empty list; set the whole list"):
+        apply_overrides({"benchmarks": []}, ["benchmarks.0.path=x"])

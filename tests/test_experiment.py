@@ -94,6 +94,15 @@ def test_a_best_value_at_the_grids_edge_extends_the_sweep_beyond_it(tmp_path):
     assert without.sweep_lrs(cft) == [1e-4, 3e-4] and without.choose_lr(cft) == 3e-4
 
 
+def test_a_tie_with_an_inner_value_does_not_extend_the_grid(tmp_path):
+    grid = grid_of(smoke_config(tmp_path, "lr_sweep.extend_at_edge=2"))
+    finish(tmp_path, "identify")
+    finish(tmp_path, "sft/cft/lr1e-04/seed0", 0.75)
+    finish(tmp_path, "sft/cft/lr3e-04/seed0", 0.75)
+    cft = grid.config.method("cft")
+    assert grid.sweep_lrs(cft) == [1e-4, 3e-4] and grid.choose_lr(cft) == 1e-4
+
+
 def test_the_next_half_decade():
     from cft_rl.experiment.grid import next_half_decade
 

@@ -77,3 +77,15 @@ def test_store_cuts_a_torn_last_line_and_names_a_bad_one(tmp_path):
     path.write_text('{"index": 0}\nnot json\n{"index": 2}\n')
     with pytest.raises(UserError, match=r"results.jsonl:2: not a JSON record"):
         read_repaired(path)
+
+
+def test_a_shard_finished_with_more_questions_is_done_for_fewer(tmp_path):
+    from cft_rl.identify.dataset import finished_shards
+    from cft_rl.identify.store import ShardFiles
+
+    for index, questions in ((0, 64), (1, 36)):
+        ShardFiles(tmp_path, index, 2).mark_done({"questions": questions})
+    assert finished_shards(tmp_path, [64, 36])[1] == []
+    assert finished_shards(tmp_path, [50, 0])[1] == []  # data.limit lowered to 50: a prefix
+    assert finished_shards(tmp_path, [64, 46])[1] == [1]  # raised: shard 1 has work left
+    assert finished_shards(tmp_path / "elsewhere", [1, 1])[1] == [0, 1]

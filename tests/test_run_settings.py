@@ -54,3 +54,22 @@ def test_settings_hold_the_must_match_keys_and_nothing_else():
     assert "micro_batch_size" not in config.resume_settings()["batch"]
     assert "critic" not in config.resume_settings()
     assert "critic" in GrpoConfig(algorithm={"advantage_estimator": "gae"}).resume_settings()
+
+
+def test_record_checks_settings_another_shard_wrote_since_the_start(tmp_path):
+    from cft_rl.run_settings import RunSettingsError, record_settings
+
+    path = tmp_path / "settings.json"
+    record_settings(path, {"counterfactual": {"num_alternatives": 2}})
+    record_settings(path, {"counterfactual": {"num_alternatives": 2}})  # the same: fine
+    with pytest.raises(RunSettingsError, match="num_alternatives: 2 -> 3"):
+        record_settings(path, {"counterfactual": {"num_alternatives": 3}})
+
+
+def test_settings_an_older_version_recorded_are_compared_where_both_have_them(tmp_path):
+    from cft_rl.run_settings import RunSettingsError, check_same_settings
+
+    old = {"data": {"benchmark": "toy-train", "limit": 100}, "seed": 0}  # limit: recorded then
+    check_same_settings(tmp_path, old, {"data": {"benchmark": "toy-train"}, "seed": 0})
+    with pytest.raises(RunSettingsError, match="data.benchmark"):
+        check_same_settings(tmp_path, old, {"data": {"benchmark": "toy-long-train"}, "seed": 0})

@@ -172,6 +172,8 @@ class Grid:
             if scores is None:
                 break
             best = _best(scores)
+            if sum(score == scores[best] for score in scores.values()) > 1:
+                break  # tied with an inner value: the edge is not where the optimum lies
             if best == lrs[0]:
                 lrs.insert(0, next_half_decade(lrs[0], down=True))
             elif best == lrs[-1]:

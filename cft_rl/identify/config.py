@@ -129,13 +129,14 @@ class IdentifyConfig(Section):
 # What a resumed run, another shard or a rerun must share with the recorded work.
 IDENTIFY_RESUME = ResumeRule(
     must_match=(
-        "seed", "model", "generation.backend", "generation.batch_size",
+        "seed", "model.path", "model.dtype", "generation.backend", "generation.batch_size",
         "generation.max_new_tokens", "data.benchmark", "data.path", "data.template",
         "data.fields", "counterfactual", "decoder.kind", "decoder.batching",
         "verifier.timeout_s", "verifier.last_number_fallback",
     ),
     may_change=(
         "output_dir", "cpu_threads", "shard_index", "num_shards", "merge_only", "scale",
+        "model.device",
         # Earlier questions' results do not depend on later ones: a finished run rerun with
         # a higher data.limit identifies only the new questions, a lower one reads a prefix.
         "data.limit",

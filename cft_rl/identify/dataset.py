@@ -89,9 +89,15 @@ def load_identified(path: str | Path):
 
 def finished_shards(out_dir: Path, expected: list[int]) -> tuple[list[ShardFiles], list[int]]:
     """All shards of a run and the indices of those not done with their `expected[i]`
-    questions (a shard finished with another data.limit is not done with this one)."""
+    questions (a shard finished with fewer, under a lower data.limit, is not done with this
+    one; one finished with more holds them as its prefix)."""
     shards = [ShardFiles(out_dir, index, len(expected)) for index in range(len(expected))]
-    return shards, [s.shard_index for s in shards if s.done_questions() != expected[s.shard_index]]
+
+    def done(shard: ShardFiles) -> bool:
+        count = shard.done_questions()
+        return count is not None and count >= expected[shard.shard_index]
+
+    return shards, [shard.shard_index for shard in shards if not done(shard)]
 
 
 def merged_records(shards: list[ShardFiles]) -> list[dict[str, Any]]:

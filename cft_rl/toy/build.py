@@ -19,7 +19,7 @@ from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBas
 from cft_rl.data.toy_problems import DIFFICULTIES, eval_problems, generate_problems
 from cft_rl.errors import UserError
 from cft_rl.jsonl import METRICS
-from cft_rl.run_settings import ResumeRule, changed_settings
+from cft_rl.run_settings import ResumeRule, changed_settings, shared_settings
 from cft_rl.toy.config import ToyBuildConfig
 from cft_rl.toy.evaluate import generate_solutions, score
 from cft_rl.toy.tokenizer import train_tokenizer
@@ -184,8 +184,8 @@ def _load_state(out: Path, config: ToyBuildConfig) -> dict | None:
     if not path.is_file():
         return None
     state = torch.load(path, weights_only=True)
-    saved = TOY_BUILD_RESUME.project(state["config"])
-    changed = changed_settings(saved, TOY_BUILD_RESUME.settings(config))
+    # the keys both record: an older build's state holds more (eval, logging) or fewer
+    changed = changed_settings(*shared_settings(state["config"], TOY_BUILD_RESUME.settings(config)))
     if changed:
         raise UserError(
             f"{path}: an interrupted build with a different config is there "
