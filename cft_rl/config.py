@@ -256,8 +256,9 @@ def validate(schema: type[SchemaT], data: dict[str, Any], source: str) -> Schema
             renamed = _renamed_key(schema, problem["loc"])
             if problem["type"] == "extra_forbidden" and renamed:
                 lines.append(f"  key '{key}' was renamed: it is now '{renamed}'")
-            elif problem["type"] == "extra_forbidden" and _foreign_key(schema, problem["loc"]):
-                ours = _foreign_key(schema, problem["loc"])
+            elif problem["type"] == "extra_forbidden" and (
+                ours := _foreign_key(schema, problem["loc"])
+            ):
                 lines.append(f"  unknown key '{key}': this recipe calls it '{ours}'")
             elif problem["type"] == "extra_forbidden":
                 hint = _closest_key(schema, problem["loc"])

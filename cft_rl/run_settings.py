@@ -115,8 +115,8 @@ class ResumeRule:
         return self.project(config.model_dump(mode="json"), also)
 
     def project(self, dump: dict[str, Any], also: Iterable[str] = ()) -> dict[str, Any]:
-        """The must-match (and `also`) part of a recipe dump, e.g. one an older version
-        recorded whole."""
+        """The must-match (and `also`) part of a recipe dump (eval projects each benchmark's
+        recipe)."""
         chosen: dict[str, Any] = {}
         for key in (*self.must_match, *also):
             _put(chosen, key, value_at(dump, key))

@@ -331,8 +331,7 @@ EVAL_RESUME = ResumeRule(
     must_match=tuple(EVAL_LOG_NAMES),
     may_change=(
         "output_dir", "model.device", "benchmarks.limit", "benchmarks.samples", "n_samples", "ks",
-        "cpu_threads",
-        "scale",
+        "cpu_threads", "scale",
         # how generations are produced and graded, not which (verdicts are stored with them)
         "generation.backend", "generation.batch_size", "generation.gpu_memory_utilization",
         "verifier",

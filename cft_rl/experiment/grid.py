@@ -164,23 +164,7 @@ class Grid:
     def sweep_lrs(self, method: Method) -> list[float]:
         """The learning rates swept: the grid, and (lr_sweep.extend_at_edge) a value beyond
         its edge each time the best finished value sits at that edge."""
-        lrs = sorted(self.config.lrs_of(method))
-        if len(lrs) < 2:
-            return lrs
-        for _ in range(self.config.lr_sweep.extend_at_edge):
-            scores = self._scores(method, lrs)
-            if scores is None:
-                break
-            best = _best(scores)
-            if sum(score == scores[best] for score in scores.values()) > 1:
-                break  # tied with an inner value: the edge is not where the optimum lies
-            if best == lrs[0]:
-                lrs.insert(0, next_half_decade(lrs[0], down=True))
-            elif best == lrs[-1]:
-                lrs.append(next_half_decade(lrs[-1], down=False))
-            else:
-                break
-        return lrs
+        return self._sweep(method)[0]
 
     def sweep_cells(self, method: Method) -> list[Cell]:
         lrs = self.sweep_lrs(method)
@@ -201,7 +185,29 @@ class Grid:
 
     def sweep_scores(self, method: Method) -> dict[float, float] | None:
         """Validation accuracy of each sweep run's export; None until all have finished."""
-        return self._scores(method, self.sweep_lrs(method))
+        return self._sweep(method)[1]
+
+    def _sweep(self, method: Method) -> tuple[list[float], dict[float, float] | None]:
+        """The learning rates swept and their scores (None while a run is unfinished), in
+        one pass over the sweep's results (again only after the grid grew)."""
+        lrs = sorted(self.config.lrs_of(method))
+        if len(lrs) < 2:
+            return lrs, {}
+        scores = self._scores(method, lrs)
+        for _ in range(self.config.lr_sweep.extend_at_edge):
+            if scores is None:
+                break
+            best = _best(scores)
+            if sum(score == scores[best] for score in scores.values()) > 1:
+                break  # tied with an inner value: the optimum is not beyond the edge
+            if best == lrs[0]:
+                lrs.insert(0, next_half_decade(lrs[0], down=True))
+            elif best == lrs[-1]:
+                lrs.append(next_half_decade(lrs[-1], down=False))
+            else:
+                break
+            scores = self._scores(method, lrs)
+        return lrs, scores
 
     def _scores(self, method: Method, lrs: list[float]) -> dict[float, float] | None:
         scores = {}

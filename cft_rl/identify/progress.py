@@ -34,10 +34,14 @@ class Progress:
             _print(f"identify: {text}")
             self.last = now
 
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return self.clock() - self.start
+
     def chunk_done(self, done: int, extra: str = "") -> None:
         """One line per chunk: a long run shows it is moving and when it should end."""
         self.done = done
-        seconds = self.clock() - self.start
+        seconds = self.elapsed()
         rate = (done - self.done_before) / seconds if seconds > 0 else 0.0
         left = (
             f", about {(self.total - done) / rate:.0f} s left"

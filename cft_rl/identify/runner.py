@@ -111,7 +111,7 @@ def run_identify(config: IdentifyConfig, workbench: Workbench | None = None) -> 
             finally:
                 workbench.close()
     expected = [
-        len(sum(shard_chunks(config, len(examples), i), [])) for i in range(config.num_shards)
+        sum(map(len, shard_chunks(config, len(examples), i))) for i in range(config.num_shards)
     ]
     shards, missing = finished_shards(out_dir, expected)
     if missing:
@@ -236,8 +236,8 @@ def identify_on_ray(config: IdentifyConfig, examples: list[Example], files: Shar
             results[record["index"]] = record
             continuations += record["stats"].get("continuations", 0)
         done += len(records)
-        seconds = max(progress.clock() - progress.start, 1e-9)
-        progress.chunk_done(done, f", {continuations / seconds:.0f} continuations/s")
+        rate = continuations / max(progress.elapsed(), 1e-9)
+        progress.chunk_done(done, f", {rate:.0f} continuations/s")
 
     if tasks:  # a rerun of a finished run starts no replicas
         data = portable(config.model_dump())

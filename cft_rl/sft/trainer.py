@@ -46,8 +46,6 @@ from cft_rl.sft.plan import StepPlan
 from cft_rl.sft.validation import ValidationSet, validation_accuracy
 
 RUN_INFO = "run_info.json"
-# Sections a resumed run may change: they do not change what is trained (validation does
-# when it chooses the export: see _resume_settings).
 # What a resumed run must share with its checkpoint. Validation and its verifier may change,
 # except with checkpoint.export: best (scores of different validations do not compare).
 SFT_RESUME = ResumeRule(
